@@ -1,0 +1,83 @@
+# Copyright 2026 vpr_ros maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The ``vpr-ros`` command: a thin argparse front over the core.
+
+Each subcommand is a module with ``add_arguments(parser)`` and ``main(args) -> int``; the
+CLI only parses, turns arguments into configs, and calls the library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Sequence
+
+import vpr_ros
+from vpr_ros.errors import VprError
+
+# subcommand -> (module, one-line help). Modules are imported only when their command runs,
+# so `vpr-ros --help` stays fast and a broken optional part cannot break the others.
+COMMANDS: dict[str, tuple[str, str]] = {
+    'doctor': ('vpr_ros.doctor', 'print versions and the device that device: auto picks'),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the top-level parser with one sub-parser per command."""
+    parser = argparse.ArgumentParser(
+        prog='vpr-ros', description='Visual place recognition for ROS 2 robots.')
+    parser.add_argument('--version', action='version', version=f'vpr_ros {vpr_ros.__version__}')
+    parser.add_argument('-v', '--verbose', action='store_true', help='debug logging')
+    sub = parser.add_subparsers(dest='command', metavar='COMMAND')
+    for name, (module_name, help_text) in COMMANDS.items():
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        sub_parser.set_defaults(_module=module_name)
+        # Options are added lazily below, once we know which command runs.
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``vpr-ros`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # Find the command first, then let its module add its options and parse again.
+    known, _ = parser.parse_known_args(argv)
+    if known.command is None:
+        parser.print_help()
+        return 2
+    module = importlib.import_module(known._module)
+    full = argparse.ArgumentParser(prog=f'vpr-ros {known.command}',
+                                   description=COMMANDS[known.command][1])
+    full.add_argument('-v', '--verbose', action='store_true', help='debug logging')
+    module.add_arguments(full)
+    rest = argv[argv.index(known.command) + 1:]
+    args = full.parse_args(rest)
+    args.verbose = args.verbose or known.verbose
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format='%(levelname)s %(name)s: %(message)s')
+    try:
+        return int(module.main(args) or 0)
+    except VprError as exc:
+        print(f'vpr-ros {known.command}: error: {exc}', file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f'vpr-ros {known.command}: interrupted', file=sys.stderr)
+        return 130
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,64 @@
+# Copyright 2026 vpr_ros maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Pick the compute device: ``auto`` means CUDA when present, the CPU otherwise.
+
+Nothing in vpr_ros calls ``.cuda()``; every module takes the device this returns.
+"""
+
+from __future__ import annotations
+
+import typing
+
+from vpr_ros.errors import DeviceError
+
+if typing.TYPE_CHECKING:
+    import torch
+
+DEVICE_CHOICES = ('auto', 'cpu', 'cuda')
+
+
+def resolve_device(spec: str = 'auto') -> 'torch.device':
+    """Turn auto / cpu / cuda / cuda:N into a usable :class:`torch.device`.
+
+    Asking for CUDA on a machine without it is an error, not a silent fallback: a robot that
+    was configured for the GPU should say so loudly rather than run 10x slower.
+    """
+    import torch
+
+    spec = (spec or 'auto').strip().lower()
+    if spec == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    if spec == 'cpu':
+        return torch.device('cpu')
+    if spec == 'cuda' or spec.startswith('cuda:'):
+        if not torch.cuda.is_available():
+            raise DeviceError(f'device {spec!r} requested but CUDA is not available '
+                              '(use device: auto or cpu)')
+        dev = torch.device(spec)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceError(f'device {spec!r} requested but only '
+                              f'{torch.cuda.device_count()} CUDA device(s) exist')
+        return dev
+    raise DeviceError(f'unknown device {spec!r}; use one of auto, cpu, cuda, cuda:N')
+
+
+def describe_device(device: 'torch.device') -> str:
+    """Human-readable name of a device, for logs and diagnostics."""
+    import torch
+
+    if device.type == 'cuda':
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f'cuda:{index} ({torch.cuda.get_device_name(index)})'
+    return f'cpu ({torch.get_num_threads()} threads)'
