@@ -81,8 +81,16 @@ link_ros_layout() {
     ln -sfn "$VENV/bin/$exe" "$VENV/lib/vpr_ros/$exe"
   done
   ln -sfn "$REPO/package.xml" "$share/package.xml"
-  ln -sfn "$REPO/launch" "$share/launch"
-  ln -sfn "$REPO/config" "$share/config"
+  # Real folders of per-file links: ros2 launch finds files with os.walk, which does not
+  # descend into linked folders.
+  local dir file
+  for dir in launch config; do
+    rm -rf "${share:?}/$dir"
+    mkdir -p "$share/$dir"
+    for file in "$REPO/$dir"/*; do
+      [ -f "$file" ] && ln -sfn "$file" "$share/$dir/"
+    done
+  done
   : > "$VENV/share/ament_index/resource_index/packages/vpr_ros"
 }
 

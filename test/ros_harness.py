@@ -40,7 +40,8 @@ class Process:
 
     def output(self) -> str:
         """Everything the process printed so far."""
-        self._log_file.flush()
+        if not self._log_file.closed:
+            self._log_file.flush()
         return self.log.read_text(errors='replace')
 
     def wait_for_output(self, text: str, timeout: float) -> bool:

@@ -1,0 +1,127 @@
+# Copyright 2026 vpr_ros maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The package as ROS sees it: ros2 run, ros2 launch, parameters, colcon build and test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+import shutil
+import signal
+import subprocess
+
+import pytest
+from ros_harness import Process
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.ros
+
+
+def _require(exe: str) -> str:
+    path = shutil.which(exe)
+    if path is None:
+        pytest.skip(f'{exe} not installed (ROS 2 CLI from ../shared/vendor or a ROS distro)')
+    return path
+
+
+def test_package_is_in_the_ament_index():
+    from ament_index_python.packages import get_package_share_directory
+
+    share = Path(get_package_share_directory('vpr_ros'))
+    assert (share / 'package.xml').is_file()
+    assert (share / 'launch' / 'localize.launch.py').is_file()
+    assert (share / 'config' / 'localize.yaml').is_file()
+
+
+def test_ros2_run_starts_the_node_and_sigint_stops_it(tmp_path):
+    ros2 = _require('ros2')
+    with Process([ros2, 'run', 'vpr_ros', 'localizer', '--ros-args', '-p', 'device:=cpu'],
+                 tmp_path / 'run.log') as proc:
+        assert proc.wait_for_output('localizer started on cpu', timeout=60), proc.output()
+        rc = proc.stop(signal.SIGINT)
+    assert rc == 0, proc.output()
+    assert 'Traceback' not in proc.output()
+
+
+def test_node_exits_cleanly_on_sigterm(tmp_path):
+    exe = _require('localizer')
+    with Process([exe, '--ros-args', '-p', 'device:=cpu'], tmp_path / 'node.log') as proc:
+        assert proc.wait_for_output('localizer started', timeout=60), proc.output()
+        rc = proc.stop(signal.SIGTERM)
+    assert rc == 0, proc.output()
+    assert 'Traceback' not in proc.output()
+
+
+def test_node_rejects_a_bad_device(tmp_path):
+    exe = _require('localizer')
+    out = subprocess.run([exe, '--ros-args', '-p', 'device:=tpu'], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 1
+    assert "unknown device 'tpu'" in out.stderr
+
+
+def test_ros2_launch_passes_arguments_and_stops_on_sigint(tmp_path):
+    ros2 = _require('ros2')
+    cmd = [ros2, 'launch', 'vpr_ros', 'localize.launch.py', 'device:=cpu',
+           'image_topic:=/test_cam/image_raw', 'namespace:=robot1']
+    with Process(cmd, tmp_path / 'launch.log') as launch:
+        assert launch.wait_for_output('localizer started on cpu', timeout=90), launch.output()
+        param = subprocess.run(
+            [ros2, 'param', 'get', '--no-daemon', '--spin-time', '5',
+             '/robot1/vpr_localizer', 'device'], capture_output=True, text=True, timeout=60)
+        info = subprocess.run(
+            [ros2, 'topic', 'info', '--no-daemon', '--spin-time', '5', '/test_cam/image_raw'],
+            capture_output=True, text=True, timeout=60)
+        rc = launch.stop(signal.SIGINT, timeout=30)
+    assert param.returncode == 0, param.stderr
+    assert param.stdout.strip() == 'String value is: cpu'
+    assert 'Subscription count: 1' in info.stdout, info.stdout + info.stderr
+    assert rc == 0, launch.output()
+    assert 'Traceback' not in launch.output()
+
+
+@pytest.mark.slow
+def test_colcon_build_and_test_in_a_scratch_workspace(tmp_path):
+    colcon = _require('colcon')
+    src = tmp_path / 'ws' / 'src' / 'vpr_ros'
+    files = subprocess.run(['git', 'ls-files', '-co', '--exclude-standard'], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split()
+    if not files:
+        pytest.skip('not a git checkout')
+    for name in files:
+        if (REPO / name).is_file():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, src / name)
+    ws = tmp_path / 'ws'
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE='1')
+    build = subprocess.run([colcon, 'build', '--base-paths', 'src'], cwd=ws, env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stdout + build.stderr
+    install = ws / 'install' / 'vpr_ros'
+    for exe in ('localizer', 'vpr-ros'):
+        assert os.access(install / 'lib' / 'vpr_ros' / exe, os.X_OK), exe
+    for name in ('package.xml', 'launch/localize.launch.py', 'config/localize.yaml'):
+        assert (install / 'share' / 'vpr_ros' / name).is_file(), name
+    assert (install / 'share' / 'ament_index' / 'resource_index' / 'packages'
+            / 'vpr_ros').is_file()
+    test = subprocess.run([colcon, 'test', '--base-paths', 'src', '--pytest-args',
+                           'test/test_config.py', 'test/test_linters.py'],
+                          cwd=ws, env=env, capture_output=True, text=True, timeout=600)
+    assert test.returncode == 0, test.stdout + test.stderr
+    result = subprocess.run([colcon, 'test-result', '--all', '--verbose'], cwd=ws, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert '0 errors, 0 failures' in result.stdout, result.stdout
