@@ -69,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.verbose = args.verbose or known.verbose
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format='%(levelname)s %(name)s: %(message)s')
+    logging.getLogger('faiss.loader').setLevel(logging.WARNING)  # chatty about CPU features
     try:
         return int(module.main(args) or 0)
     except VprError as exc:
