@@ -1,0 +1,385 @@
+# Copyright 2026 vpr_ros maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Build a map (``*.vprmap``) from a source: streamed, chunked, resumable, atomic.
+
+The entries of a source are cut into chunks of ``chunk_size``. Each chunk is turned into
+descriptors and thumbnails by :func:`extract_chunk`, a pure function of (model, entries), and
+saved in a work directory beside the output (``route.vprmap.partial/chunk-000000.npz``, each
+written to a temporary name and renamed, so a chunk on disk is always complete). A build that
+is interrupted and run again skips the finished chunks; the result is the same map, bit for
+bit, because chunk and batch boundaries do not depend on where the build stopped.
+
+When all chunks exist the map is assembled in a temporary directory beside the output
+(descriptors and thumbnails streamed chunk by chunk, so memory stays bounded), the index is
+built, ``manifest.json`` is written last, and the directory is renamed into place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import hashlib
+import json
+import logging
+import math
+import os
+from pathlib import Path
+import shutil
+import time
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+
+from vpr_ros.config import Config, option
+from vpr_ros.errors import DataError, MapError
+from vpr_ros.geo import route_length_m
+from vpr_ros.images import check_rgb, thumbnail, to_tensor
+from vpr_ros.mapdb import format as fmt
+from vpr_ros.mapdb.index import build_index, IndexConfig
+from vpr_ros.mapdb.sources import Entry, open_source, SourceConfig, SourceReport
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BuildConfig(Config):
+    """How ``build-map`` turns a source into a map."""
+
+    model: str = option('effnet-lite0-gem', 'model: checkpoint path, YAML config or preset')
+    device: str = option('auto', 'torch device: auto, cpu, cuda, cuda:N')
+    batch_size: int = option(16, 'images per forward pass', min=1)
+    num_workers: int = option(0, 'DataLoader processes decoding images (0: in process)',
+                              min=0)
+    chunk_size: int = option(1024, 'entries per resumable chunk', min=1)
+    resize_max: int = option(0, 'shrink images so the longer side is at most this before '
+                                'the model (0: native size)', min=0)
+    thumbnail_size: tuple[int, int] = option(
+        (96, 128), 'GeoWarp thumbnail (H, W) stored per entry; (0, 0): none')
+    source: SourceConfig = option(SourceConfig(), 'how the source is read')
+    index: IndexConfig = option(IndexConfig(), 'FAISS index of the map')
+
+    def validate(self) -> None:
+        h, w = self.thumbnail_size
+        if (h == 0) != (w == 0) or h < 0 or w < 0 or (h and min(h, w) < 16):
+            from vpr_ros.errors import ConfigError
+            raise ConfigError(f'BuildConfig.thumbnail_size: {self.thumbnail_size} must be '
+                              f'(0, 0) or at least (16, 16)')
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """Output of :func:`extract_chunk`: descriptors ``(n, D)`` and thumbnails ``(n, h, w, 3)``."""
+
+    descriptors: np.ndarray
+    thumbnails: np.ndarray
+
+
+class _EntryImages:
+    """Map-style dataset: image tensor + thumbnail of each entry (picklable for workers)."""
+
+    def __init__(self, entries: Sequence[Entry], resize_max: int,
+                 thumbnail_size: tuple[int, int]) -> None:
+        self.entries = list(entries)
+        self.resize_max = resize_max
+        self.thumbnail_size = thumbnail_size
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, i: int):
+        entry = self.entries[i]
+        image = check_rgb(entry.load(), where=entry.name)
+        h, w = self.thumbnail_size
+        thumb = (cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA) if h
+                 else np.zeros((0, 0, 3), np.uint8))
+        if self.resize_max:
+            image = thumbnail(image, self.resize_max)
+        return to_tensor(image), thumb
+
+
+def _collate(batch):
+    return batch
+
+
+def _model_device(model: Any):
+    import torch
+
+    try:
+        return next(model.parameters()).device
+    except (StopIteration, AttributeError):
+        return torch.device('cpu')
+
+
+def extract_chunk(model: Any, entries: Sequence[Entry], *, batch_size: int = 16,
+                  resize_max: int = 0, thumbnail_size: tuple[int, int] = (96, 128),
+                  num_workers: int = 0) -> ChunkResult:
+    """Describe a chunk of entries: a pure function of the model and the entries.
+
+    Images of a batch that differ in size are described in runs of equal size, so any mix
+    of image sizes works; the batch boundaries depend only on ``batch_size``.
+    """
+    import torch
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(_EntryImages(entries, resize_max, thumbnail_size),
+                        batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=_collate, shuffle=False)
+    device = _model_device(model)
+    descriptors, thumbs = [], []
+    was_training = getattr(model, 'training', False)
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for batch in loader:
+                start = 0
+                while start < len(batch):
+                    size = batch[start][0].shape
+                    stop = start
+                    while stop < len(batch) and batch[stop][0].shape == size:
+                        stop += 1
+                    x = torch.stack([t for t, _ in batch[start:stop]]).to(device)
+                    descriptors.append(np.asarray(model.describe(x), np.float32))
+                    start = stop
+                thumbs.extend(th for _, th in batch)
+    finally:
+        model.train(was_training)
+    out = np.concatenate(descriptors) if descriptors else np.zeros((0, 0), np.float32)
+    if out.shape != (len(entries), int(model.descriptor_dim)) or not np.isfinite(out).all():
+        raise DataError(f'model returned descriptors of shape {out.shape} (finite: '
+                        f'{bool(np.isfinite(out).all())}) for {len(entries)} images; expected '
+                        f'({len(entries)}, {model.descriptor_dim})')
+    return ChunkResult(out, np.stack(thumbs) if thumbs else np.zeros((0, 0, 0, 3), np.uint8))
+
+
+def _job_key(report: SourceReport, fingerprint: str, config: BuildConfig, device: str) -> str:
+    """Hash of everything the chunks depend on: a work dir of another job is not reused."""
+    job = {
+        'entries': [(e.name, e.lat, e.lon, e.alt, e.stamp_ns) for e in report.entries],
+        'model': fingerprint, 'device': device, 'batch_size': config.batch_size,
+        'chunk_size': config.chunk_size, 'resize_max': config.resize_max,
+        'thumbnail_size': list(config.thumbnail_size),
+    }
+    return hashlib.sha256(json.dumps(job, default=str).encode()).hexdigest()
+
+
+def _save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
+    tmp = path.with_name(f'.{path.stem}.tmp-{os.getpid()}.npz')
+    with open(tmp, 'wb') as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _load_chunk(path: Path) -> ChunkResult:
+    with np.load(path, allow_pickle=False) as data:
+        return ChunkResult(data['descriptors'], data['thumbnails'])
+
+
+def work_dir_for(out: Path) -> Path:
+    """Where the resumable chunks of a build of ``out`` live."""
+    return out.with_name(out.name + '.partial')
+
+
+def _prepare_work_dir(work: Path, key: str) -> None:
+    job_file = work / 'job.json'
+    if work.is_dir():
+        try:
+            same = json.loads(job_file.read_text())['key'] == key
+        except (OSError, ValueError, KeyError, TypeError):
+            same = False
+        if same:
+            return
+        log.warning('%s belongs to another build (source, model or settings differ); '
+                    'starting over', work)
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    fmt.write_json_atomic(job_file, {'key': key})
+
+
+def _load_model(config: BuildConfig, model: Any):
+    from vpr_ros.device import resolve_device
+
+    if model is not None:
+        return model
+    from vpr_ros.models.checkpoints import load_model
+    return load_model(config.model, device=str(resolve_device(config.device)))
+
+
+def _save_model(model: Any, path: Path) -> None:
+    from vpr_ros.models.checkpoints import save_checkpoint
+    save_checkpoint(model, path)
+
+
+def _write_entries_csv(path: Path, entries: Sequence[Entry]) -> None:
+    import csv
+
+    with open(path, 'w', newline='', encoding='utf-8') as f:
+        writer = csv.writer(f)
+        writer.writerow(['name', 'stamp_ns', 'heading_deg'])
+        for e in entries:
+            writer.writerow([e.name, '' if e.stamp_ns is None else e.stamp_ns,
+                             '' if math.isnan(e.heading_deg) else repr(e.heading_deg)])
+
+
+def extent(positions: np.ndarray) -> dict[str, Any]:
+    """Bounding box (deg) and route length (m) of ``(N, 3)`` lat/lon/alt positions."""
+    lat, lon = positions[:, 0], positions[:, 1]
+    return {'lat_min': float(lat.min()), 'lat_max': float(lat.max()),
+            'lon_min': float(lon.min()), 'lon_max': float(lon.max()),
+            'route_length_m': route_length_m(lat, lon)}
+
+
+def build_map(source: str | Path | SourceReport, out: str | Path,
+              config: BuildConfig | None = None, *, model: Any = None,
+              overwrite: bool = False, progress: bool = True) -> Path:
+    """Build ``out`` (a ``*.vprmap`` directory) from a source; resume an interrupted build.
+
+    Args:
+        source: a source path (VG folder, CSV, bag) or an already-read :class:`SourceReport`.
+        out: the map directory to create.
+        config: build settings; ``config.model`` is loaded unless ``model`` is given.
+        model: an already loaded ``DescriptorModel`` (skips ``config.model``).
+        overwrite: replace an existing ``out``.
+        progress: show a tqdm bar (images/s).
+
+    Returns:
+        The path of the finished map.
+    """
+    from tqdm import tqdm
+
+    config = config or BuildConfig()
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise MapError(f'{out} exists already, not overwriting (use --overwrite)')
+    report = source if isinstance(source, SourceReport) else open_source(source, config.source)
+    entries = report.entries
+    if report.skipped:
+        log.info('source %s: %d entries, skipped %s', report.path, len(entries), report.skipped)
+    model_spec = config.model if model is None else f'<{type(model).__name__} object>'
+    model = _load_model(config, model)
+    fingerprint = str(model.fingerprint())
+    device = str(_model_device(model))
+    work = work_dir_for(out)
+    _prepare_work_dir(work, _job_key(report, fingerprint, config, device))
+
+    n, size = len(entries), config.chunk_size
+    chunks = [work / f'chunk-{i:06d}.npz' for i in range(math.ceil(n / size))]
+    done = sum(min(size, n - i * size) for i, p in enumerate(chunks) if p.is_file())
+    if done:
+        log.info('resuming %s: %d of %d entries already described', work, done, n)
+    started = time.perf_counter()
+    with tqdm(total=n, initial=done, unit='img', desc='build-map', disable=not progress) as bar:
+        for i, path in enumerate(chunks):
+            if path.is_file():
+                continue
+            part = entries[i * size:(i + 1) * size]
+            result = extract_chunk(model, part, batch_size=config.batch_size,
+                                   resize_max=config.resize_max,
+                                   thumbnail_size=config.thumbnail_size,
+                                   num_workers=config.num_workers)
+            _save_npz_atomic(path, descriptors=result.descriptors,
+                             thumbnails=result.thumbnails)
+            bar.update(len(part))
+    elapsed = time.perf_counter() - started
+    if n > done:
+        log.info('described %d images in %.1f s (%.1f images/s)', n - done, elapsed,
+                 (n - done) / max(elapsed, 1e-9))
+
+    tmp = out.with_name(f'.{out.name}.tmp-{os.getpid()}')
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        manifest_fields = _assemble(tmp, chunks, report, model, fingerprint, config,
+                                    model_spec)
+        fmt.write_json_atomic(tmp / fmt.MANIFEST, fmt.make_manifest(tmp, **manifest_fields))
+        _move_into_place(tmp, out, overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(work, ignore_errors=True)
+    log.info('map written to %s (%d entries)', out, n)
+    return out
+
+
+def _assemble(tmp: Path, chunks: Sequence[Path], report: SourceReport, model: Any,
+              fingerprint: str, config: BuildConfig, model_spec: str) -> dict[str, Any]:
+    """Write every file of the map except the manifest; return the manifest's fields."""
+    entries = report.entries
+    n, d = len(entries), int(model.descriptor_dim)
+    th, tw = config.thumbnail_size
+    desc = np.lib.format.open_memmap(tmp / fmt.DESCRIPTORS, mode='w+', dtype=np.float32,
+                                     shape=(n, d))
+    thumbs = (np.lib.format.open_memmap(tmp / fmt.THUMBNAILS, mode='w+', dtype=np.uint8,
+                                        shape=(n, th, tw, 3)) if th else None)
+    row = 0
+    for path in chunks:
+        part = _load_chunk(path)
+        desc[row:row + len(part.descriptors)] = part.descriptors
+        if thumbs is not None:
+            thumbs[row:row + len(part.descriptors)] = part.thumbnails
+        row += len(part.descriptors)
+    if row != n:
+        raise MapError(f'chunks in {chunks[0].parent} hold {row} entries, expected {n}')
+    desc.flush()
+    if thumbs is not None:
+        thumbs.flush()
+        del thumbs
+    positions = np.array([[e.lat, e.lon, e.alt] for e in entries], np.float64).reshape(n, 3)
+    np.save(tmp / fmt.POSITIONS, positions, allow_pickle=False)
+    _write_entries_csv(tmp / fmt.ENTRIES, entries)
+    import faiss
+
+    index, index_info = build_index(desc, config.index)
+    faiss.write_index(index, str(tmp / fmt.INDEX))
+    del desc, index
+    _save_model(model, tmp / fmt.MODEL)
+    alts = positions[:, 2]
+    finite = alts[np.isfinite(alts)]
+    origin = {
+        'lat': float((positions[:, 0].min() + positions[:, 0].max()) / 2),
+        'lon': float((positions[:, 1].min() + positions[:, 1].max()) / 2),
+        'alt': float(np.median(finite)) if finite.size else 0.0,
+    }
+    config_dict = getattr(model, 'config', None)
+    return {
+        'entries': n,
+        'model': {'config': config_dict.to_dict() if hasattr(config_dict, 'to_dict') else {},
+                  'fingerprint': fingerprint, 'file': fmt.MODEL},
+        'descriptors': {'dim': d, 'dtype': 'float32', 'normalised': 'l2'},
+        'index': index_info,
+        'origin': origin,
+        'altitude_known': bool(finite.size == n),
+        'extent': extent(positions),
+        'thumbnails': ({'height': th, 'width': tw, 'bytes_per_entry': th * tw * 3,
+                        'file': fmt.THUMBNAILS} if th else None),
+        'source': report.summary(),
+        'build': {**{k: v for k, v in config.to_dict().items() if k != 'num_workers'},
+                  'model': model_spec},
+    }
+
+
+def _move_into_place(tmp: Path, out: Path, overwrite: bool) -> None:
+    old = None
+    if out.exists():
+        if not overwrite:
+            raise MapError(f'{out} exists already, not overwriting (use --overwrite)')
+        old = out.with_name(f'.{out.name}.old-{os.getpid()}')
+        os.replace(out, old)
+    os.replace(tmp, out)
+    fmt.fsync_dir(out.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

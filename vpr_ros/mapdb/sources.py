@@ -1,0 +1,226 @@
+# Copyright 2026 vpr_ros maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Where map entries come from: a VG-format folder, a CSV, or a rosbag2 (see ``bag_source``).
+
+A source is a list of :class:`Entry` records: a name, an optional stamp, a WGS84 position and
+a picklable ``load()`` that reads the image only when it is needed, so a source of a million
+images costs a few hundred bytes per entry until the builder reads its pixels.
+
+Formats:
+    - **VG folder** (the deep-visual-geo-localization benchmark convention): image files named
+      ``@utm_east@utm_north@zone@...@.jpg``; the zone is either ``17T`` in one field or
+      ``17@T`` in two (number, latitude band); see :mod:`vpr_ros.geo` for the band convention.
+      Names without a zone need ``SourceConfig.utm_zone``. Files are taken in sorted order
+      from the folder and its sub-folders.
+    - **CSV** with a header ``image,lat,lon[,alt][,heading]`` (any column order, extra columns
+      ignored); image paths are relative to the CSV's folder and must stay inside it.
+    - **rosbag2** directory (sqlite3 or mcap): see :mod:`vpr_ros.mapdb.bag_source`.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from vpr_ros.config import Config, option
+from vpr_ros.errors import DataError
+from vpr_ros.geo import check_lat_lon, haversine_m, utm_to_wgs84
+from vpr_ros.images import IMAGE_SUFFIXES, load_image
+
+SOURCE_KINDS = ('auto', 'folder', 'csv', 'bag')
+
+
+@dataclass(frozen=True)
+class SourceConfig(Config):
+    """How to read a map source."""
+
+    kind: str = option('auto', 'source kind; auto: bag dir, *.csv file or VG image folder',
+                       choices=SOURCE_KINDS)
+    utm_zone: str = option('', 'UTM zone for VG names that carry none, e.g. 17T (number + '
+                               'latitude band)')
+    image_topic: str = option('', 'bag image topic (Image or CompressedImage); empty: the '
+                                  'only image topic in the bag')
+    fix_topic: str = option('', 'bag NavSatFix topic; empty: the only NavSatFix topic')
+    fix_tolerance_s: float = option(1.0, 'max time between an image stamp and each GNSS fix '
+                                         'it is interpolated from (s)', min=0.0)
+    min_spacing_m: float = option(0.0, 'drop entries closer than this to the previous kept '
+                                       'one (m); 0 keeps all', min=0.0)
+
+
+@dataclass(frozen=True)
+class FileImage:
+    """Picklable loader of one image file."""
+
+    path: Path
+
+    def __call__(self) -> np.ndarray:
+        return load_image(self.path)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One geotagged image of a map source (position in WGS84, altitude NaN if unknown)."""
+
+    name: str
+    lat: float
+    lon: float
+    alt: float
+    load: Callable[[], np.ndarray]
+    stamp_ns: int | None = None
+    heading_deg: float = math.nan
+
+
+@dataclass
+class SourceReport:
+    """What a source kept and skipped, for logs and the manifest."""
+
+    kind: str
+    path: str
+    entries: list[Entry]
+    skipped: dict[str, int]
+
+    def summary(self) -> dict[str, Any]:
+        return {'kind': self.kind, 'path': self.path, 'entries': len(self.entries),
+                'skipped': dict(self.skipped)}
+
+
+def _float(value: str, *, where: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise DataError(f'{where}: {value!r} is not a number') from None
+
+
+def parse_vg_name(name: str, utm_zone: str = '') -> tuple[float, float, str]:
+    """Parse ``@east@north@zone@...`` into ``(easting, northing, zone)``; zone as ``'17T'``."""
+    fields = name.split('@')
+    if len(fields) < 4 or fields[0] != '':
+        raise DataError(f'{name}: not a VG-format name (@utm_east@utm_north@zone@...@.ext)')
+    east = _float(fields[1], where=name)
+    north = _float(fields[2], where=name)
+    zone = fields[3].strip() if len(fields) > 3 else ''
+    if zone.isdigit() and len(fields) > 4 and len(fields[4].strip()) == 1 \
+            and fields[4].strip().isalpha():
+        zone += fields[4].strip()  # benchmark layout: @number@band@
+    if not zone or zone.isdigit() or not zone[:-1].strip().isdigit():
+        if not utm_zone:
+            got = f'zone {zone!r} without a latitude band' if zone else 'no UTM zone'
+            raise DataError(f'{name}: {got}; give the zone, e.g. --utm-zone 17T')
+        zone = utm_zone
+    return east, north, zone
+
+
+def folder_source(folder: Path, config: SourceConfig) -> SourceReport:
+    """List the VG-format images of ``folder`` (sorted, recursive) with their positions."""
+    files = sorted(p for p in folder.rglob('*') if p.suffix.lower() in IMAGE_SUFFIXES
+                   and p.is_file())
+    if not files:
+        raise DataError(f'no images ({", ".join(IMAGE_SUFFIXES)}) found in {folder}')
+    parsed = [parse_vg_name(p.name, config.utm_zone) for p in files]
+    entries = []
+    for zone in sorted({z for _, _, z in parsed}):
+        idx = [i for i, (_, _, z) in enumerate(parsed) if z == zone]
+        lat, lon = utm_to_wgs84([parsed[i][0] for i in idx], [parsed[i][1] for i in idx], zone)
+        for j, i in enumerate(idx):
+            check_lat_lon(float(lat[j]), float(lon[j]), where=str(files[i]))
+            entries.append((i, Entry(str(files[i].relative_to(folder)), float(lat[j]),
+                                     float(lon[j]), math.nan, FileImage(files[i]))))
+    entries.sort(key=lambda item: item[0])
+    return SourceReport('folder', str(folder), [e for _, e in entries], {})
+
+
+def csv_source(path: Path, config: SourceConfig) -> SourceReport:
+    """Read ``image,lat,lon[,alt][,heading]`` rows; image paths must stay in the CSV's folder."""
+    root = path.parent.resolve()
+    try:
+        with open(path, newline='', encoding='utf-8') as f:
+            rows = list(csv.DictReader(f))
+    except OSError as exc:
+        raise DataError(f'cannot read {path}: {exc.strerror}') from None
+    if not rows:
+        raise DataError(f'{path}: no rows (expected a header image,lat,lon[,alt][,heading])')
+    missing = {'image', 'lat', 'lon'} - set(rows[0])
+    if missing:
+        raise DataError(f'{path}: missing column(s) {sorted(missing)}; header must have '
+                        f'image,lat,lon and may have alt,heading')
+    entries = []
+    for line, row in enumerate(rows, start=2):
+        where = f'{path}:{line}'
+        image = (row['image'] or '').strip()
+        if not image:
+            raise DataError(f'{where}: empty image path')
+        target = (root / image).resolve()
+        if not target.is_relative_to(root):
+            raise DataError(f'{where}: image path {image!r} leaves the CSV folder {root}')
+        if not target.is_file():
+            raise DataError(f'{where}: image {image!r} not found')
+        lat = _float(row['lat'], where=where)
+        lon = _float(row['lon'], where=where)
+        check_lat_lon(lat, lon, where=where)
+        alt = _float(row['alt'], where=where) if (row.get('alt') or '').strip() else math.nan
+        heading = (_float(row['heading'], where=where) if (row.get('heading') or '').strip()
+                   else math.nan)
+        entries.append(Entry(image, lat, lon, alt, FileImage(target), heading_deg=heading))
+    return SourceReport('csv', str(path), entries, {})
+
+
+def thin(entries: list[Entry], min_spacing_m: float) -> tuple[list[Entry], int]:
+    """Keep an entry only if it is ``min_spacing_m`` or more from the last kept one."""
+    if min_spacing_m <= 0 or not entries:
+        return list(entries), 0
+    kept = [entries[0]]
+    for entry in entries[1:]:
+        last = kept[-1]
+        if float(haversine_m(last.lat, last.lon, entry.lat, entry.lon)) >= min_spacing_m:
+            kept.append(entry)
+    return kept, len(entries) - len(kept)
+
+
+def detect_kind(path: Path) -> str:
+    """Guess the source kind of ``path``: bag directory, CSV file or image folder."""
+    if path.is_file():
+        if path.suffix.lower() == '.csv':
+            return 'csv'
+        if path.suffix.lower() in ('.mcap', '.db3'):
+            return 'bag'
+        raise DataError(f'{path}: not a CSV, a bag or a folder of images')
+    if path.is_dir():
+        return 'bag' if (path / 'metadata.yaml').is_file() else 'folder'
+    raise DataError(f'map source not found: {path}')
+
+
+def open_source(path: str | Path, config: SourceConfig | None = None) -> SourceReport:
+    """Read the entries of a map source, thinned by ``config.min_spacing_m``."""
+    config = config or SourceConfig()
+    path = Path(path)
+    kind = detect_kind(path) if config.kind == 'auto' else config.kind
+    if kind == 'folder':
+        report = folder_source(path, config)
+    elif kind == 'csv':
+        report = csv_source(path, config)
+    else:
+        from vpr_ros.mapdb.bag_source import bag_source
+        report = bag_source(path, config)
+    report.entries, thinned = thin(report.entries, config.min_spacing_m)
+    if thinned:
+        report.skipped['closer_than_min_spacing'] = thinned
+    if not report.entries:
+        raise DataError(f'{path}: no usable entries (skipped: {report.skipped})')
+    return report
