@@ -153,3 +153,28 @@ def write_bag(path: Path, frames, fixes, *, storage: str = 'sqlite3', compressed
         for log_time, conn, raw in sorted(msgs, key=lambda m: (m[0], m[1].id)):
             writer.write(conn, log_time, raw)
     return path
+
+
+def test_model(monkeypatch):
+    """Return the model the map tests use: the real 'tiny-test' preset once it exists.
+
+    Until ``vpr_ros.models`` lands, a stand-in with the same methods is used and the map
+    builder stores its state_dict with torch.save instead of ``save_checkpoint``.
+    """
+    if have_real_models():
+        from vpr_ros.models.checkpoints import load_model
+        return load_model('tiny-test', device='cpu')
+    import torch
+
+    import vpr_ros.mapdb.build as build
+    monkeypatch.setattr(build, '_save_model', lambda m, p: torch.save(m.state_dict(), p))
+    return make_model()
+
+
+def describe_files(model, paths):
+    """Describe image files one by one (as a query would be)."""
+    from vpr_ros.images import load_image, to_tensor
+    return np.concatenate([model.describe(to_tensor(load_image(p))[None]) for p in paths])
+
+
+test_model.__test__ = False

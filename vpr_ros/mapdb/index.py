@@ -72,7 +72,7 @@ def _ivfpq(d: int, n: int, config: IndexConfig) -> tuple[str, dict[str, Any]]:
     nlist = config.nlist or int(4 * math.sqrt(n))
     nlist = max(1, min(nlist, n // 39))
     m = _largest_divisor(d, config.pq_m)
-    nbits = max(1, min(8, int(math.log2(max(2, n)))))
+    nbits = max(1, min(8, int(math.log2(max(2, n // 39)))))  # >= 39 points per centroid
     return f'IVF{nlist},PQ{m}x{nbits}', {'nlist': nlist, 'pq_m': m, 'pq_nbits': nbits,
                                          'nprobe': config.nprobe, 'refine': config.refine}
 
