@@ -1,0 +1,85 @@
+# Copyright 2026 vpr_ros maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""``vpr-ros build-map``: build a ``*.vprmap`` from a VG folder, a CSV or a rosbag2."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from vpr_ros.config import Config
+from vpr_ros.mapdb.build import build_map, BuildConfig
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of build-map; defaults come from BuildConfig / SourceConfig / IndexConfig."""
+    parser.add_argument('source', type=Path,
+                        help='VG image folder, CSV (image,lat,lon[,alt]) or rosbag2 directory')
+    parser.add_argument('--out', type=Path, required=True, help='map to write (*.vprmap)')
+    parser.add_argument('--config', type=Path,
+                        help='YAML with BuildConfig fields; options below override it')
+    parser.add_argument('--model', help='checkpoint, model YAML or preset '
+                        f'(default {BuildConfig().model})')
+    parser.add_argument('--index', choices=('auto', 'flat', 'ivfpq', 'hnsw'),
+                        help='FAISS index kind (default auto: flat up to 50k entries)')
+    parser.add_argument('--batch-size', type=int)
+    parser.add_argument('--device', help='auto (default), cpu, cuda, cuda:N')
+    parser.add_argument('--workers', type=int, dest='num_workers',
+                        help='image decoding processes')
+    parser.add_argument('--chunk-size', type=int, help='entries per resumable chunk')
+    parser.add_argument('--resize-max', type=int,
+                        help='shrink images to this longer side before the model')
+    parser.add_argument('--thumbnail-size', type=int, nargs=2, metavar=('H', 'W'),
+                        help='GeoWarp thumbnails per entry; 0 0 for none')
+    parser.add_argument('--min-spacing', type=float, dest='min_spacing_m',
+                        help='drop entries closer than this to the previous one (m)')
+    parser.add_argument('--utm-zone', help='zone for VG names without one, e.g. 17T')
+    parser.add_argument('--image-topic', help='bag image topic (Image or CompressedImage)')
+    parser.add_argument('--fix-topic', help='bag NavSatFix topic')
+    parser.add_argument('--fix-tolerance', type=float, dest='fix_tolerance_s',
+                        help='max time between an image and the fixes it uses (s)')
+    parser.add_argument('--overwrite', action='store_true', help='replace an existing map')
+    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+
+
+def _override(config: Config, args: argparse.Namespace, names: tuple[str, ...]) -> Config:
+    changes = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    return config.replace(**changes) if changes else config
+
+
+def config_from_args(args: argparse.Namespace) -> BuildConfig:
+    """Turn the command line into a validated BuildConfig."""
+    config = BuildConfig.from_yaml(args.config) if args.config else BuildConfig()
+    source = _override(config.source, args, ('utm_zone', 'image_topic', 'fix_topic',
+                                             'fix_tolerance_s', 'min_spacing_m'))
+    index = config.index.replace(kind=args.index) if args.index else config.index
+    config = _override(config, args, ('model', 'batch_size', 'device', 'num_workers',
+                                      'chunk_size', 'resize_max'))
+    if args.thumbnail_size is not None:
+        config = config.replace(thumbnail_size=tuple(args.thumbnail_size))
+    return config.replace(source=source, index=index)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Build the map and print where it is."""
+    config = config_from_args(args)
+    log.debug('build config: %s', config.to_dict())
+    out = build_map(args.source, args.out, config, overwrite=args.overwrite,
+                    progress=not args.no_progress)
+    print(f'map written: {out}')
+    return 0

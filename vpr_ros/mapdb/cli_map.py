@@ -1,0 +1,91 @@
+# Copyright 2026 vpr_ros maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""``vpr-ros map info``: what a map holds (entries, extent, model, index, size on disk)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from vpr_ros.mapdb.database import MapDB
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Sub-commands of ``map``."""
+    sub = parser.add_subparsers(dest='map_command', metavar='ACTION', required=True)
+    info = sub.add_parser('info', help='print what a map holds')
+    info.add_argument('map', type=Path, help='the *.vprmap directory')
+    info.add_argument('--verify', action='store_true',
+                      help='check the sha256 of every file (default: sizes only)')
+
+
+def _size(nbytes: float) -> str:
+    for unit in ('B', 'KiB', 'MiB', 'GiB'):
+        if nbytes < 1024 or unit == 'GiB':
+            return f'{nbytes:.0f} {unit}' if unit == 'B' else f'{nbytes:.1f} {unit}'
+        nbytes /= 1024
+    return f'{nbytes:.1f} GiB'
+
+
+def info_lines(db: MapDB, *, verified: bool) -> list[tuple[str, str]]:
+    """Rows of ``map info`` as (label, value)."""
+    m: dict[str, Any] = db.manifest
+    ext = m.get('extent', {})
+    files = m['files']
+    on_disk = sum(f['size'] for f in files.values()) + (db.path / 'manifest.json').stat().st_size
+    n = max(1, len(db))
+    per_entry = {name: files[name]['size'] / n for name in sorted(files) if name != 'model.pt'}
+    model_cfg = m['model'].get('config') or {}
+    model_name = model_cfg.get('name') or model_cfg.get('preset') or ''
+    index = m['index']
+    params = ', '.join(f'{k}={v}' for k, v in index.items() if k not in ('kind', 'metric'))
+    source = m.get('source', {})
+    rows = [
+        ('map', str(db.path)),
+        ('format', f'{m["format"]} v{m["format_version"]}, vpr_ros {m["package_version"]}, '
+                   f'created {m["created"]}'),
+        ('entries', str(len(db))),
+        ('source', f'{source.get("kind", "?")} {source.get("path", "")}'
+                   + (f' (skipped {source["skipped"]})' if source.get('skipped') else '')),
+        ('extent', f'lat {ext.get("lat_min", float("nan")):.6f} .. '
+                   f'{ext.get("lat_max", float("nan")):.6f}, lon '
+                   f'{ext.get("lon_min", float("nan")):.6f} .. '
+                   f'{ext.get("lon_max", float("nan")):.6f}'),
+        ('route length', f'{ext.get("route_length_m", float("nan")):.1f} m'),
+        ('origin', '{lat:.7f}, {lon:.7f}, {alt:.2f} m'.format(**m['origin'])
+         + ('' if m.get('altitude_known', True) else ' (altitude unknown)')),
+        ('model', f'{model_name} fingerprint {m["model"]["fingerprint"]}'.strip()),
+        ('descriptors', f'{m["descriptors"]["dim"]}-D {m["descriptors"]["dtype"]}'),
+        ('index', f'{index["kind"]} ({params})' if params else index['kind']),
+        ('thumbnails', '{height}x{width} ({bytes_per_entry} B per entry)'.format(
+            **m['thumbnails']) if m.get('thumbnails') else 'none'),
+        ('calibration', 'yes' if m.get('calibration') else 'not calibrated'),
+        ('size on disk', f'{_size(on_disk)} '
+                         f'({", ".join(f"{k} {v:.0f} B" for k, v in per_entry.items())} '
+                         f'per entry)'),
+        ('checksums', 'verified (sha256)' if verified else 'sizes checked (use --verify)'),
+    ]
+    return rows
+
+
+def main(args: argparse.Namespace) -> int:
+    """Print the map's description."""
+    db = MapDB.open(args.map, fast=not args.verify)
+    rows = info_lines(db, verified=args.verify)
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f'{key:<{width}}  {value}')
+    return 0
