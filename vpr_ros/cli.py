@@ -33,6 +33,9 @@ from vpr_ros.errors import VprError
 # so `vpr-ros --help` stays fast and a broken optional part cannot break the others.
 COMMANDS: dict[str, tuple[str, str]] = {
     'doctor': ('vpr_ros.doctor', 'print versions and the device that device: auto picks'),
+    'build-map': ('vpr_ros.mapdb.cli_build',
+                  'build a map (*.vprmap) from a VG image folder, a CSV or a rosbag2'),
+    'map': ('vpr_ros.mapdb.cli_map', 'inspect a map: map info route.vprmap'),
 }
 
 
