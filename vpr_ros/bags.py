@@ -1,0 +1,245 @@
+# Copyright 2026 vpr_ros maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""rosbag2 reading and writing with ``rosbags`` (no ROS install): the core of play and record.
+
+Both storage plugins are supported: ``mcap`` (the default since ROS 2 Iron) and ``sqlite3``.
+Messages travel as raw CDR bytes, so play and record never deserialise what they do not need;
+:func:`header_stamp_ns` reads a header stamp straight from the bytes.
+
+Convention:
+    - times are integer nanoseconds: ``log_time_ns`` is when the recorder received the message
+      (the bag's own timestamp), ``stamp_ns`` is the message's ``header.stamp``;
+    - message types are ROS 2 names, ``sensor_msgs/msg/NavSatFix``; definitions come from the
+      ROS 2 Kilted typestore of rosbags.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import functools
+from pathlib import Path
+import struct
+from typing import Any, Iterator, NamedTuple, Sequence
+
+import numpy as np
+
+from vpr_ros.config import Config, option
+from vpr_ros.errors import DataError
+
+FIX_TYPE = 'sensor_msgs/msg/NavSatFix'
+IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
+CLOCK_TYPE = 'rosgraph_msgs/msg/Clock'
+STORAGES = ('mcap', 'sqlite3')
+BAG_VERSION = 9
+
+
+@dataclass(frozen=True)
+class PlayConfig(Config):
+    """How ``vpr-ros play`` publishes a bag."""
+
+    rate: float = option(1.0, 'playback speed factor (2.0 = twice as fast)', min=1e-3)
+    loop: bool = option(False, 'start again from the beginning at the end of the bag')
+    clock: bool = option(False, 'publish /clock from the bag log times (for use_sim_time)')
+    qos: str = option('reliable', 'publisher QoS: reliable (keep-last depth) or sensor_data '
+                      '(best effort, keep-last 5)', choices=('reliable', 'sensor_data'))
+    depth: int = option(100, 'keep-last depth of the reliable publishers', min=1)
+    wait_for_subscribers_s: float = option(
+        0.0, 'before playing, wait up to this long until every topic has a subscriber', min=0.0)
+
+
+@dataclass(frozen=True)
+class RecordConfig(Config):
+    """How ``vpr-ros record`` subscribes and writes."""
+
+    storage: str = option('mcap', 'rosbag2 storage plugin', choices=STORAGES)
+    qos: str = option('auto', 'subscription reliability: auto (best effort when any publisher '
+                      'is best effort, else reliable), reliable or best_effort',
+                      choices=('auto', 'reliable', 'best_effort'))
+    depth: int = option(100, 'keep-last depth of the subscriptions', min=1)
+    discovery_period_s: float = option(0.2, 'how often to look for the requested topics',
+                                       min=0.01)
+
+
+class BagMessage(NamedTuple):
+    """One message of a bag as raw CDR bytes."""
+
+    topic: str
+    msgtype: str
+    log_time_ns: int
+    rawdata: bytes
+
+
+@functools.lru_cache(maxsize=1)
+def typestore() -> Any:
+    """Return the rosbags typestore for ROS 2 Kilted (the distro of our wheels)."""
+    from rosbags.typesys import get_typestore, Stores
+
+    return get_typestore(Stores.ROS2_KILTED)
+
+
+def header_stamp_ns(rawdata: bytes) -> int | None:
+    """Read ``header.stamp`` from the CDR bytes of a message whose first field is a Header.
+
+    Returns None when the bytes do not start with a CDR encapsulation header.
+    """
+    if len(rawdata) < 12 or rawdata[0] != 0 or rawdata[1] not in (0, 1):
+        return None
+    order = '<' if rawdata[1] == 1 else '>'
+    sec, nanosec = struct.unpack_from(order + 'iI', rawdata, 4)
+    return sec * 1_000_000_000 + nanosec
+
+
+def _bag_dir(path: Path) -> Path:
+    path = Path(path)
+    if path.is_file():  # a .mcap/.db3 or metadata.yaml inside the bag directory
+        path = path.parent
+    if not (path / 'metadata.yaml').is_file():
+        raise DataError(f'{path} is not a rosbag2 directory (no metadata.yaml)')
+    return path
+
+
+def open_reader(path: Path) -> Any:
+    """Open a rosbag2 directory with rosbags' AnyReader (Kilted types as the default store)."""
+    from rosbags.highlevel import AnyReader
+
+    bag = _bag_dir(path)
+    try:
+        reader = AnyReader([bag], default_typestore=typestore())
+        reader.open()
+    except Exception as exc:  # noqa: BLE001 - rosbags raises several types; name the bag
+        raise DataError(f'cannot open bag {bag}: {exc}') from None
+    return reader
+
+
+def bag_topics(path: Path) -> dict[str, str]:
+    """Return ``{topic: message type}`` of every topic in a bag."""
+    reader = open_reader(path)
+    try:
+        return {c.topic: c.msgtype for c in reader.connections}
+    finally:
+        reader.close()
+
+
+def select_connections(reader: Any, topics: Sequence[str] | None) -> list[Any]:
+    """Pick the connections of ``topics`` (all when None); a missing topic is a DataError."""
+    if not topics:
+        return list(reader.connections)
+    present = sorted({c.topic for c in reader.connections})
+    missing = [t for t in topics if t not in present]
+    if missing:
+        raise DataError(f'topic(s) {missing} not in the bag; its topics: {present}')
+    return [c for c in reader.connections if c.topic in set(topics)]
+
+
+def read_messages(path: Path, topics: Sequence[str] | None = None, *,
+                  progress: bool = False) -> Iterator[BagMessage]:
+    """Yield the messages of ``topics`` (all when None) in log-time order, as raw bytes."""
+    reader = open_reader(path)
+    try:
+        conns = select_connections(reader, topics)
+        iterator = reader.messages(connections=conns)
+        if progress:
+            from tqdm import tqdm
+
+            total = sum(c.msgcount for c in conns)
+            iterator = tqdm(iterator, total=total, unit='msg', desc=Path(path).name)
+        for conn, log_time, raw in iterator:
+            yield BagMessage(conn.topic, conn.msgtype, int(log_time), bytes(raw))
+    finally:
+        reader.close()
+
+
+def deserialize(rawdata: bytes, msgtype: str) -> Any:
+    """Deserialise CDR bytes into a rosbags message object (attribute access like ROS)."""
+    return typestore().deserialize_cdr(rawdata, msgtype)
+
+
+def serialize(msg: Any, msgtype: str) -> bytes:
+    """Serialise a rosbags message object to CDR bytes (what rclpy publishes)."""
+    return bytes(typestore().serialize_cdr(msg, msgtype))
+
+
+def message_class(msgtype: str) -> Any:
+    """Return the rosbags dataclass of ``msgtype`` (e.g. to build messages for a test bag)."""
+    try:
+        return typestore().types[msgtype]
+    except KeyError:
+        raise DataError(f'unknown message type {msgtype!r} (not in the ROS 2 Kilted '
+                        f'typestore)') from None
+
+
+def playback_offsets_s(log_times_ns: Sequence[int] | np.ndarray, rate: float) -> np.ndarray:
+    """Seconds after the start at which each message is due when playing at ``rate``."""
+    times = np.asarray(log_times_ns, np.int64)
+    if times.size == 0:
+        return np.zeros(0)
+    return (times - times[0]).astype(np.float64) / 1e9 / rate
+
+
+class BagWriter:
+    """Write raw CDR messages into a new rosbag2 directory; never overwrites one.
+
+    Use as a context manager, or call :meth:`close` (which makes the bag readable: the
+    metadata is written on close).
+    """
+
+    def __init__(self, path: Path, *, storage: str = 'mcap') -> None:
+        from rosbags.rosbag2 import StoragePlugin, Writer
+
+        if storage not in STORAGES:
+            raise DataError(f'storage {storage!r} is not one of {list(STORAGES)}')
+        self.path = Path(path)
+        if self.path.exists():
+            raise DataError(f'{self.path} exists already, not overwriting')
+        if not self.path.parent.is_dir():
+            raise DataError(f'folder {self.path.parent} of the output bag does not exist')
+        plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
+        self._writer = Writer(self.path, version=BAG_VERSION, storage_plugin=plugin)
+        self._writer.open()
+        self._connections: dict[str, Any] = {}
+        self.counts: dict[str, int] = {}
+        self.closed = False
+
+    def add_topic(self, topic: str, msgtype: str) -> None:
+        """Declare a topic before writing to it; its type must be in the Kilted typestore."""
+        if topic in self._connections:
+            return
+        message_class(msgtype)  # clear error for an unknown type
+        self._connections[topic] = self._writer.add_connection(topic, msgtype,
+                                                               typestore=typestore())
+        self.counts[topic] = 0
+
+    def write(self, topic: str, log_time_ns: int, rawdata: bytes) -> None:
+        """Append one message of a declared topic."""
+        self._writer.write(self._connections[topic], int(log_time_ns), rawdata)
+        self.counts[topic] += 1
+
+    def write_message(self, topic: str, log_time_ns: int, msg: Any) -> None:
+        """Serialise a rosbags message object and append it (declaring the topic if needed)."""
+        msgtype = msg.__msgtype__
+        self.add_topic(topic, msgtype)
+        self.write(topic, log_time_ns, serialize(msg, msgtype))
+
+    def close(self) -> None:
+        """Finish the bag (writes metadata.yaml); safe to call twice."""
+        if not self.closed:
+            self.closed = True
+            self._writer.close()
+
+    def __enter__(self) -> 'BagWriter':
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,173 @@
+# Copyright 2026 vpr_ros maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""``vpr-ros play``: publish a rosbag2's messages with real rclpy at the recorded pace.
+
+The bag is read with :mod:`vpr_ros.bags` and each message's raw CDR bytes are published as they
+are (rclpy publishes serialized bytes without deserialising them). Messages are due at
+``(log_time - first log_time) / rate`` seconds after the start; ``--clock`` also publishes
+``/clock`` with each message's log time so nodes with ``use_sim_time`` follow the bag.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+import sys
+import time
+from typing import Any, Sequence
+
+import rclpy
+from rclpy.duration import Duration
+from rclpy.executors import ExternalShutdownException
+from rclpy.qos import qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
+from rosgraph_msgs.msg import Clock
+from rosidl_runtime_py.utilities import get_message
+
+from vpr_ros.bags import open_reader, playback_offsets_s, PlayConfig, select_connections
+from vpr_ros.errors import DataError
+
+
+def _publisher_qos(config: PlayConfig) -> Any:
+    if config.qos == 'sensor_data':
+        return qos_profile_sensor_data
+    return QoSProfile(depth=config.depth, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def _sleep_until(deadline: float, context: Any) -> bool:
+    """Sleep until the monotonic ``deadline`` in short steps; False when ROS shut down."""
+    while context.ok():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return True
+        time.sleep(min(left, 0.05))
+    return False
+
+
+def _publish_pass(reader: Any, conns: list[Any], pubs: dict[str, Any], clock_pub: Any,
+                  config: PlayConfig, context: Any, bar: Any) -> tuple[int, bool]:
+    """Publish the bag once at its pace; return (messages published, completed)."""
+    start = time.monotonic()
+    t0 = None
+    count = 0
+    for conn, log_time, raw in reader.messages(connections=conns):
+        if t0 is None:
+            t0 = log_time
+        due = float(playback_offsets_s([t0, log_time], config.rate)[1])
+        if not _sleep_until(start + due, context):
+            return count, False
+        if clock_pub is not None:
+            clock = Clock()
+            clock.clock.sec, clock.clock.nanosec = divmod(int(log_time), 1_000_000_000)
+            clock_pub.publish(clock)
+        pubs[conn.topic].publish(bytes(raw))
+        count += 1
+        if bar is not None:
+            bar.update(1)
+    return count, True
+
+
+def _wait_for_subscribers(pubs: dict[str, Any], timeout_s: float, context: Any,
+                          node: Any) -> None:
+    deadline = time.monotonic() + timeout_s
+    while (time.monotonic() < deadline and context.ok()
+           and not all(p.get_subscription_count() > 0 for p in pubs.values())):
+        time.sleep(0.05)
+    lonely = sorted(t for t, p in pubs.items() if p.get_subscription_count() == 0)
+    if lonely:
+        node.get_logger().warning(f'no subscriber (yet) on {lonely}')
+
+
+def play(bag: Path, config: PlayConfig, topics: Sequence[str] | None = None, *,
+         progress: bool = True, context: Any = None) -> int:
+    """Publish the bag (selected ``topics``, all by default); return the messages published.
+
+    Needs an initialised rclpy ``context`` (the default one when None). Returns early, without
+    error, when the context shuts down or SIGINT arrives.
+    """
+    context = context or rclpy.get_default_context()
+    reader = open_reader(bag)
+    node = rclpy.create_node('vpr_bag_player', context=context)
+    published = 0
+    bar = None
+    try:
+        conns = select_connections(reader, topics)
+        qos = _publisher_qos(config)
+        pubs = {}
+        for topic, msgtype in sorted({c.topic: c.msgtype for c in conns}.items()):
+            try:
+                msg_class = get_message(msgtype)
+            except (AttributeError, ModuleNotFoundError, ValueError):
+                raise DataError(f'cannot publish {topic}: message type {msgtype} is not '
+                                f'installed') from None
+            pubs[topic] = node.create_publisher(msg_class, topic, qos)
+        clock_pub = node.create_publisher(Clock, '/clock', 10) if config.clock else None
+        if config.wait_for_subscribers_s > 0:
+            _wait_for_subscribers(pubs, config.wait_for_subscribers_s, context, node)
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=sum(c.msgcount for c in conns), unit='msg',
+                       desc=f'play {Path(bag).name}')
+        try:
+            while context.ok():
+                count, completed = _publish_pass(reader, conns, pubs, clock_pub, config,
+                                                 context, bar)
+                published += count
+                if not (completed and config.loop):
+                    break
+                if bar is not None:
+                    bar.reset()
+        except KeyboardInterrupt:
+            pass
+        if config.qos == 'reliable' and context.ok():
+            for pub in pubs.values():  # let reliable readers get the tail before we exit
+                pub.wait_for_all_acked(Duration(seconds=5))
+    finally:
+        if bar is not None:
+            bar.close()
+        reader.close()
+        node.destroy_node()
+    return published
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``vpr-ros play``; defaults come from PlayConfig."""
+    defaults = PlayConfig()
+    parser.add_argument('bag', type=Path, help='rosbag2 directory (mcap or sqlite3)')
+    parser.add_argument('--topics', nargs='+', help='topics to play (default: all)')
+    parser.add_argument('--rate', type=float, default=defaults.rate, help='speed factor')
+    parser.add_argument('--loop', action='store_true', help='play again and again')
+    parser.add_argument('--clock', action='store_true',
+                        help='publish /clock from the bag times (use_sim_time)')
+    parser.add_argument('--qos', choices=('reliable', 'sensor_data'), default=defaults.qos,
+                        help='publisher QoS (default reliable)')
+    parser.add_argument('--wait-for-subscribers', type=float, default=0.0, metavar='S',
+                        dest='wait_for_subscribers_s',
+                        help='wait up to S seconds for a subscriber on every topic first')
+    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+
+
+def main(args: argparse.Namespace) -> int:
+    """Play the bag until its end (or forever with --loop, until SIGINT)."""
+    config = PlayConfig(rate=args.rate, loop=args.loop, clock=args.clock, qos=args.qos,
+                        wait_for_subscribers_s=args.wait_for_subscribers_s)
+    count = 0
+    try:
+        with rclpy.init():
+            count = play(args.bag, config, args.topics, progress=not args.no_progress)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    print(f'played {count} messages from {args.bag}', file=sys.stderr)
+    return 0
