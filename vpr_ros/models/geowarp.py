@@ -275,10 +275,12 @@ class GeoWarp(nn.Module):
         Returns:
             ``points_q``, ``points_p``: ``(N, 4, 2)`` normalised TL, TR, BR, BL.
         """
-        qp = self.predict(f_q, f_p)
         if not self.config.symmetric:
+            qp = self.predict(f_q, f_p)
             return qp[:, :4], qp[:, 4:]
-        pq = self.predict(f_p, f_q)
+        n = f_p.shape[0]
+        both = self.regression(torch.cat([correlation(f_q, f_p), correlation(f_p, f_q)]))
+        qp, pq = both[:n], both[n:]
         return (qp[:, :4] + pq[:, 4:]) / 2, (qp[:, 4:] + pq[:, :4]) / 2
 
     def warp_pair(self, query: torch.Tensor, candidates: torch.Tensor,
