@@ -1,0 +1,238 @@
+# Copyright 2026 vpr_ros maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The descriptor model: ImageNet normalisation -> resizer -> backbone -> head -> unit vector.
+
+DESIGN.md §4. The attribute names ``resizer``, ``backbone``, ``aggregation`` make the
+state_dict keys read as the architecture and match the public benchmark layout
+(notes/vpr_reference_code.md §b). ``ModelConfig`` is a frozen, YAML-loadable dataclass;
+``PRESETS`` holds the named configurations.
+
+Convention: images are float tensors ``(N, 3, H, W)`` in [0, 1], RGB, any H and W; the model
+applies the ImageNet mean/std itself. Descriptors are ``(N, D)`` float32, L2-normalised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import hashlib
+import json
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from vpr_ros.config import Config, option
+from vpr_ros.errors import ConfigError, DataError
+from vpr_ros.models.backbones import BACKBONES, build_backbone
+from vpr_ros.models.heads import build_head, HEADS
+from vpr_ros.models.resizer import ASGeoResizer, ASPECT_MODES, BilinearResizer
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Fields that say where the weights come from, not what the network computes; the
+# fingerprint leaves them out (it hashes the weights themselves).
+WEIGHT_SOURCE_FIELDS = ('pretrained', 'weights_path', 'checkpoint')
+
+
+@dataclass(frozen=True)
+class ModelConfig(Config):
+    """Architecture and weight source of a descriptor model."""
+
+    backbone: str = option('efficientnet-lite0', 'feature extractor', choices=BACKBONES)
+    head: str = option('gem', 'aggregation head', choices=tuple(HEADS))
+    descriptor_dim: int = option(
+        0, 'output size of the gem_fc head (0: the backbone channel count)', min=0)
+    gem_p: float = option(3.0, 'initial GeM exponent p', min=1.0)
+    gem_l2: str = option('before_pool', 'L2 placement of the gem head (benchmark --l2)',
+                         choices=('before_pool', 'after_pool', 'none'))
+    netvlad_clusters: int = option(64, 'NetVLAD/CRN clusters K', min=1)
+    haf_dim: int = option(128, 'per-scale descriptor size of the HAF head', min=1)
+    input_size: tuple[int, int] = option(
+        (240, 320), 'model input size (H, W); (0, 0) keeps native size (resizer off only)')
+    resizer: bool = option(False, 'AS-Geo learnable resizer in front of the backbone')
+    resizer_channels: int = option(16, 'width of the AS-Geo resizer branch', min=1)
+    aspect: str = option('stretch', 'how the input aspect ratio meets input_size',
+                         choices=ASPECT_MODES)
+    antialias: bool = option(True, 'antialiased bilinear resizing when shrinking')
+    triplet_attention: bool = option(False, 'triplet attention after the first conv block')
+    pretrained: bool = option(True, 'load ImageNet weights into the backbone (offline only)')
+    weights_path: str = option('', 'local ImageNet state_dict for resnet/vgg (else hub cache)')
+    checkpoint: str = option('', 'weights to load after building (ours or a public layout)')
+    max_input_pixels: int = option(50_000_000, 'larger input images are refused', min=1)
+
+    def validate(self) -> None:
+        """Check the input size against the resizer setting."""
+        h, w = self.input_size
+        if (h, w) == (0, 0):
+            if self.resizer:
+                raise ConfigError('ModelConfig.input_size: the learnable resizer needs an '
+                                  'output size, not (0, 0)')
+        elif h < 8 or w < 8:
+            raise ConfigError(f'ModelConfig.input_size: {self.input_size} is too small '
+                              '(at least 8x8, or (0, 0) for native size)')
+
+    def architecture_dict(self) -> dict[str, Any]:
+        """Return the config without the weight-source fields (what the fingerprint hashes)."""
+        return {k: v for k, v in self.to_dict().items() if k not in WEIGHT_SOURCE_FIELDS}
+
+
+PRESETS: dict[str, ModelConfig] = {
+    'effnet-lite0-gem': ModelConfig(),
+    'effnet-lite0-gem-480': ModelConfig(input_size=(480, 640)),
+    'effnet-lite0-gem-asgeo': ModelConfig(resizer=True, triplet_attention=True),
+    'effnet-lite0-netvlad': ModelConfig(head='netvlad'),
+    'effnet-lite1-gem': ModelConfig(backbone='efficientnet-lite1'),
+    'effnet-lite2-gem': ModelConfig(backbone='efficientnet-lite2'),
+    'resnet18-gem': ModelConfig(backbone='resnet18', input_size=(480, 640)),
+    'resnet18-netvlad': ModelConfig(backbone='resnet18', head='netvlad',
+                                    input_size=(480, 640)),
+    'resnet50-gem': ModelConfig(backbone='resnet50', input_size=(480, 640)),
+    'vgg16-netvlad': ModelConfig(backbone='vgg16', head='netvlad', input_size=(480, 640)),
+    # Random-init, small input: fast on CPU, for tests and smoke runs.
+    'tiny-test': ModelConfig(backbone='resnet18', pretrained=False, input_size=(64, 80)),
+    'tiny-test-asgeo': ModelConfig(backbone='resnet18', pretrained=False, input_size=(64, 80),
+                                   resizer=True, triplet_attention=True),
+}
+
+
+def check_batch(batch: Any, *, max_pixels: int, check_values: bool = True) -> torch.Tensor:
+    """Validate an image batch and return it as ``(N, 3, H, W)`` float; DataError otherwise."""
+    if not isinstance(batch, torch.Tensor):
+        raise DataError(f'expected a torch.Tensor batch (N, 3, H, W), got {type(batch).__name__}')
+    if batch.dim() == 3:
+        batch = batch.unsqueeze(0)
+    if batch.dim() != 4:
+        raise DataError(f'expected a batch of shape (N, 3, H, W), got {tuple(batch.shape)}')
+    n, c, h, w = batch.shape
+    if c != 3:
+        raise DataError(f'expected 3 (RGB) channels, got {c} in shape {tuple(batch.shape)}')
+    if n == 0 or h == 0 or w == 0:
+        raise DataError(f'empty image batch of shape {tuple(batch.shape)}')
+    if h * w > max_pixels:
+        raise DataError(f'image of {w}x{h} = {h * w} pixels is larger than max_input_pixels '
+                        f'({max_pixels}); downscale it first')
+    if batch.dtype == torch.uint8:
+        batch = batch.float() / 255.0
+    elif not batch.is_floating_point():
+        raise DataError(f'expected a float tensor in [0, 1] (or uint8), got {batch.dtype}')
+    if check_values:
+        if not bool(torch.isfinite(batch).all()):
+            raise DataError('image batch contains NaN or infinite values')
+        lo, hi = float(batch.min()), float(batch.max())
+        if lo < -1e-3 or hi > 1.0 + 1e-3:
+            raise DataError(f'image values must lie in [0, 1], got [{lo:.3g}, {hi:.3g}] '
+                            '(uint8 data divided by 255?)')
+    return batch
+
+
+class DescriptorModel(nn.Module):
+    """Global descriptor network: ``resizer`` -> ``backbone`` -> ``aggregation``."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self._config = config
+        if config.resizer:
+            self.resizer: nn.Module = ASGeoResizer(config.input_size, config.aspect,
+                                                   channels=config.resizer_channels,
+                                                   antialias=config.antialias)
+        else:
+            self.resizer = BilinearResizer(config.input_size, config.aspect,
+                                           antialias=config.antialias)
+        # With a checkpoint to load, the ImageNet weights would be overwritten anyway.
+        pretrained = config.pretrained and not config.checkpoint
+        self.backbone = build_backbone(config.backbone, pretrained=pretrained,
+                                       weights_path=config.weights_path,
+                                       triplet_attention=config.triplet_attention)
+        self.aggregation = build_head(config.head, self.backbone.out_channels,
+                                      self.backbone.stage_channels, config)
+        # Not in the state_dict, so public checkpoints load strictly.
+        self.register_buffer('mean', torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer('std', torch.tensor(IMAGENET_STD).view(1, 3, 1, 1),
+                             persistent=False)
+
+    @property
+    def config(self) -> ModelConfig:
+        """Return the configuration the model was built from."""
+        return self._config
+
+    @property
+    def descriptor_dim(self) -> int:
+        """Return the descriptor size D."""
+        return int(self.aggregation.out_dim)
+
+    @property
+    def device(self) -> torch.device:
+        """Return the device the model's tensors live on."""
+        return self.mean.device
+
+    def _prepare(self, batch: torch.Tensor) -> torch.Tensor:
+        batch = batch.to(self.device, non_blocking=True)
+        return self.resizer((batch - self.mean) / self.std)
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """Return ``(N, D)`` unit descriptors with autograd (training)."""
+        batch = check_batch(batch, max_pixels=self._config.max_input_pixels, check_values=False)
+        x = self._prepare(batch)
+        if getattr(self.aggregation, 'multiscale', False):
+            out = self.aggregation(self.backbone.forward_stages(x))
+        else:
+            out = self.aggregation(self.backbone(x))
+        return nn.functional.normalize(out, p=2.0, dim=1)
+
+    def dense_features(self, batch: torch.Tensor) -> torch.Tensor:
+        """Return the backbone feature maps ``(N, C, h, w)`` after the resizer (GeoWarp)."""
+        batch = check_batch(batch, max_pixels=self._config.max_input_pixels, check_values=False)
+        return self.backbone(self._prepare(batch))
+
+    def describe(self, batch: torch.Tensor) -> np.ndarray:
+        """Return float32 ``(N, D)`` L2-normalised descriptors (eval mode, no grad)."""
+        batch = check_batch(batch, max_pixels=self._config.max_input_pixels)
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.inference_mode():
+                out = self.forward(batch)
+        finally:
+            self.train(was_training)
+        return out.float().cpu().numpy()
+
+    def fingerprint(self) -> str:
+        """Return a stable sha256 hex of the architecture config and every weight."""
+        digest = hashlib.sha256()
+        digest.update(json.dumps(self._config.architecture_dict(), sort_keys=True).encode())
+        for key, value in sorted(self.state_dict().items()):
+            tensor = value.detach().cpu().contiguous()
+            digest.update(f'{key}|{tensor.dtype}|{tuple(tensor.shape)}'.encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
+
+    def extra_repr(self) -> str:
+        """Show the key settings."""
+        cfg = self._config
+        return (f'backbone={cfg.backbone!r}, head={cfg.head!r}, dim={self.descriptor_dim}, '
+                f'input_size={cfg.input_size}, resizer={cfg.resizer}')
+
+
+def build_model(config: ModelConfig) -> DescriptorModel:
+    """Build a model from its config; loads ``config.checkpoint`` when set."""
+    if not isinstance(config, ModelConfig):
+        raise ConfigError(f'build_model needs a ModelConfig, got {type(config).__name__}')
+    model = DescriptorModel(config)
+    if config.checkpoint:
+        from vpr_ros.models.checkpoints import load_weights_into
+
+        load_weights_into(model, config.checkpoint)
+    return model
