@@ -22,7 +22,7 @@ import torch
 import torchvision
 from vpr_ros.errors import CheckpointError, ConfigError
 from vpr_ros.models.checkpoints import load_model, save_checkpoint
-from vpr_ros.models.descriptor import build_model, ModelConfig, PRESETS
+from vpr_ros.models.descriptor import build_model, PRESETS
 
 TINY = PRESETS['tiny-test']
 R18_NETVLAD = TINY.replace(head='netvlad', netvlad_clusters=64)
