@@ -38,6 +38,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'map': ('vpr_ros.mapdb.cli_map', 'inspect a map: map info route.vprmap'),
     'play': ('vpr_ros.ros.player', 'publish a rosbag2 with rclpy at the recorded pace'),
     'record': ('vpr_ros.ros.recorder', 'record topics into a rosbag2 (mcap or sqlite3)'),
+    'eval-bag': ('vpr_ros.evaluation.cli_eval_bag',
+                 'score recorded fixes against a truth NavSatFix topic: metrics, plots, report'),
 }
 
 
