@@ -18,3 +18,13 @@ The core (everything outside ``vpr_ros.ros``) imports no ROS, so it runs from pl
 """
 
 __version__ = '0.1.0'
+
+
+def describe(images, model='effnet-lite0-gem', **kwargs):
+    """Return global descriptors of images (paths, arrays or tensors); see vpr_ros.models.api.
+
+    Imported lazily so that ``import vpr_ros`` does not pull in torch.
+    """
+    from vpr_ros.models.api import describe as _describe
+
+    return _describe(images, model, **kwargs)

@@ -1,0 +1,71 @@
+# Copyright 2026 vpr_ros maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""``vpr-ros describe IMG... --model CFG --out descriptors.npy``: global descriptors to a file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from pathlib import Path
+import tempfile
+
+import numpy as np
+from vpr_ros.device import DEVICE_CHOICES
+
+LOG = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the describe options."""
+    parser.add_argument('images', nargs='+', type=Path, help='image files')
+    parser.add_argument('--model', default='effnet-lite0-gem',
+                        help='preset name, model YAML or vpr_ros checkpoint '
+                             '(default: effnet-lite0-gem)')
+    parser.add_argument('--out', type=Path, required=True, help='output .npy (N x D float32)')
+    parser.add_argument('--device', default='auto',
+                        help=f'one of {", ".join(DEVICE_CHOICES)} or cuda:N (default auto)')
+    parser.add_argument('--batch-size', type=int, default=16, help='images per forward pass')
+    parser.add_argument('--overwrite', action='store_true', help='replace an existing --out')
+
+
+def main(args: argparse.Namespace) -> int:
+    """Describe the images and write an ``N x D`` array plus a JSON sidecar."""
+    from vpr_ros.errors import DataError
+    from vpr_ros.models.api import describe, get_model
+
+    if args.out.exists() and not args.overwrite:
+        raise DataError(f'{args.out} exists already; pass --overwrite to replace it')
+    if args.batch_size < 1:
+        raise DataError('--batch-size must be at least 1')
+    model = get_model(args.model, args.device)
+    descriptors = describe(list(args.images), model, batch_size=args.batch_size)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{args.out.name}.', suffix='.npy', dir=args.out.parent)
+    os.close(fd)
+    try:
+        np.save(tmp, descriptors)
+        os.replace(tmp, args.out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    sidecar = args.out.with_suffix('.json')
+    sidecar.write_text(json.dumps({
+        'images': [str(p) for p in args.images], 'model': str(args.model),
+        'config': model.config.to_dict(), 'fingerprint': model.fingerprint(),
+        'shape': list(descriptors.shape)}, indent=2))
+    print(f'wrote {descriptors.shape[0]} x {descriptors.shape[1]} descriptors to {args.out}')
+    return 0
