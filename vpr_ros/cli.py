@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'build-map': ('vpr_ros.mapdb.cli_build',
                   'build a map (*.vprmap) from a VG image folder, a CSV or a rosbag2'),
     'map': ('vpr_ros.mapdb.cli_map', 'inspect a map: map info route.vprmap'),
+    'describe': ('vpr_ros.models.cli_describe', 'global descriptors of images to a .npy file'),
     'play': ('vpr_ros.ros.player', 'publish a rosbag2 with rclpy at the recorded pace'),
     'record': ('vpr_ros.ros.recorder', 'record topics into a rosbag2 (mcap or sqlite3)'),
     'eval-bag': ('vpr_ros.evaluation.cli_eval_bag',
