@@ -32,14 +32,17 @@ from vpr_ros.models.descriptor import build_model, PRESETS
 from vpr_ros.models.geowarp import GeoWarp, GeoWarpConfig
 
 
-def median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
+def median_ms(fns: dict, repeats: int) -> dict:
+    """Median wall time of each callable; rounds interleave them so all see the same CPU load."""
+    for fn in fns.values():
+        fn()  # warm-up
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -58,15 +61,21 @@ def main() -> None:
     query = torch.rand(1, 3, h, w, generator=g)
     cands = torch.rand(args.candidates, 3, h, w, generator=g)
     geowarp = GeoWarp(GeoWarpConfig()).eval()
+    half = GeoWarp(GeoWarpConfig(image_scale=0.5)).eval()
     with torch.no_grad():
         dense_q = model.dense_features(query)
         dense_p = model.dense_features(cands)
-        forward = median_ms(lambda: model(query), args.repeats)
-        feats = median_ms(lambda: geowarp.rerank_scores(dense_q, dense_p, mode='features'),
-                          args.repeats)
-        image = median_ms(lambda: geowarp.rerank_scores(
-            dense_q, dense_p, query_image=query, candidate_images=cands,
-            dense_fn=model.dense_features, mode='image'), args.repeats)
+        ms = median_ms({
+            'forward': lambda: model(query),
+            'features': lambda: geowarp.rerank_scores(dense_q, dense_p, mode='features'),
+            'image': lambda: geowarp.rerank_scores(
+                dense_q, dense_p, query_image=query, candidate_images=cands,
+                dense_fn=model.dense_features, mode='image'),
+            'image_half': lambda: half.rerank_scores(
+                dense_q, dense_p, query_image=query, candidate_images=cands,
+                dense_fn=model.dense_features, mode='image'),
+        }, args.repeats)
+    forward, feats, image = ms['forward'], ms['features'], ms['image']
     print(f'preset {args.preset}, input {h}x{w}, dense {tuple(dense_q.shape[1:])}, '
           f'|P| = {args.candidates}, torch threads {torch.get_num_threads()}')
     print('| what | ms per query | x one forward |')
@@ -74,6 +83,8 @@ def main() -> None:
     print(f'| descriptor forward (1 image) | {forward:.1f} | 1.00 |')
     print(f'| re-rank, features mode | {feats:.1f} | {feats / forward:.2f} |')
     print(f'| re-rank, image mode | {image:.1f} | {image / forward:.2f} |')
+    half_ms = ms['image_half']
+    print(f'| re-rank, image mode, image_scale 0.5 | {half_ms:.1f} | {half_ms / forward:.2f} |')
 
 
 if __name__ == '__main__':

@@ -203,6 +203,12 @@ def test_rerank_in_image_mode_uses_dense_fn():
                                      candidate_images=images_p, dense_fn=dense_fn)
     assert calls[-1] == (10, 3, 24, 30)  # one pass over the 5 warped pairs
     assert scores.argmax().item() == 2
+    half = GeoWarp(GeoWarpConfig(mode='image', image_scale=0.5)).eval()
+    with torch.no_grad():
+        half_scores = half.rerank_scores(dense_fn(image_q), dense_fn(images_p),
+                                         query_image=image_q, candidate_images=images_p,
+                                         dense_fn=dense_fn)
+    assert calls[-1] == (10, 3, 12, 15) and half_scores.argmax().item() == 2
     with pytest.raises(DataError, match='image mode needs'):
         model.rerank_scores(dense_fn(image_q), dense_fn(images_p))
 

@@ -72,6 +72,9 @@ class GeoWarpConfig(Config):
     num_reranked: int = option(5, '|P|: retrieved candidates that are re-ranked', min=1)
     symmetric: bool = option(True, 'average the regressions of (q, p) and (p, q), as the '
                              'published code does at test time')
+    image_scale: float = option(1.0, 'image mode: size of the warped images relative to the '
+                                'query image (below 1 trades accuracy for speed)',
+                                min=0.1, max=1.0)
     k: float = option(0.6, 'warping coefficient of the random trapezoids (eq. 11)',
                       min=0.0, max=1.0)
     t_geo: float = option(25.0, 'L_fw pairs: largest distance between query and positive (m)',
@@ -284,11 +287,11 @@ class GeoWarp(nn.Module):
         return (qp[:, :4] + pq[:, 4:]) / 2, (qp[:, 4:] + pq[:, :4]) / 2
 
     def warp_pair(self, query: torch.Tensor, candidates: torch.Tensor,
-                  points_q: torch.Tensor, points_p: torch.Tensor,
+                  points_q: torch.Tensor, points_p: torch.Tensor, scale: float = 1.0,
                   ) -> tuple[torch.Tensor, torch.Tensor]:
         """Warp a query (repeated per candidate) and the candidates onto the query's size."""
         n = candidates.shape[0]
-        out_size = tuple(query.shape[-2:])
+        out_size = tuple(max(2, round(s * scale)) for s in query.shape[-2:])
         query = query.expand(n, *query.shape[1:])
         return warp(query, points_q, out_size), warp(candidates, points_p, out_size)
 
@@ -334,7 +337,8 @@ class GeoWarp(nn.Module):
             if candidate_images.shape[0] != candidate_dense.shape[0]:
                 raise DataError(f'candidate_images: {candidate_images.shape[0]} images for '
                                 f'{candidate_dense.shape[0]} candidates')
-            i_q, i_p = self.warp_pair(query_image, candidate_images, points_q, points_p)
+            i_q, i_p = self.warp_pair(query_image, candidate_images, points_q, points_p,
+                                      self.config.image_scale)
             n = i_q.shape[0]
             dense = dense_fn(torch.cat([i_q, i_p]))
             return dense_similarity(dense[:n], dense[n:])
