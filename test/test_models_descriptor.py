@@ -210,3 +210,17 @@ def test_model_moves_to_device(device):
     model = build_model(TINY).to(device)
     out = model.describe(torch.rand(1, 3, 40, 40))  # CPU input moved to the model's device
     assert isinstance(model, DescriptorModel) and out.shape == (1, 256)
+
+
+def test_same_config_builds_the_same_model():
+    import torch
+
+    from vpr_ros.models.descriptor import build_model, PRESETS
+
+    torch.manual_seed(123)
+    expected = torch.rand(1)
+    torch.manual_seed(123)
+    a = build_model(PRESETS['tiny-test'])
+    b = build_model(PRESETS['tiny-test'])
+    assert a.fingerprint() == b.fingerprint()
+    assert torch.equal(torch.rand(1), expected)  # the caller's RNG stream is left alone

@@ -227,10 +227,17 @@ class DescriptorModel(nn.Module):
 
 
 def build_model(config: ModelConfig) -> DescriptorModel:
-    """Build a model from its config; loads ``config.checkpoint`` when set."""
+    """Build a model from its config; loads ``config.checkpoint`` when set.
+
+    Randomly initialised parts are drawn from a fixed seed (without touching the caller's RNG
+    state), so the same config always gives the same weights and fingerprint: a map built with
+    ``--model tiny-test`` opens again with ``tiny-test``.
+    """
     if not isinstance(config, ModelConfig):
         raise ConfigError(f'build_model needs a ModelConfig, got {type(config).__name__}')
-    model = DescriptorModel(config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = DescriptorModel(config)
     if config.checkpoint:
         from vpr_ros.models.checkpoints import load_weights_into
 
