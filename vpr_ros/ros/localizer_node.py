@@ -48,11 +48,12 @@ class LocalizerNode(Node):
             read_only=True))
         self.frames_received = 0
         device = resolve_device(self.get_parameter('device').value)
-        self.get_logger().info(f'vpr_ros localizer started on {describe_device(device)}')
         if not self.get_parameter('map').value:
             self.get_logger().warning('no map given (parameter "map"): not localising')
         msg_type = CompressedImage if self.get_parameter('compressed').value else Image
         self.create_subscription(msg_type, 'image', self._on_image, qos_profile_sensor_data)
+        # Logged last: scripts and tests take this line as "ready".
+        self.get_logger().info(f'vpr_ros localizer started on {describe_device(device)}')
 
     def _on_image(self, msg: Image | CompressedImage) -> None:
         self.frames_received += 1
@@ -67,6 +68,10 @@ def main(args: list[str] | None = None) -> int:
             except VprError as exc:
                 print(f'vpr_ros localizer: error: {exc}', file=sys.stderr)
                 return 1
+            except Exception:
+                if not rclpy.ok():  # SIGINT/SIGTERM arrived while starting: a clean stop
+                    return 0
+                raise
             rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
