@@ -34,11 +34,11 @@ import bisect
 from dataclasses import dataclass
 import math
 from pathlib import Path
-import struct
 from typing import Any
 
 import numpy as np
 
+from vpr_ros.bags import header_stamp_ns, open_reader
 from vpr_ros.errors import DataError
 from vpr_ros.image_codec import msg_to_rgb
 from vpr_ros.mapdb.sources import Entry, SourceConfig, SourceReport
@@ -50,33 +50,11 @@ STATUS_FIX = 0
 _READERS: dict[str, Any] = {}  # bag path -> open AnyReader, one per process (see BagImage)
 
 
-def open_reader(path: Path) -> Any:
-    """Open a rosbag2 directory with rosbags' AnyReader (Kilted types as the default store)."""
-    from rosbags.highlevel import AnyReader
-    from rosbags.typesys import get_typestore, Stores
-
-    try:
-        reader = AnyReader([path], default_typestore=get_typestore(Stores.ROS2_KILTED))
-        reader.open()
-    except Exception as exc:  # noqa: BLE001 - rosbags raises several types; name the bag
-        raise DataError(f'cannot open bag {path}: {exc}') from None
-    return reader
-
-
 def _shared_reader(path: str) -> Any:
     reader = _READERS.get(path)
     if reader is None:
         reader = _READERS[path] = open_reader(Path(path))
     return reader
-
-
-def header_stamp_ns(rawdata: bytes) -> int | None:
-    """Read ``header.stamp`` from the CDR bytes of a message whose first field is a Header."""
-    if len(rawdata) < 12 or rawdata[0] != 0 or rawdata[1] not in (0, 1):
-        return None
-    order = '<' if rawdata[1] == 1 else '>'
-    sec, nanosec = struct.unpack_from(order + 'iI', rawdata, 4)
-    return sec * 1_000_000_000 + nanosec
 
 
 @dataclass(frozen=True)
