@@ -76,14 +76,13 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _coerce(name, arg, value)
-            except ConfigError as exc:
-                errors.append(str(exc))
+            except ConfigError:
+                continue
         raise ConfigError(f'{name}: {value!r} matches none of {_type_name(tp)}')
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
