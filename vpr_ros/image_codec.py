@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from vpr_ros.errors import DataError
+from vpr_ros.images import decode_image
 
 # encoding -> (channels, dtype, cv2 conversion to RGB or None)
 RAW_ENCODINGS: dict[str, tuple[int, str, int | None]] = {
@@ -74,11 +75,8 @@ def compressed_msg_to_rgb(msg: Any) -> np.ndarray:
     """Decode a ``sensor_msgs/CompressedImage`` (jpeg, png, ...) to ``(H, W, 3)`` RGB."""
     data = np.frombuffer(bytes(msg.data) if not isinstance(msg.data, np.ndarray) else msg.data,
                          np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if image is None:
-        raise DataError(f'cannot decode compressed image (format {msg.format!r}, '
-                        f'{data.size} bytes)')
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return decode_image(data, error=f'cannot decode compressed image (format {msg.format!r}, '
+                                    f'{data.size} bytes)')
 
 
 def msg_to_rgb(msg: Any) -> np.ndarray:

@@ -40,10 +40,15 @@ def load_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DataError(f'image not found: {path}')
-    data = np.fromfile(path, dtype=np.uint8)
+    return decode_image(np.fromfile(path, dtype=np.uint8),
+                        error=f'cannot decode image {path} (not a readable image file)')
+
+
+def decode_image(data: np.ndarray, *, error: str) -> np.ndarray:
+    """Decode encoded bytes (jpeg, png, ...) to ``(H, W, 3)`` uint8 RGB; raise ``error`` if not."""
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if image is None:
-        raise DataError(f'cannot decode image {path} (not a readable image file)')
+        raise DataError(error)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
