@@ -46,21 +46,16 @@ def test_package_is_in_the_ament_index():
     assert (share / 'config' / 'localize.yaml').is_file()
 
 
-def test_ros2_run_starts_the_node_and_sigint_stops_it(tmp_path):
-    ros2 = _require('ros2')
-    with Process([ros2, 'run', 'vpr_ros', 'localizer', '--ros-args', '-p', 'device:=cpu'],
-                 tmp_path / 'run.log') as proc:
+@pytest.mark.parametrize('launcher, sig', [
+    (('ros2', 'run', 'vpr_ros', 'localizer'), signal.SIGINT),  # as `ros2 run` users stop it
+    (('localizer',), signal.SIGTERM),                          # as process managers stop it
+])
+def test_node_starts_and_stops_cleanly(tmp_path, launcher, sig):
+    exe = _require(launcher[0])
+    cmd = [exe, *launcher[1:], '--ros-args', '-p', 'device:=cpu']
+    with Process(cmd, tmp_path / 'node.log') as proc:
         assert proc.wait_for_output('localizer started on cpu', timeout=60), proc.output()
-        rc = proc.stop(signal.SIGINT)
-    assert rc == 0, proc.output()
-    assert 'Traceback' not in proc.output()
-
-
-def test_node_exits_cleanly_on_sigterm(tmp_path):
-    exe = _require('localizer')
-    with Process([exe, '--ros-args', '-p', 'device:=cpu'], tmp_path / 'node.log') as proc:
-        assert proc.wait_for_output('localizer started', timeout=60), proc.output()
-        rc = proc.stop(signal.SIGTERM)
+        rc = proc.stop(sig)
     assert rc == 0, proc.output()
     assert 'Traceback' not in proc.output()
 
