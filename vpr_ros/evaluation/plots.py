@@ -46,7 +46,15 @@ def _figure():
     return plt, fig, ax
 
 
-def _save(plt, fig, path: Path) -> None:
+def _finish(plt, fig, ax, path: Path, *, xlabel: str, ylabel: str, title: str,
+            legend: bool = True) -> None:
+    """Label, grid and save a plot, then free its figure."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if legend:
+        ax.legend(loc='best')
+    ax.grid(True, alpha=0.3)
     fig.savefig(path, dpi=DPI)  # no bbox_inches='tight': keep the pixel size fixed
     plt.close(fig)
 
@@ -79,12 +87,9 @@ def plot_trajectory(ev: Evaluation, path: Path) -> None:
         ax.scatter(ev.fix_enu[other, 0], ev.fix_enu[other, 1], c='tab:red', marker='x', s=12,
                    label='fixes outside truth', zorder=3)
     ax.set_aspect('equal', adjustable='datalim')
-    ax.set_xlabel('east (m)')
-    ax.set_ylabel('north (m)')
-    ax.set_title('trajectory (1-sigma ellipses)')
-    ax.legend(loc='best')
-    ax.grid(True, alpha=0.3)
-    _save(plt, fig, path)
+    _finish(plt, fig, ax, path, xlabel='east (m)',
+            ylabel='north (m)',
+            title='trajectory (1-sigma ellipses)')
 
 
 def plot_error_over_time(ev: Evaluation, path: Path) -> None:
@@ -99,12 +104,9 @@ def plot_error_over_time(ev: Evaluation, path: Path) -> None:
         ax.plot(t[no_fix], np.zeros(no_fix.sum()), '|', color='tab:red', ms=12, label='NO_FIX')
     for d in ev.config.thresholds_m:
         ax.axhline(d, color='0.5', ls='--', lw=0.8)
-    ax.set_xlabel('time since first truth sample (s)')
-    ax.set_ylabel('horizontal error (m)')
-    ax.set_title('error over time')
-    ax.legend(loc='best')
-    ax.grid(True, alpha=0.3)
-    _save(plt, fig, path)
+    _finish(plt, fig, ax, path, xlabel='time since first truth sample (s)',
+            ylabel='horizontal error (m)',
+            title='error over time')
 
 
 def plot_error_cdf(ev: Evaluation, path: Path) -> None:
@@ -115,12 +117,10 @@ def plot_error_cdf(ev: Evaluation, path: Path) -> None:
         ax.step(errors, np.arange(1, errors.size + 1) / errors.size * 100, where='post')
     for d in ev.config.thresholds_m:
         ax.axvline(d, color='0.5', ls='--', lw=0.8)
-    ax.set_xlabel('horizontal error (m)')
-    ax.set_ylabel('valid fixes with a smaller error (%)')
     ax.set_ylim(0, 100)
-    ax.set_title('error CDF (valid matched fixes)')
-    ax.grid(True, alpha=0.3)
-    _save(plt, fig, path)
+    _finish(plt, fig, ax, path, xlabel='horizontal error (m)',
+            ylabel='valid fixes with a smaller error (%)',
+            title='error CDF (valid matched fixes)', legend=False)
 
 
 def plot_sigma_vs_error(ev: Evaluation, path: Path) -> None:
@@ -132,12 +132,9 @@ def plot_sigma_vs_error(ev: Evaluation, path: Path) -> None:
     xs = np.array([0.0, top * 1.05 or 1.0])
     for k in (1, 2, 3):
         ax.plot(xs, k * xs, '--', lw=0.8, label=f'error = {k} sigma')
-    ax.set_xlabel('reported sigma (m, largest axis)')
-    ax.set_ylabel('horizontal error (m)')
-    ax.set_title('sigma vs error')
-    ax.legend(loc='best')
-    ax.grid(True, alpha=0.3)
-    _save(plt, fig, path)
+    _finish(plt, fig, ax, path, xlabel='reported sigma (m, largest axis)',
+            ylabel='horizontal error (m)',
+            title='sigma vs error')
 
 
 def write_plots(ev: Evaluation, out_dir: Path) -> list[Path]:
