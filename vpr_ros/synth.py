@@ -43,6 +43,7 @@ import numpy as np
 import pymap3d
 
 from vpr_ros.config import Config, option
+from vpr_ros.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,6 @@ class SynthConfig(Config):
     def validate(self) -> None:
         h, w = self.image_size
         if h < 16 or w < 16:
-            from vpr_ros.errors import ConfigError
             raise ConfigError(f'SynthConfig.image_size: {self.image_size} is too small')
 
 
@@ -129,7 +129,8 @@ class SynthRoute:
         h, w = c.image_size
         f = (w / 2) / math.tan(math.radians(c.fov_deg) / 2)
         u = np.arange(w) - (w - 1) / 2
-        theta = np.arctan2(u, f) * -1 + math.radians(yaw_deg)  # left of centre = +y
+        ray = np.arctan2(u, f)  # angle of each column's ray from the optical axis
+        theta = math.radians(yaw_deg) - ray  # ray heading in the corridor; left of centre = +y
         v = (h - 1) / 2 - np.arange(h)
         half = c.corridor_width_m / 2
         # Horizontal distance to the wall each column's ray hits (left wall y=+half).
@@ -140,8 +141,7 @@ class SynthRoute:
             t = np.where(np.abs(sin_t) > 1e-6, dy / sin_t, np.inf)
         t = np.clip(t, 0.05, 200.0)
         wall_x = s_m + t * np.cos(theta)  # along-corridor coordinate of the hit (m)
-        cos_view = np.cos(np.arctan2(u, f))
-        depth = t * cos_view  # distance along the optical axis, for the vertical projection
+        depth = t * np.cos(ray)  # distance along the optical axis, for the vertical projection
         z = c.camera_height_m + depth[None, :] * (v[:, None] / f)  # height of the hit (m)
         img = np.empty((h, w, 3), np.float32)
         sky = np.array([150, 190, 235], np.float32)
