@@ -39,6 +39,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'describe': ('vpr_ros.models.cli_describe', 'global descriptors of images to a .npy file'),
     'play': ('vpr_ros.ros.player', 'publish a rosbag2 with rclpy at the recorded pace'),
     'record': ('vpr_ros.ros.recorder', 'record topics into a rosbag2 (mcap or sqlite3)'),
+    'eval': ('vpr_ros.evaluation.cli_eval',
+             'recall@N of a model on a VG or VPR-Bench dataset (benchmark protocol)'),
     'eval-bag': ('vpr_ros.evaluation.cli_eval_bag',
                  'score recorded fixes against a truth NavSatFix topic: metrics, plots, report'),
 }
