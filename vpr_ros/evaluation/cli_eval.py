@@ -1,0 +1,97 @@
+# Copyright 2026 vpr_ros maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""``vpr-ros eval``: recall@N of a model on a VG or VPR-Bench dataset, benchmark protocol.
+
+Option names follow the benchmark / VPR-methods-evaluation (``--database_folder``,
+``--queries_folder``, ``--positive_dist_threshold``, ``--recall_values``, ``--image_size``) so
+their command lines work here; the dashed spellings are accepted too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from vpr_ros.evaluation.retrieval import LAYOUTS, RetrievalEvalConfig
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of eval; defaults come from RetrievalEvalConfig."""
+    d = RetrievalEvalConfig()
+    parser.add_argument('--database_folder', '--database-folder', type=Path,
+                        help='database images (VG: @utm_east@utm_north@zone@...@.jpg)')
+    parser.add_argument('--queries_folder', '--queries-folder', type=Path,
+                        help='query images, same naming')
+    parser.add_argument('--dataset_folder', '--dataset-folder', type=Path,
+                        help='one folder instead: VPR-Bench (query/, ref/, ground truth) or a '
+                             'VG split (database/, queries/)')
+    parser.add_argument('--layout', choices=LAYOUTS, default=d.layout,
+                        help='dataset layout (default auto)')
+    parser.add_argument('--ground_truth', '--ground-truth', type=Path,
+                        help='VPR-Bench ground truth (default: ground_truth.csv in the folder)')
+    parser.add_argument('--allow-pickle', '--allow_pickle', action='store_true',
+                        dest='allow_pickle',
+                        help='read the upstream VPR-Bench .npy ground truth (a pickle: it can '
+                             'run code from the file; only for files you trust)')
+    parser.add_argument('--positive_dist_threshold', '--positive-dist-threshold', type=float,
+                        default=d.positive_dist_threshold,
+                        help=f'VG positives within this many metres (default '
+                             f'{d.positive_dist_threshold:g})')
+    parser.add_argument('--recall_values', '--recall-values', type=int, nargs='+',
+                        default=list(d.recall_values),
+                        help=f'N of recall@N (default {" ".join(map(str, d.recall_values))})')
+    parser.add_argument('--image_size', '--image-size', type=int, nargs=2, metavar=('H', 'W'),
+                        help="model input size for this run (default: the model's own)")
+    parser.add_argument('--model', default=d.model,
+                        help=f'preset name, model YAML or vpr_ros checkpoint (default {d.model})')
+    parser.add_argument('--device', default=d.device, help='auto (default), cpu, cuda, cuda:N')
+    parser.add_argument('--batch-size', '--batch_size', type=int, default=d.batch_size,
+                        dest='batch_size', help=f'images per forward pass (default '
+                                                f'{d.batch_size})')
+    parser.add_argument('--workers', type=int, default=d.num_workers, dest='num_workers',
+                        help='image decoding processes (default 0: in process)')
+    parser.add_argument('--json', type=Path, help='also write the recalls and protocol here')
+    parser.add_argument('--no-progress', action='store_true', help='no progress bars')
+
+
+def config_from_args(args: argparse.Namespace) -> RetrievalEvalConfig:
+    """Turn the command line into a validated RetrievalEvalConfig."""
+    return RetrievalEvalConfig(
+        layout=args.layout, positive_dist_threshold=args.positive_dist_threshold,
+        recall_values=tuple(args.recall_values), image_size=tuple(args.image_size or ()),
+        model=args.model, device=args.device, batch_size=args.batch_size,
+        num_workers=args.num_workers, allow_pickle=args.allow_pickle)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Evaluate and print the protocol with the recalls; optionally write JSON."""
+    from vpr_ros.evaluation.retrieval import evaluate_retrieval, open_dataset
+    from vpr_ros.mapdb.format import write_json_atomic
+
+    config = config_from_args(args)
+    dataset = open_dataset(config, dataset_folder=args.dataset_folder,
+                           database_folder=args.database_folder,
+                           queries_folder=args.queries_folder, ground_truth=args.ground_truth)
+    result = evaluate_retrieval(dataset, config, progress=not args.no_progress)
+    for line in result.summary_lines():
+        print(line)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(args.json, result.as_dict())
+        print(f'written: {args.json}')
+    return 0
