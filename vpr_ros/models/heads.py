@@ -336,16 +336,28 @@ class HAF(nn.Module):
         """Return the fusion weights ``w`` (sum to 1)."""
         return self.fusion.softmax(dim=0)
 
-    def forward(self, stages: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Fuse the per-scale attention-pooled descriptors into one unit vector."""
-        weights = self.fusion_weights()
-        parts = []
+    def parts(self, stages: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-scale unit descriptors ``K`` (N, S, dim) and mean detection scores ``s`` (N, S).
+
+        These are the ``K^c`` and ``s^c`` of seed 001's detection term (training/losses.py).
+        """
+        descs, scores = [], []
         for i, x in enumerate(stages):
             f = l2n(self.reduce[i](x), dim=1)
             score = self.attention[i](f) + 1e-6  # detection score s (seed 001), > 0
             pooled = (f * score).sum(dim=(2, 3)) / score.sum(dim=(2, 3))
-            parts.append(weights[i].sqrt() * l2n(pooled, dim=1))
-        return l2n(torch.cat(parts, dim=1), dim=1)
+            descs.append(l2n(pooled, dim=1))
+            scores.append(score.mean(dim=(1, 2, 3)))
+        return torch.stack(descs, dim=1), torch.stack(scores, dim=1)
+
+    def fuse(self, descs: torch.Tensor) -> torch.Tensor:
+        """Concatenate ``sqrt(w_s) * K_s`` of (N, S, dim) per-scale parts into unit vectors."""
+        weights = self.fusion_weights().sqrt().view(1, -1, 1)
+        return l2n((descs * weights).flatten(1), dim=1)
+
+    def forward(self, stages: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Fuse the per-scale attention-pooled descriptors into one unit vector."""
+        return self.fuse(self.parts(stages)[0])
 
     @classmethod
     def build(cls, channels: int, stage_channels: Sequence[int], cfg: Any) -> 'HAF':
