@@ -43,6 +43,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
              'recall@N of a model on a VG or VPR-Bench dataset (benchmark protocol)'),
     'eval-bag': ('vpr_ros.evaluation.cli_eval_bag',
                  'score recorded fixes against a truth NavSatFix topic: metrics, plots, report'),
+    'train': ('vpr_ros.training.cli_train',
+              'train a descriptor model on geotagged images (triplets, hard negatives)'),
 }
 
 
