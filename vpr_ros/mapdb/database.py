@@ -24,8 +24,9 @@ Example::
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -149,6 +150,41 @@ class MapDB:
         fmt.write_json_atomic(self.path / fmt.MANIFEST, manifest)
         self.manifest = manifest
         return manifest
+
+    def attach_file(self, stem: str, suffix: str, write: Callable[[Path], Any], *,
+                    key: str, record: dict[str, Any]) -> Path:
+        """Add or replace an extra file (e.g. GeoWarp weights) and list it in the manifest.
+
+        The file is written under a temporary name, renamed to ``<stem>-<sha256[:12]><suffix>``,
+        then one atomic manifest write lists it and sets ``manifest[key] = {**record, 'file':
+        name}``; an older ``<stem>-*`` file is removed last. A crash at any step leaves a map
+        that loads, old or new. Returns the path.
+        """
+        if key in fmt.FROZEN_KEYS:
+            raise MapError(f'attach_file: manifest key {key!r} cannot be changed')
+        if not stem or '/' in stem or stem.startswith('.'):
+            raise MapError(f'attach_file: bad stem {stem!r}')
+        tmp = self.path / f'.{stem}.tmp-{os.getpid()}{suffix}'
+        try:
+            write(tmp)
+            digest = fmt.sha256_file(tmp)
+            name = f'{stem}-{digest[:12]}{suffix}'
+            os.replace(tmp, self.path / name)
+        finally:
+            tmp.unlink(missing_ok=True)
+        manifest = fmt.read_manifest(self.path)
+        files = manifest['files']
+        stale = [n for n in files if n.startswith(f'{stem}-') and n.endswith(suffix)
+                 and n != name]
+        for n in stale:
+            del files[n]
+        files[name] = {'sha256': digest, 'size': (self.path / name).stat().st_size}
+        manifest[key] = {**record, 'file': name}
+        fmt.write_json_atomic(self.path / fmt.MANIFEST, manifest)
+        self.manifest = manifest
+        for n in stale:
+            (self.path / n).unlink(missing_ok=True)
+        return self.path / name
 
 
 def check_model(path: Path, manifest: dict[str, Any], model: Any) -> None:

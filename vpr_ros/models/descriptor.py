@@ -184,8 +184,15 @@ class DescriptorModel(nn.Module):
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         """Return ``(N, D)`` unit descriptors with autograd (training)."""
+        return self.embed(self.resize(batch))
+
+    def resize(self, batch: torch.Tensor) -> torch.Tensor:
+        """Normalise and resize images to the backbone input (the resizer step on its own)."""
         batch = check_batch(batch, max_pixels=self._config.max_input_pixels, check_values=False)
-        x = self._prepare(batch)
+        return self._prepare(batch)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``(N, D)`` unit descriptors of already resized inputs (:meth:`resize`)."""
         if getattr(self.aggregation, 'multiscale', False):
             out = self.aggregation(self.backbone.forward_stages(x))
         else:
@@ -193,9 +200,22 @@ class DescriptorModel(nn.Module):
         return nn.functional.normalize(out, p=2.0, dim=1)
 
     def dense_features(self, batch: torch.Tensor) -> torch.Tensor:
-        """Return the backbone feature maps ``(N, C, h, w)`` after the resizer (GeoWarp)."""
+        """Return the backbone feature maps ``(N, C, h, w)`` after the resizer."""
         batch = check_batch(batch, max_pixels=self._config.max_input_pixels, check_values=False)
         return self.backbone(self._prepare(batch))
+
+    def local_features(self, batch: torch.Tensor) -> torch.Tensor:
+        """Return GeoWarp's dense features: the stride-16 stage at the batch's own size.
+
+        The resizer is bypassed: GeoWarp compares a query and map thumbnails at one small,
+        common size (``vpr_ros.localizer``), and the pass stops at the stride-16 stage, so it
+        costs a fraction of :meth:`forward`. Autograd stays on (GeoWarp training freezes the
+        backbone itself).
+        """
+        batch = check_batch(batch, max_pixels=self._config.max_input_pixels, check_values=False)
+        x = (batch.to(self.device, non_blocking=True) - self.mean) / self.std
+        stage = self.backbone.local_stage
+        return self.backbone.forward_stages(x, stop=stage)[stage]
 
     def describe(self, batch: torch.Tensor) -> np.ndarray:
         """Return float32 ``(N, D)`` L2-normalised descriptors (eval mode, no grad)."""

@@ -41,7 +41,8 @@ layout of gmberton/geo_warp's ``HomographyRegression`` (trained configuration) u
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Literal
+from pathlib import Path
+from typing import Any, Callable, Literal
 
 from kornia.geometry.linalg import transform_points
 from kornia.geometry.transform import get_perspective_transform, warp_perspective
@@ -345,3 +346,57 @@ class GeoWarp(nn.Module):
 
     def extra_repr(self) -> str:
         return f'mode={self.config.mode}, num_reranked={self.config.num_reranked}'
+
+
+#: ``format`` field of a GeoWarp checkpoint written by :func:`save_geowarp`.
+GEOWARP_FORMAT = 'vpr_ros.geowarp'
+
+
+def save_geowarp(geowarp: GeoWarp, path: str | Path, *, backbone: str,
+                 extra: dict[str, Any] | None = None) -> Path:
+    """Write a GeoWarp checkpoint (config, weights, the backbone it was fitted on) atomically.
+
+    The regression sees correlations only, so its weights would load for any backbone; the
+    recorded ``backbone`` makes :func:`load_geowarp` refuse a mismatch instead of silently
+    re-ranking with a module fitted on other features.
+    """
+    from vpr_ros.models.checkpoints import save_payload
+
+    payload = {
+        'format': GEOWARP_FORMAT,
+        'version': 1,
+        'backbone': backbone,
+        'config': geowarp.config.to_dict(),
+        'state_dict': {k: v.detach().cpu() for k, v in geowarp.state_dict().items()},
+        'extra': dict(extra or {}),
+    }
+    return save_payload(payload, path)
+
+
+def load_geowarp(path: str | Path, *, backbone: str | None = None,
+                 config: GeoWarpConfig | None = None) -> tuple[GeoWarp, dict[str, Any]]:
+    """Load a :func:`save_geowarp` checkpoint; return ``(geowarp in eval mode, extra)``.
+
+    Args:
+        path: the ``.pt`` file.
+        backbone: if given, the checkpoint must have been fitted on this backbone.
+        config: settings to use instead of the stored ones (e.g. the localizer's mode).
+    """
+    from vpr_ros.errors import CheckpointError
+    from vpr_ros.models.checkpoints import read_checkpoint
+
+    obj = read_checkpoint(path)
+    if not isinstance(obj, dict) or obj.get('format') != GEOWARP_FORMAT:
+        raise CheckpointError(f'{path} is not a vpr_ros GeoWarp checkpoint '
+                              f'(no "format": "{GEOWARP_FORMAT}")')
+    if backbone is not None and obj.get('backbone') != backbone:
+        raise CheckpointError(f'{path}: GeoWarp was fitted on backbone {obj.get("backbone")!r}, '
+                              f'the model uses {backbone!r}; fit it again with '
+                              f'vpr-ros fit-geowarp')
+    geowarp = GeoWarp(config or GeoWarpConfig.from_dict(obj.get('config', {})))
+    try:
+        geowarp.load_state_dict(obj['state_dict'])
+    except (KeyError, RuntimeError) as exc:
+        raise CheckpointError(f'{path}: GeoWarp weights do not fit: '
+                              f'{str(exc).splitlines()[0]}') from None
+    return geowarp.eval(), dict(obj.get('extra', {}))
