@@ -1,0 +1,325 @@
+# Copyright 2026 The vpr_ros Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Confidence -> horizontal sigma: a calibrated covariance for every fix (DESIGN §6).
+
+A retrieval score is not a distance. This module learns, from frames with known positions,
+how large the position error is given the confidence features the localizer computes
+(:data:`FEATURES`), and turns that into a sigma in metres:
+
+1. a least-squares fit of ``log(error + floor)`` on the standardised features ranks frames by
+   expected error (``r``, the risk);
+2. the frames are cut into quantile bins of ``r``; in each bin sigma is set so that the share
+   ``coverage`` (default 86.5 %, the 2-D Gaussian mass within 2 sigma) of the errors lies within
+   2 sigma; the bin sigmas are made non-decreasing in ``r`` and interpolated between bin centres.
+
+Quantiles, not a Gaussian likelihood: wrong matches are hundreds of metres off and would inflate
+every sigma. The fit is isotropic (sigma_east = sigma_north); the result is a plain dict stored
+in the map's manifest. :func:`nees_coverage` measures the share of 2-D normalised squared
+errors within 1/2/3 sigma (ideal 39.3/86.5/98.9 %).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from vpr_ros.config import Config, option
+from vpr_ros.errors import ConfigError, DataError, MapError
+
+#: Confidence features, in the order of the fitted weights (see ``vpr_ros.localizer``).
+FEATURES = ('score', 'global_score', 'margin', 'log_spread', 'rerank_gain')
+#: Ideal share of a 2-D Gaussian within k sigma: 1 - exp(-k^2 / 2).
+IDEAL_COVERAGE = {k: 1.0 - math.exp(-k * k / 2.0) for k in (1, 2, 3)}
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class CalibrationConfig(Config):
+    """How ``vpr-ros calibrate`` fits sigma from confidence features."""
+
+    pseudo_queries: int = option(400, 'map images turned into pseudo-queries when no '
+                                 'calibration set is given', min=10)
+    bins: int = option(6, 'quantile bins of the risk r (fewer when there are few frames)',
+                       min=1)
+    min_per_bin: int = option(20, 'fewest frames per bin', min=5)
+    coverage: float = option(IDEAL_COVERAGE[2], 'share of errors within 2 sigma in each bin',
+                             min=0.5, max=0.999)
+    min_sigma_m: float = option(1.0, 'smallest sigma ever reported (m)', min=0.01)
+    seed: int = option(0, 'seed of the pseudo-query sampling and augmentation')
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A fitted feature -> sigma mapping; :meth:`to_dict` is what the manifest stores."""
+
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    weights: tuple[float, ...]
+    bias: float
+    floor_m: float
+    knots_r: tuple[float, ...]
+    knots_sigma: tuple[float, ...]
+    min_sigma_m: float
+    info: Mapping[str, Any]
+
+    def risk(self, features: np.ndarray) -> np.ndarray:
+        """Return the fitted ``log(error + floor)`` of ``(N, F)`` features."""
+        z = (np.asarray(features, np.float64) - np.asarray(self.mean)) / np.asarray(self.scale)
+        return z @ np.asarray(self.weights) + self.bias
+
+    def sigma(self, features: np.ndarray) -> np.ndarray:
+        """Return the horizontal sigma in metres of ``(N, F)`` or ``(F,)`` features."""
+        feats = np.asarray(features, np.float64)
+        single = feats.ndim == 1
+        r = self.risk(feats.reshape(1, -1) if single else feats)
+        out = np.interp(r, self.knots_r, self.knots_sigma)
+        out = np.maximum(out, self.min_sigma_m)
+        return out[0] if single else out
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON form stored under ``calibration`` in the manifest."""
+        return {'version': VERSION, 'features': list(FEATURES), 'mean': list(self.mean),
+                'scale': list(self.scale), 'weights': list(self.weights), 'bias': self.bias,
+                'floor_m': self.floor_m, 'knots_r': list(self.knots_r),
+                'knots_sigma': list(self.knots_sigma), 'min_sigma_m': self.min_sigma_m,
+                'info': dict(self.info)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> 'Calibration':
+        """Read the manifest form back; :class:`MapError` when it is not a calibration."""
+        try:
+            if data['version'] != VERSION or tuple(data['features']) != FEATURES:
+                raise MapError(f'calibration version {data.get("version")} with features '
+                               f'{data.get("features")}: this vpr_ros expects version '
+                               f'{VERSION} with {list(FEATURES)}; run vpr-ros calibrate again')
+            cal = cls(tuple(map(float, data['mean'])), tuple(map(float, data['scale'])),
+                      tuple(map(float, data['weights'])), float(data['bias']),
+                      float(data['floor_m']), tuple(map(float, data['knots_r'])),
+                      tuple(map(float, data['knots_sigma'])), float(data['min_sigma_m']),
+                      dict(data.get('info', {})))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MapError(f'calibration in the manifest is malformed ({exc!r}); run vpr-ros '
+                           f'calibrate again') from None
+        n = len(FEATURES)
+        if not (len(cal.mean) == len(cal.scale) == len(cal.weights) == n) or \
+                len(cal.knots_r) != len(cal.knots_sigma) or not cal.knots_r:
+            raise MapError('calibration in the manifest has inconsistent sizes; run vpr-ros '
+                           'calibrate again')
+        return cal
+
+
+def fit(features: np.ndarray, errors_m: np.ndarray, config: CalibrationConfig | None = None,
+        *, floor_m: float = 1.0, info: Mapping[str, Any] | None = None) -> Calibration:
+    """Fit the sigma mapping from ``(N, F)`` features and ``(N,)`` horizontal errors (m).
+
+    Args:
+        features: confidence features in :data:`FEATURES` order.
+        errors_m: horizontal distance of each estimate to the truth.
+        config: bins and target coverage.
+        floor_m: added to the errors before the log (the map's place spacing is a good value:
+            errors below it are all equally good).
+        info: provenance stored with the fit (source, counts, coverage measured).
+    """
+    config = config or CalibrationConfig()
+    x = np.asarray(features, np.float64)
+    e = np.asarray(errors_m, np.float64)
+    if x.ndim != 2 or x.shape[1] != len(FEATURES) or e.shape != (x.shape[0],):
+        raise DataError(f'calibration: features {x.shape} and errors {e.shape} do not match '
+                        f'(N, {len(FEATURES)}) and (N,)')
+    good = np.isfinite(x).all(axis=1) & np.isfinite(e)
+    x, e = x[good], e[good]
+    if len(e) < config.min_per_bin:
+        raise DataError(f'calibration needs at least {config.min_per_bin} frames with known '
+                        f'positions, got {len(e)}')
+    if floor_m <= 0:
+        raise ConfigError(f'calibration floor_m must be positive, got {floor_m}')
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    z = (x - mean) / scale
+    target = np.log(e + floor_m)
+    design = np.hstack([z, np.ones((len(z), 1))])
+    # A little ridge keeps the fit stable when features are collinear (e.g. no re-ranking).
+    ridge = 1e-3 * len(z) * np.eye(design.shape[1])
+    ridge[-1, -1] = 0.0
+    coef = np.linalg.solve(design.T @ design + ridge, design.T @ target)
+    weights, bias = coef[:-1], float(coef[-1])
+    r = z @ weights + bias
+    bins = max(1, min(config.bins, len(e) // config.min_per_bin))
+    edges = np.quantile(r, np.linspace(0.0, 1.0, bins + 1))
+    which = np.clip(np.searchsorted(edges, r, side='right') - 1, 0, bins - 1)
+    knots_r, knots_sigma = [], []
+    for b in range(bins):
+        members = which == b
+        if not members.any():
+            continue
+        knots_r.append(float(np.median(r[members])))
+        knots_sigma.append(float(np.quantile(e[members], config.coverage)) / 2.0)
+    sigma = np.maximum.accumulate(np.maximum(np.asarray(knots_sigma), config.min_sigma_m))
+    return Calibration(tuple(mean), tuple(scale), tuple(weights), bias, float(floor_m),
+                       tuple(knots_r), tuple(float(s) for s in sigma), config.min_sigma_m,
+                       dict(info or {}))
+
+
+def nees_coverage(errors_en: np.ndarray, sigmas_m: np.ndarray,
+                  levels: Sequence[int] = (1, 2, 3)) -> dict[int, float]:
+    """Share of 2-D NEES ``(e_east^2 + e_north^2) / sigma^2`` within ``k^2``, per level ``k``."""
+    err = np.asarray(errors_en, np.float64).reshape(-1, 2)
+    sig = np.asarray(sigmas_m, np.float64).reshape(-1)
+    if len(err) != len(sig) or len(sig) == 0:
+        raise DataError(f'nees_coverage: {len(err)} errors for {len(sig)} sigmas')
+    nees = (err ** 2).sum(axis=1) / sig ** 2
+    return {k: float(np.mean(nees <= k * k)) for k in levels}
+
+
+def cross_validated_coverage(features: np.ndarray, errors_en: np.ndarray,
+                             config: CalibrationConfig | None = None, *, floor_m: float = 1.0,
+                             folds: int = 2, seed: int = 0) -> dict[int, float]:
+    """NEES coverage of fits on ``folds - 1`` folds applied to the held-out fold (honest)."""
+    config = config or CalibrationConfig()
+    err = np.asarray(errors_en, np.float64).reshape(-1, 2)
+    x = np.asarray(features, np.float64)
+    order = np.random.default_rng(seed).permutation(len(err))
+    parts = np.array_split(order, folds)
+    sig = np.empty(len(err))
+    for i, held in enumerate(parts):
+        train = np.concatenate([p for j, p in enumerate(parts) if j != i])
+        cal = fit(x[train], np.linalg.norm(err[train], axis=1), config, floor_m=floor_m)
+        sig[held] = cal.sigma(x[held])
+    return nees_coverage(err, sig)
+
+
+def pseudo_query(thumbnail: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Make a query-like view of a map image: a random homography and photometric change.
+
+    The corners move by up to 10 % of the frame (kornia homography via GeoWarp's ``warp``),
+    then gain, gamma, blur and noise vary, so the map's own images stand in for real queries
+    when no calibration set with positions is given.
+    """
+    import cv2
+    import torch
+    from vpr_ros.models.geowarp import identity_points, warp
+
+    image = torch.from_numpy(np.array(thumbnail)).permute(2, 0, 1).float()[None] / 255.0
+    points = identity_points(1) + torch.from_numpy(rng.uniform(-0.1, 0.1, (1, 4, 2))).float()
+    view = warp(image, points)[0].permute(1, 2, 0).numpy()
+    view = np.clip(rng.uniform(0.6, 1.4) * view, 0.0, 1.0) ** rng.uniform(0.7, 1.4)
+    view = (view * 255.0).astype(np.float32)
+    if rng.random() < 0.5:
+        view = cv2.GaussianBlur(view, (0, 0), rng.uniform(0.3, 1.0))
+    view += rng.normal(0.0, rng.uniform(1.0, 6.0), view.shape).astype(np.float32)
+    return np.clip(view, 0, 255).astype(np.uint8)
+
+
+def place_spacing_m(enu: np.ndarray) -> float:
+    """Median distance from each map entry to its nearest other entry (m), at least 0.5 m."""
+    import faiss
+
+    pts = np.ascontiguousarray(enu[:, :2], np.float32)
+    if len(pts) < 2:
+        return 1.0
+    index = faiss.IndexFlatL2(2)
+    index.add(pts)
+    dist, _ = index.search(pts, 2)
+    return max(0.5, float(np.median(np.sqrt(np.maximum(dist[:, 1], 0.0)))))
+
+
+def calibration_frames(localizer: Any, images: Sequence[Any], truth_lat_lon: np.ndarray, *,
+                       exclude: Sequence[Sequence[int]] | None = None,
+                       progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Localize frames with known positions: ``(features (N, F), errors_en (N, 2) m)``."""
+    from tqdm import tqdm
+    from vpr_ros.geo import wgs84_to_enu
+
+    feats, errs = [], []
+    origin = localizer.map.origin
+    step = 16
+    for start in tqdm(range(0, len(images), step), disable=not progress, desc='calibrate',
+                      unit='batch'):
+        chunk = list(images[start:start + step])
+        excl = exclude[start:start + step] if exclude is not None else None
+        for j, est in enumerate(localizer.localize_batch(chunk, exclude=excl)):
+            if not est.features:
+                continue
+            lat, lon = truth_lat_lon[start + j]
+            truth = wgs84_to_enu(lat, lon, 0.0, origin)[:2]
+            got = wgs84_to_enu(est.lat, est.lon, 0.0, origin)[:2]
+            feats.append([est.features[f] for f in FEATURES])
+            errs.append(got - truth)
+    return np.asarray(feats, np.float64).reshape(-1, len(FEATURES)), \
+        np.asarray(errs, np.float64).reshape(-1, 2)
+
+
+def calibrate_map(localizer: Any, config: CalibrationConfig | None = None, *,
+                  queries: tuple[Sequence[Any], np.ndarray] | None = None,
+                  progress: bool = True) -> tuple[Calibration, dict[str, Any]]:
+    """Fit the map's calibration with its localizer; return ``(calibration, report)``.
+
+    Args:
+        localizer: a ``vpr_ros.localizer.Localizer`` over the map (its GeoWarp included).
+        config: sampling and fit settings.
+        queries: ``(images, (N, 2) lat/lon)`` of a calibration set; pseudo-queries made from
+            the map's own thumbnails (:func:`pseudo_query`, the entry itself excluded) when None.
+        progress: tqdm bars.
+
+    The report holds the NEES coverage in-sample and 2-fold cross-validated, the place
+    spacing (the error floor) and the error quantiles.
+    """
+    from vpr_ros.geo import wgs84_to_enu
+
+    config = config or CalibrationConfig()
+    db = localizer.map
+    pos = db.positions(np.arange(len(db)))
+    spacing = place_spacing_m(wgs84_to_enu(pos[:, 0], pos[:, 1], np.zeros(len(pos)),
+                                           db.origin))
+    if queries is None:
+        if not db.manifest.get('thumbnails'):
+            raise MapError(f'{db.path} has no thumbnails to make pseudo-queries from; pass '
+                           f'a calibration set with positions (--queries)')
+        rng = np.random.default_rng(config.seed)
+        count = min(len(db), config.pseudo_queries)
+        chosen = np.sort(rng.choice(len(db), size=count, replace=False))
+        images = [pseudo_query(db.thumbnails(int(i)), rng) for i in chosen]
+        truth = pos[chosen, :2]
+        exclude = [[int(i)] for i in chosen]
+        source = f'{count} pseudo-queries from the map images'
+    else:
+        images, truth = queries
+        truth = np.asarray(truth, np.float64).reshape(-1, 2)
+        exclude = None
+        source = f'{len(truth)} calibration frames with positions'
+    feats, errs = calibration_frames(localizer, images, truth, exclude=exclude,
+                                     progress=progress)
+    norms = np.linalg.norm(errs, axis=1)
+    cal = fit(feats, norms, config, floor_m=spacing, info={})
+    report = {
+        'source': source,
+        'frames': int(len(norms)),
+        'place_spacing_m': spacing,
+        'error_m': {'median': float(np.median(norms)), 'p95': float(np.quantile(norms, 0.95))},
+        'nees_coverage': {str(k): v for k, v in
+                          nees_coverage(errs, cal.sigma(feats)).items()},
+        'nees_coverage_cv': {str(k): v for k, v in cross_validated_coverage(
+            feats, errs, config, floor_m=spacing, seed=config.seed).items()}
+        if len(norms) >= 2 * config.min_per_bin else {},
+        'rerank': bool(localizer.rerank),
+        'geowarp_mode': localizer.config.geowarp.mode,
+    }
+    cal = dataclasses.replace(cal, info=report)
+    return cal, report

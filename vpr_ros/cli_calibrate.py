@@ -1,0 +1,89 @@
+# Copyright 2026 vpr_ros maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""``vpr-ros calibrate``: fit the map's confidence -> sigma mapping and store it (DESIGN §6)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from vpr_ros.calibration import calibrate_map, CalibrationConfig, IDEAL_COVERAGE
+from vpr_ros.localizer import Localizer, LocalizerConfig
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of calibrate."""
+    parser.add_argument('map', type=Path, help='the map (*.vprmap) to calibrate')
+    parser.add_argument('--queries', type=Path,
+                        help='calibration set with positions: VG folder, CSV or rosbag2 '
+                        '(default: pseudo-queries made from the map images)')
+    parser.add_argument('--localizer-config', type=Path,
+                        help='YAML with LocalizerConfig fields (the settings the node uses)')
+    parser.add_argument('--pseudo-queries', type=int, help='how many map images to use')
+    parser.add_argument('--device', default='auto', help='auto (default), cpu, cuda, cuda:N')
+    parser.add_argument('--dry-run', action='store_true', help='fit and report, store nothing')
+    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+
+
+def main(args: argparse.Namespace) -> int:
+    """Calibrate, print the coverage report and store the fit in the manifest."""
+    config = CalibrationConfig()
+    if args.pseudo_queries:
+        config = config.replace(pseudo_queries=args.pseudo_queries)
+    loc_config = (LocalizerConfig.from_yaml(args.localizer_config) if args.localizer_config
+                  else LocalizerConfig())
+    localizer = Localizer.open(args.map, loc_config, device=args.device)
+    queries = None
+    if args.queries:
+        from vpr_ros.mapdb.sources import open_source
+
+        entries = open_source(args.queries).entries
+        queries = (_Lazy(entries), np.array([[e.lat, e.lon] for e in entries]))
+    cal, report = calibrate_map(localizer, config, queries=queries,
+                                progress=not args.no_progress)
+    print(f'calibration of {args.map}: {report["source"]}, place spacing '
+          f'{report["place_spacing_m"]:.2f} m')
+    print(f'  error: median {report["error_m"]["median"]:.2f} m, p95 '
+          f'{report["error_m"]["p95"]:.2f} m')
+    for name in ('nees_coverage', 'nees_coverage_cv'):
+        if report[name]:
+            cells = ', '.join(f'{k} sigma {100 * v:.1f} % '
+                              f'(ideal {100 * IDEAL_COVERAGE[int(k)]:.1f})'
+                              for k, v in report[name].items())
+            print(f'  {name}: {cells}')
+    print(f'  sigma knots (m): {", ".join(f"{s:.2f}" for s in cal.knots_sigma)}')
+    if args.dry_run:
+        print('dry run: the map is unchanged')
+        return 0
+    localizer.map.update_manifest(calibration=cal.to_dict())
+    print(f'calibration stored in {args.map / "manifest.json"}')
+    return 0
+
+
+class _Lazy:
+    """Images of source entries, loaded one at a time (a sequence for localize_batch)."""
+
+    def __init__(self, entries) -> None:
+        self.entries = list(entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, item):
+        if isinstance(item, slice):
+            return [e.load() for e in self.entries[item]]
+        return self.entries[item].load()

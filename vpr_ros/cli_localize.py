@@ -1,0 +1,75 @@
+# Copyright 2026 vpr_ros maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""``vpr-ros localize``: positions of image files against a map, as text or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+import sys
+
+from vpr_ros.localizer import Localizer, LocalizerConfig
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of localize; defaults come from LocalizerConfig."""
+    parser.add_argument('images', type=Path, nargs='+', help='image files (JPEG, PNG, ...)')
+    parser.add_argument('--map', type=Path, required=True, help='the map (*.vprmap)')
+    parser.add_argument('--config', type=Path,
+                        help='YAML with LocalizerConfig fields; options below override it')
+    parser.add_argument('--top-k', type=int, help='candidates retrieved')
+    parser.add_argument('--no-rerank', action='store_true', help='no GeoWarp re-ranking')
+    parser.add_argument('--mode', choices=('features', 'image'), help='GeoWarp mode')
+    parser.add_argument('--estimator', choices=('top1', 'weighted'))
+    parser.add_argument('--device', default='auto', help='auto (default), cpu, cuda, cuda:N')
+    parser.add_argument('--show', type=int, default=3, help='candidates printed per image')
+    parser.add_argument('--json', action='store_true', help='one JSON object per image')
+
+
+def config_from_args(args: argparse.Namespace) -> LocalizerConfig:
+    """Turn the command line into a validated LocalizerConfig."""
+    config = LocalizerConfig.from_yaml(args.config) if args.config else LocalizerConfig()
+    if args.top_k is not None:
+        config = config.replace(top_k=args.top_k)
+    if args.no_rerank:
+        config = config.replace(rerank=False)
+    if args.mode:
+        config = config.replace(geowarp=config.geowarp.replace(mode=args.mode))
+    if args.estimator:
+        config = config.replace(estimator=args.estimator)
+    return config
+
+
+def main(args: argparse.Namespace) -> int:
+    """Localize every image; exit 0 when all got a fix, 3 when some are NO_FIX."""
+    localizer = Localizer.open(args.map, config_from_args(args), device=args.device)
+    if localizer.calibration is None:
+        print(f'warning: {args.map} is not calibrated, sigma is the fixed '
+              f'{localizer.config.uncalibrated_sigma_m:g} m (run vpr-ros calibrate)',
+              file=sys.stderr)
+    all_fix = True
+    for path, est in zip(args.images, localizer.localize_batch(args.images)):
+        all_fix &= est.ok
+        if args.json:
+            print(json.dumps({'image': str(path), **est.to_dict()}))
+            continue
+        print(f'{path}: {est.status.upper()} lat {est.lat:.7f} lon {est.lon:.7f} '
+              f'alt {est.alt:.1f} sigma {est.sigma_m:.1f} m score {est.score:.3f}'
+              + (f' ({est.reason})' if est.reason else ''))
+        for rank, c in enumerate(est.candidates[:args.show], 1):
+            rerank = '' if c.rerank_score != c.rerank_score else f' rerank {c.rerank_score:.3f}'
+            print(f'  {rank}. {c.name} ({c.lat:.7f}, {c.lon:.7f}) score {c.score:.3f}{rerank}')
+    return 0 if all_fix else 3

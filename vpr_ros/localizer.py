@@ -1,0 +1,403 @@
+# Copyright 2026 The vpr_ros Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""One image in, one position with an honest covariance out (DESIGN §2, §6).
+
+``Localizer(map, model, config).localize(image)``: global descriptor -> top-k from the map's
+FAISS index -> GeoWarp re-ranking of the top |P| (seed 004 §3.2) -> position (re-ranked top-1,
+or the score-weighted mean of the candidates near it) -> confidence features -> calibrated
+sigma (``vpr_ros.calibration``) -> :class:`Estimate`.
+
+GeoWarp works at the size of the map's thumbnails: the query is shrunk to that size, and the
+dense features are the backbone's stride-16 map of the small images (``local_features``), so
+re-ranking costs a fraction of one descriptor forward. Candidate features are kept in a
+bounded LRU cache: consecutive frames of a drive retrieve the same places.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+import logging
+import math
+from pathlib import Path
+import time
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from vpr_ros.calibration import Calibration, FEATURES
+from vpr_ros.config import Config, option
+from vpr_ros.errors import DataError, MapError, VprError
+from vpr_ros.geo import enu_to_wgs84, wgs84_to_enu
+from vpr_ros.images import check_rgb, load_image, to_tensor
+from vpr_ros.mapdb.database import MapDB
+from vpr_ros.models.geowarp import GeoWarp, GeoWarpConfig, load_geowarp
+
+log = logging.getLogger(__name__)
+
+FIX = 'fix'
+NO_FIX = 'no_fix'
+ESTIMATORS = ('top1', 'weighted')
+
+
+@dataclass(frozen=True)
+class LocalizerConfig(Config):
+    """How an image becomes a position estimate."""
+
+    top_k: int = option(10, 'candidates retrieved from the index', min=1, max=1000)
+    rerank: bool = option(True, 'GeoWarp re-ranking of the first geowarp.num_reranked '
+                          'candidates (needs map thumbnails)')
+    geowarp: GeoWarpConfig = option(GeoWarpConfig(), 'GeoWarp re-ranking (seed 004)')
+    estimator: str = option('top1', 'position: the re-ranked top-1, or the score-weighted '
+                            'mean of the candidates within cluster_radius_m of it',
+                            choices=ESTIMATORS, runtime=True)
+    cluster_radius_m: float = option(25.0, 'weighted estimator: candidates this close to the '
+                                     'top-1 are averaged', min=0.0, runtime=True)
+    weight_temperature: float = option(0.02, 'weighted estimator: softmax temperature on '
+                                       'normalised scores', min=1e-4, runtime=True)
+    margin_radius_m: float = option(25.0, 'confidence: the margin compares the top-1 with '
+                                    'the best candidate farther than this', min=0.0)
+    max_sigma_m: float = option(30.0, 'STATUS_NO_FIX when the calibrated horizontal sigma '
+                                'is larger than this (m)', min=0.0, runtime=True)
+    uncalibrated_sigma_m: float = option(15.0, 'sigma used when the map has no calibration '
+                                         '(run vpr-ros calibrate)', min=0.01, runtime=True)
+    sigma_up_m: float = option(10.0, 'vertical sigma when the map has altitudes: VPR does '
+                               'not observe height', min=0.01, runtime=True)
+    unknown_alt_sigma_m: float = option(1000.0, 'vertical sigma when the map has no '
+                                        'altitude (then the altitude is the map origin one)',
+                                        min=0.01, runtime=True)
+    feature_cache: int = option(4096, 'candidate GeoWarp features kept in memory (entries)',
+                                min=0)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One retrieved map entry, in final (re-ranked) order."""
+
+    index: int
+    name: str
+    lat: float
+    lon: float
+    alt: float
+    score: float           # global descriptor similarity (cosine)
+    rerank_score: float    # GeoWarp dense similarity / 225 (NaN when not re-ranked)
+
+
+@dataclass
+class Estimate:
+    """A position with its covariance; ``status`` is :data:`FIX` or :data:`NO_FIX`."""
+
+    lat: float
+    lon: float
+    alt: float
+    cov_enu: np.ndarray                 # (3, 3) m^2, row-major east/north/up
+    status: str
+    score: float                        # the confidence score of the chosen candidate
+    sigma_m: float                      # horizontal sigma (east = north)
+    candidates: tuple[Candidate, ...]
+    features: dict[str, float]
+    timings: dict[str, float] = field(default_factory=dict)   # milliseconds per stage
+    reason: str = ''
+
+    @property
+    def ok(self) -> bool:
+        """True when the estimate is a fix."""
+        return self.status == FIX
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-friendly dict (``vpr-ros localize --json``)."""
+        return {'lat': self.lat, 'lon': self.lon, 'alt': self.alt, 'status': self.status,
+                'sigma_m': self.sigma_m, 'score': self.score,
+                'cov_enu': np.asarray(self.cov_enu).tolist(), 'reason': self.reason,
+                'features': dict(self.features), 'timings_ms': dict(self.timings),
+                'candidates': [vars(c) for c in self.candidates]}
+
+
+class _LRU(OrderedDict):
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def put(self, key: int, value: torch.Tensor) -> None:
+        if self.size <= 0:
+            return
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
+class Localizer:
+    """Retrieval + GeoWarp re-ranking + calibrated covariance over one map."""
+
+    def __init__(self, map_db: MapDB, model: Any = None, config: LocalizerConfig | None = None,
+                 *, geowarp: GeoWarp | None = None, device: str = 'auto') -> None:
+        """Wrap an open map.
+
+        Args:
+            map_db: the map (``MapDB.open``).
+            model: the descriptor model; the one stored in the map when None. A model that
+                did not make the map is a :class:`MapError`.
+            config: settings; defaults otherwise.
+            geowarp: a fitted GeoWarp; the map's (``vpr-ros fit-geowarp``) when None, else
+                an untrained one (identity warp: plain dense re-ranking).
+            device: torch device for the map's model when ``model`` is None.
+        """
+        self.config = config or LocalizerConfig()
+        if len(map_db) == 0:
+            raise MapError(f'{map_db.path}: the map is empty')
+        self.map = map_db
+        if model is None:
+            model = map_db.load_model(device)
+        else:
+            from vpr_ros.mapdb.database import check_model
+            check_model(map_db.path, map_db.manifest, model)
+        self.model = model.eval()
+        self.device = self.model.device
+        thumbs = map_db.manifest.get('thumbnails') or {}
+        self.thumb_size = (int(thumbs.get('height', 0)), int(thumbs.get('width', 0)))
+        self.rerank = self.config.rerank and self.thumb_size[0] > 0
+        if self.config.rerank and not self.rerank:
+            log.warning('%s has no thumbnails: GeoWarp re-ranking is off', map_db.path)
+        self.geowarp = (geowarp or self._map_geowarp()).to(self.device).eval()
+        self.geowarp.config = self.config.geowarp
+        self._cache = _LRU(self.config.feature_cache)
+        cal = map_db.manifest.get('calibration') or {}
+        self.calibration = Calibration.from_dict(cal) if cal else None
+        self.has_alt = bool(np.isfinite(map_db.positions(np.arange(len(map_db)))[:, 2]).any())
+
+    @classmethod
+    def open(cls, map_path: str | Path,  # noqa: A003 - mirrors MapDB.open
+             config: LocalizerConfig | None = None, *,
+             device: str = 'auto', fast: bool = False) -> 'Localizer':
+        """Open a map and its stored model; ``fast`` skips the sha256 checks (huge maps)."""
+        return cls(MapDB.open(map_path, fast=fast), config=config, device=device)
+
+    def _map_geowarp(self) -> GeoWarp:
+        info = self.map.manifest.get('geowarp') or {}
+        if not info:
+            return GeoWarp(self.config.geowarp)
+        path = self.map.path / info['file']
+        geowarp, _ = load_geowarp(path, backbone=self.model.config.backbone,
+                                  config=self.config.geowarp)
+        return geowarp
+
+    def set_config(self, config: LocalizerConfig) -> None:
+        """Apply new settings; only ``runtime`` fields may differ (thresholds, estimator)."""
+        fixed = [f for f in config.describe_fields() if not f['runtime'] and
+                 getattr(config, f['name'], None) != getattr(self.config, f['name'], None)]
+        if fixed:
+            names = ', '.join(f['name'] for f in fixed)
+            raise VprError(f'cannot change {names} while running; restart with the new value')
+        self.config = config
+
+    # -- one frame -----------------------------------------------------------------------
+
+    def localize(self, image: Any, *, exclude: Sequence[int] = ()) -> Estimate:
+        """Localize one image.
+
+        ``image`` is a path, an ``(H, W, 3)`` uint8 RGB array or a ``(3, H, W)`` float tensor
+        in [0, 1]; ``exclude`` leaves map entries out (calibration with the map's own images).
+        """
+        return self.localize_batch([image], exclude=[exclude])[0]
+
+    def localize_batch(self, images: Sequence[Any], *,
+                       exclude: Sequence[Sequence[int]] | None = None,
+                       batch_size: int = 16) -> list[Estimate]:
+        """Localize many images (offline use): descriptors are computed in batches."""
+        images = list(images)
+        if exclude is not None and len(exclude) != len(images):
+            raise DataError(f'exclude: {len(exclude)} lists for {len(images)} images')
+        out: list[Estimate] = []
+        for start in range(0, len(images), batch_size):
+            chunk = images[start:start + batch_size]
+            excl = exclude[start:start + batch_size] if exclude is not None else [()] * len(chunk)
+            out.extend(self._localize_chunk(chunk, excl))
+        return out
+
+    def _prepare(self, image: Any, i: int) -> tuple[torch.Tensor, np.ndarray | None]:
+        if isinstance(image, (str, Path)):
+            image = load_image(image)
+        if isinstance(image, torch.Tensor):
+            if image.dim() != 3 or image.shape[0] != 3:
+                raise DataError(f'image {i}: expected a (3, H, W) tensor, got '
+                                f'{tuple(image.shape)}')
+            array = (image.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round()
+            array = array.astype(np.uint8)
+            tensor = image.float()
+        else:
+            array = check_rgb(image, where=f'image {i}')
+            tensor = to_tensor(array)
+        small = None
+        if self.rerank:
+            h, w = self.thumb_size
+            small = cv2.resize(array, (w, h), interpolation=cv2.INTER_AREA)
+        return tensor, small
+
+    def _localize_chunk(self, images: Sequence[Any], exclude: Sequence[Sequence[int]],
+                        ) -> list[Estimate]:
+        t0 = time.perf_counter()
+        prepared = [self._prepare(image, i) for i, image in enumerate(images)]
+        t1 = time.perf_counter()
+        with torch.inference_mode():
+            by_size: dict[tuple[int, ...], list[int]] = {}
+            for i, (tensor, _) in enumerate(prepared):
+                by_size.setdefault(tuple(tensor.shape), []).append(i)
+            descriptors = np.empty((len(images), self.model.descriptor_dim), np.float32)
+            resize_s = forward_s = 0.0
+            for indices in by_size.values():
+                batch = torch.stack([prepared[i][0] for i in indices]).to(self.device)
+                ta = time.perf_counter()
+                resized = self.model.resize(batch)
+                tb = time.perf_counter()
+                descriptors[indices] = self.model.embed(resized).float().cpu().numpy()
+                forward_s += time.perf_counter() - tb
+                resize_s += tb - ta
+        n = len(images)
+        results = []
+        for i in range(n):
+            timings = {'decode': (t1 - t0) * 1e3 / n, 'resize': resize_s * 1e3 / n,
+                       'forward': forward_s * 1e3 / n}
+            results.append(self._finish(descriptors[i], prepared[i][1], exclude[i], timings))
+        return results
+
+    def _finish(self, descriptor: np.ndarray, small: np.ndarray | None,
+                exclude: Sequence[int], timings: dict[str, float]) -> Estimate:
+        cfg = self.config
+        t0 = time.perf_counter()
+        excluded = {int(e) for e in exclude}
+        k = min(len(self.map), cfg.top_k + len(excluded))
+        indices, scores = self.map.search(descriptor[None], k)
+        keep = [(int(j), float(s)) for j, s in zip(indices[0], scores[0])
+                if j >= 0 and int(j) not in excluded][:cfg.top_k]
+        t1 = time.perf_counter()
+        timings['search'] = (t1 - t0) * 1e3
+        if not keep:
+            return self._no_fix('the index returned no candidates', timings)
+        idx = np.array([j for j, _ in keep])
+        glob = np.array([s for _, s in keep])
+        rerank = np.full(len(idx), np.nan)
+        order = np.arange(len(idx))
+        if self.rerank and small is not None:
+            p = min(cfg.geowarp.num_reranked, len(idx))
+            rerank[:p] = self._rerank_scores(small, idx[:p]) / 225.0
+            order = np.concatenate([np.argsort(-rerank[:p], kind='stable'),
+                                    np.arange(p, len(idx))])
+        t2 = time.perf_counter()
+        timings['rerank'] = (t2 - t1) * 1e3
+        estimate = self._estimate(idx, glob, rerank, order, timings)
+        timings['estimate'] = (time.perf_counter() - t2) * 1e3
+        return estimate
+
+    def _rerank_scores(self, small: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        query = to_tensor(small).unsqueeze(0).to(self.device)
+        with torch.inference_mode():
+            query_dense = self.model.local_features(query)
+            cand_dense = self._candidate_features(idx)
+            if self.config.geowarp.mode == 'image':
+                thumbs = torch.stack([to_tensor(t) for t in self.map.thumbnails(idx)])
+                scores = self.geowarp.rerank_scores(
+                    query_dense, cand_dense, query_image=query,
+                    candidate_images=thumbs.to(self.device),
+                    dense_fn=self.model.local_features, mode='image')
+            else:
+                scores = self.geowarp.rerank_scores(query_dense, cand_dense, mode='features')
+        return scores.float().cpu().numpy().astype(np.float64)
+
+    def _candidate_features(self, idx: np.ndarray) -> torch.Tensor:
+        missing = [int(j) for j in idx if int(j) not in self._cache]
+        if missing:
+            thumbs = torch.stack([to_tensor(t) for t in self.map.thumbnails(missing)])
+            dense = self.model.local_features(thumbs.to(self.device))
+            for j, d in zip(missing, dense):
+                self._cache.put(j, d)
+        found = {int(j): self._cache.get(int(j)) for j in idx}
+        if any(v is None for v in found.values()):        # cache smaller than |P|
+            thumbs = torch.stack([to_tensor(t) for t in self.map.thumbnails(idx)])
+            return self.model.local_features(thumbs.to(self.device))
+        for j in idx:
+            self._cache.move_to_end(int(j))
+        return torch.stack([found[int(j)] for j in idx])
+
+    def _estimate(self, idx: np.ndarray, glob: np.ndarray, rerank: np.ndarray,
+                  order: np.ndarray, timings: dict[str, float]) -> Estimate:
+        cfg = self.config
+        idx, glob, rerank = idx[order], glob[order], rerank[order]
+        pos = self.map.positions(idx)
+        origin = self.map.origin
+        enu = wgs84_to_enu(pos[:, 0], pos[:, 1], np.zeros(len(pos)), origin)[:, :2]
+        dist = np.linalg.norm(enu - enu[0], axis=1)
+        reranked = np.isfinite(rerank)
+        # Position: top-1, or the softmax-weighted mean of the candidates near it.
+        if cfg.estimator == 'weighted':
+            s = np.where(reranked, rerank, glob)
+            near = dist <= cfg.cluster_radius_m
+            if reranked.any():
+                near &= reranked       # only compare scores of one kind
+            w = np.exp((s[near] - s[near].max()) / cfg.weight_temperature)
+            xy = (enu[near] * w[:, None]).sum(axis=0) / w.sum()
+        else:
+            xy = enu[0]
+        lat, lon, _ = enu_to_wgs84(xy[0], xy[1], 0.0, origin)
+        alts = pos[:, 2][dist <= cfg.cluster_radius_m]
+        alts = alts[np.isfinite(alts)]
+        alt = float(alts.mean()) if alts.size else float(origin[2])
+        # Confidence features (calibration.FEATURES order).
+        far = dist > cfg.margin_radius_m
+        best_far = glob[far].max() if far.any() else glob.min()
+        spread = math.sqrt(float(np.mean(dist ** 2)))
+        gain = float(rerank[0] - rerank[np.argmax(order == 0)]) if reranked[0] else 0.0
+        top_score = float(rerank[0]) if reranked[0] else float(glob[0])
+        features = {'score': top_score, 'global_score': float(glob[0]),
+                    'margin': float(glob[0] - best_far), 'log_spread': math.log1p(spread),
+                    'rerank_gain': gain}
+        if self.calibration is not None:
+            sigma = float(self.calibration.sigma(np.array([features[f] for f in FEATURES])))
+        else:
+            sigma = cfg.uncalibrated_sigma_m
+        sigma_up = cfg.sigma_up_m if alts.size else cfg.unknown_alt_sigma_m
+        cov = np.diag([sigma ** 2, sigma ** 2, sigma_up ** 2])
+        status, reason = FIX, ''
+        if not math.isfinite(sigma) or sigma > cfg.max_sigma_m:
+            status = NO_FIX
+            reason = f'sigma {sigma:.1f} m > max_sigma_m {cfg.max_sigma_m:g} m'
+        names = self.map.names
+        candidates = tuple(
+            Candidate(int(j), names[int(j)], float(p[0]), float(p[1]), float(p[2]),
+                      float(g), float(r))
+            for j, p, g, r in zip(idx, pos, glob, rerank))
+        return Estimate(float(lat), float(lon), alt, cov, status, top_score, sigma,
+                        candidates, features, timings, reason)
+
+    def _no_fix(self, reason: str, timings: dict[str, float]) -> Estimate:
+        lat, lon, alt = self.map.origin
+        big = self.config.unknown_alt_sigma_m ** 2
+        return Estimate(lat, lon, alt, np.diag([big, big, big]), NO_FIX, float('nan'),
+                        float('inf'), (), {}, timings, reason)
+
+
+def localize(images: Any, map_path: str | Path, *, config: LocalizerConfig | None = None,
+             device: str = 'auto') -> Estimate | list[Estimate]:
+    """Localize one image (path, array, tensor) or a list of them against a map file."""
+    localizer = Localizer.open(map_path, config, device=device)
+    if isinstance(images, (str, Path, np.ndarray, torch.Tensor)):
+        return localizer.localize(images)
+    return localizer.localize_batch(list(images))
+
+
+__all__ = ['Candidate', 'Estimate', 'FIX', 'localize', 'Localizer', 'LocalizerConfig',
+           'NO_FIX']
