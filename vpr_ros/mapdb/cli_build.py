@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--model', help='checkpoint, model YAML or preset '
                         f'(default {BuildConfig().model})')
     parser.add_argument('--index', choices=('auto', 'flat', 'ivfpq', 'hnsw'),
-                        help='FAISS index kind (default auto: flat up to 50k entries)')
+                        help='FAISS index kind (default auto: flat up to 20k entries)')
     parser.add_argument('--batch-size', type=int)
     parser.add_argument('--device', help='auto (default), cpu, cuda, cuda:N')
     parser.add_argument('--workers', type=int, dest='num_workers',
