@@ -36,7 +36,7 @@ def write_route(folder: Path) -> tuple[Path, Path]:
 
 def tiny_config(out: Path, database: Path, queries: Path | None = None,
                 **changes) -> TrainConfig:
-    """A TrainConfig that runs in seconds on one CPU core with the tiny-test model."""
+    """Return a TrainConfig that runs in seconds on one CPU core with the tiny-test model."""
     config = TrainConfig(
         model='tiny-test', out_dir=str(out), device='cpu', epochs=2, batch_size=4, lr=1e-4,
         queries_per_epoch=8, val_positive_m=5.0,

@@ -1,0 +1,153 @@
+# Copyright 2026 vpr_ros maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""End to end: train on a tiny synthetic route, checkpoints build-map loads, resume, DDP."""
+
+import csv
+import os
+from pathlib import Path
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from training_helpers import tiny_config, write_route
+from vpr_ros import cli
+from vpr_ros.mapdb.database import MapDB
+from vpr_ros.models.checkpoints import load_model, read_checkpoint
+from vpr_ros.training.data import DataConfig, load_data
+from vpr_ros.training.trainer import init_netvlad_from_data, train
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope='module')
+def route(tmp_path_factory):
+    torch.set_num_threads(1)
+    return write_route(tmp_path_factory.mktemp('route'))
+
+
+def _weights(path):
+    return read_checkpoint(path)['state_dict']
+
+
+@pytest.mark.slow
+def test_training_reduces_loss_and_build_map_loads_the_checkpoint(route, tmp_path):
+    map_csv, query_csv = route
+    config = tiny_config(tmp_path / 'run', map_csv, query_csv, epochs=3, lr=3e-4,
+                         queries_per_epoch=16)
+    result = train(config, progress=False)
+    losses = [row['loss'] for row in result.history if row['epoch'] > 0]
+    assert [row['epoch'] for row in result.history] == [0, 1, 2, 3]
+    assert losses[-1] < losses[0]
+    for row in result.history:
+        assert 0 <= row['R@1'] <= row['R@5'] <= row['R@10'] <= 100
+    # metrics.csv: one row per epoch, epoch 0 = the starting model; a PNG beside it
+    with open(tmp_path / 'run' / 'metrics.csv', newline='') as f:
+        rows = list(csv.DictReader(f))
+    assert [r['epoch'] for r in rows] == ['0', '1', '2', '3'] and rows[0]['loss'] == ''
+    assert float(rows[3]['loss']) == pytest.approx(losses[-1])
+    assert (tmp_path / 'run' / 'metrics.png').read_bytes()[:4] == b'\x89PNG'
+    # both checkpoints are ordinary model files; the weights changed
+    start = load_model('tiny-test', device='cpu')
+    trained = load_model(result.last, device='cpu')
+    assert trained.fingerprint() != start.fingerprint()
+    assert read_checkpoint(result.last)['extra']['train']['epoch'] == 3
+    # build-map takes the checkpoint, and the map opens with the trained model
+    out = tmp_path / 'route.vprmap'
+    assert cli.main(['build-map', str(map_csv), '--out', str(out), '--model',
+                     str(result.best), '--device', 'cpu', '--no-progress']) == 0
+    best = load_model(result.best, device='cpu')
+    db = MapDB.open(out, model=best)
+    assert db.descriptors.shape == (40, best.descriptor_dim)
+
+
+@pytest.mark.slow
+def test_resume_equals_uninterrupted_run(route, tmp_path):
+    map_csv, query_csv = route
+    whole = train(tiny_config(tmp_path / 'whole', map_csv, query_csv, epochs=2),
+                  progress=False)
+    train(tiny_config(tmp_path / 'part', map_csv, query_csv, epochs=1), progress=False)
+    resumed = train(tiny_config(tmp_path / 'part', map_csv, query_csv, epochs=2,
+                                resume=str(tmp_path / 'part' / 'last.pt')), progress=False)
+    a, b = _weights(whole.last), _weights(resumed.last)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r['loss'] for r in whole.history[1:]] == [r['loss'] for r in resumed.history[1:]]
+    # the runs trained (so equal weights are not just the untouched start)
+    start = load_model('tiny-test', device='cpu').state_dict()
+    assert not torch.equal(a['backbone.0.weight'], start['backbone.0.weight'])
+
+
+def test_netvlad_kmeans_init_from_training_features(route, tmp_path):
+    map_csv, _ = route
+    model_yaml = tmp_path / 'netvlad.yaml'
+    model_yaml.write_text(yaml.safe_dump({'backbone': 'resnet18', 'pretrained': False,
+                                          'input_size': [64, 80], 'head': 'netvlad',
+                                          'netvlad_clusters': 8}))
+    model = load_model(str(model_yaml), device='cpu')
+    before = model.aggregation.centroids.detach().clone()
+    data = load_data(DataConfig(database=str(map_csv), val_fraction=0.0))
+    alpha = init_netvlad_from_data(model, data.train, 10, np.random.default_rng(0))
+    head = model.aggregation
+    assert not torch.allclose(before, head.centroids)
+    normed = torch.nn.functional.normalize(head.centroids, dim=1)
+    assert torch.allclose(head.conv.weight[:, :, 0, 0], alpha * normed, atol=1e-4)
+
+
+def test_cli_reports_queries_without_positives(route, tmp_path, capsys):
+    map_csv, _ = route
+    far = tmp_path / 'far.csv'
+    with open(map_csv) as f:
+        rows = list(csv.DictReader(f))
+    lines = ['image,lat,lon']
+    for row in rows:
+        image = Path(map_csv).parent / row['image']
+        (tmp_path / row['image']).write_bytes(image.read_bytes())
+        lines.append(f"{row['image']},{float(row['lat']) + 0.01},{row['lon']}")
+    far.write_text('\n'.join(lines) + '\n')
+    rc = cli.main(['train', '--database', str(map_csv), '--queries', str(far), '--model',
+                   'tiny-test', '--device', 'cpu', '--out-dir', str(tmp_path / 'run')])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert 'no usable training query: 40 of 40 have no positive within positive_m=5.0 m' in err
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_gloo_matches_one_process(route, tmp_path):
+    """torchrun, 2 CPU processes (gloo), same results as one process with the same batch."""
+    map_csv, query_csv = route
+    config = tiny_config(tmp_path / 'ddp', map_csv, query_csv, epochs=1, lr=1e-3)
+    config = config.replace(mining=config.mining.replace(batch_negatives=0))
+    path = tmp_path / 'train.yaml'
+    path.write_text(yaml.safe_dump(config.to_dict()))
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': str(REPO)}
+    run = subprocess.run(
+        [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node',
+         '2', '-m', 'vpr_ros.cli', 'train', '--config', str(path), '--no-progress'],
+        env=env, capture_output=True, text=True, timeout=480)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert 'last checkpoint:' in run.stdout
+    assert 'process 2 of 2' in run.stderr
+    single = train(config.replace(out_dir=str(tmp_path / 'single')), progress=False)
+    a, b = _weights(tmp_path / 'ddp' / 'last.pt'), _weights(single.last)
+    start = load_model('tiny-test', device='cpu').state_dict()
+
+    def max_diff(x, y):
+        return max(float((x[k].float() - y[k].float()).abs().max()) for k in x)
+
+    # DDP averages the two halves' gradients: the same step as one process, up to rounding
+    assert max_diff(a, b) < 0.05 * max_diff(a, start)
