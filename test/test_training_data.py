@@ -15,6 +15,7 @@
 """Training data: place split, sources with positions, augmentations, batch building."""
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from vpr_ros.mapdb.sources import open_source
 from vpr_ros.training.data import (augment, AugmentConfig, batch_size_for, DataConfig,
                                    load_data, make_data, nearest_distance, split_by_place)
 from vpr_ros.training.mining import MiningConfig, plan_queries
+from vpr_ros.training.trainer import TrainConfig
 
 
 @pytest.fixture(scope='module')
@@ -107,3 +109,8 @@ def test_augment_is_deterministic_and_sized():
     assert all(36 <= h <= 84 and 48 <= w <= 112 for h, w in sizes)
     native = AugmentConfig(apply_to='none')
     assert batch_size_for(image, native, np.random.default_rng(0)) == (60, 80)
+
+
+def test_example_config_is_the_defaults():
+    path = Path(__file__).resolve().parents[1] / 'config' / 'train.yaml'
+    assert TrainConfig.from_yaml(path) == TrainConfig()
