@@ -490,8 +490,9 @@ def _run_epoch(config: TrainConfig, model: DescriptorModel, forward: nn.Module,
     group = 2 + mining.negatives
     sums = {'loss': 0.0, 'triplet': 0.0, 'haf': 0.0}
     steps, images, busy = 0, 0, 0.0
-    bar = tqdm(total=math.ceil(len(order) / config.batch_size), desc=f'epoch {epoch}',
-               unit='batch', disable=not (progress and ctx.main), leave=False)
+    bar = tqdm(total=math.ceil(len(order) / config.batch_size),
+               desc=f'epoch {epoch}/{config.epochs}', unit='batch',
+               disable=not (progress and ctx.main), leave=False)
     for chunk, first in enumerate(range(0, len(order), mining.cache_refresh)):
         rows = order[first:first + mining.cache_refresh]
         triplets = refresh_and_mine(model, split, plan, rows, mining, rng,
@@ -502,8 +503,8 @@ def _run_epoch(config: TrainConfig, model: DescriptorModel, forward: nn.Module,
                                (config.seed, epoch, chunk), ctx.rank, ctx.world_size)
         loader = torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False,
                                              num_workers=config.num_workers)
+        t0 = time.perf_counter()  # throughput counts batch building, not mining
         for batch, xy in loader:
-            t0 = time.perf_counter()
             desc, parts, scores = forward(batch.to(ctx.device, non_blocking=True))
             extra = None
             if mining.batch_negatives:
@@ -515,6 +516,7 @@ def _run_epoch(config: TrainConfig, model: DescriptorModel, forward: nn.Module,
             losses['loss'].backward()
             optimizer.step()
             busy += time.perf_counter() - t0
+            t0 = time.perf_counter()
             steps += 1
             images += len(batch) * ctx.world_size
             for key in sums:
