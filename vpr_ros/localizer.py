@@ -343,19 +343,26 @@ class Localizer:
         dist = np.linalg.norm(enu - enu[0], axis=1)
         reranked = np.isfinite(rerank)
         # Position: top-1, or the softmax-weighted mean of the candidates near it.
+        near = dist <= cfg.cluster_radius_m
         if cfg.estimator == 'weighted':
             s = np.where(reranked, rerank, glob)
-            near = dist <= cfg.cluster_radius_m
             if reranked.any():
                 near &= reranked       # only compare scores of one kind
-            w = np.exp((s[near] - s[near].max()) / cfg.weight_temperature)
-            xy = (enu[near] * w[:, None]).sum(axis=0) / w.sum()
+            w = np.exp((s - s[near].max()) / cfg.weight_temperature) * near
         else:
-            xy = enu[0]
+            w = (np.arange(len(idx)) == 0).astype(np.float64)
+        xy = (enu * w[:, None]).sum(axis=0) / w.sum()
         lat, lon, _ = enu_to_wgs84(xy[0], xy[1], 0.0, origin)
-        alts = pos[:, 2][dist <= cfg.cluster_radius_m]
-        alts = alts[np.isfinite(alts)]
-        alt = float(alts.mean()) if alts.size else float(origin[2])
+        # Altitude: the same weights over the candidates that have one; else the near ones'.
+        has_alt = np.isfinite(pos[:, 2])
+        if (w * has_alt).sum() > 0:
+            alt = float((np.nan_to_num(pos[:, 2]) * w * has_alt).sum() / (w * has_alt).sum())
+        elif (near & has_alt).any():
+            alt = float(pos[near & has_alt, 2].mean())
+        else:
+            alt = float('nan')
+        alt_known = math.isfinite(alt)
+        alt = alt if alt_known else float(origin[2])
         # Confidence features (calibration.FEATURES order).
         far = dist > cfg.margin_radius_m
         best_far = glob[far].max() if far.any() else glob.min()
@@ -369,7 +376,7 @@ class Localizer:
             sigma = float(self.calibration.sigma(np.array([features[f] for f in FEATURES])))
         else:
             sigma = cfg.uncalibrated_sigma_m
-        sigma_up = cfg.sigma_up_m if alts.size else cfg.unknown_alt_sigma_m
+        sigma_up = cfg.sigma_up_m if alt_known else cfg.unknown_alt_sigma_m
         cov = np.diag([sigma ** 2, sigma ** 2, sigma_up ** 2])
         status, reason = FIX, ''
         if not math.isfinite(sigma) or sigma > cfg.max_sigma_m:

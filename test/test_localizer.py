@@ -1,0 +1,214 @@
+# Copyright 2026 vpr_ros maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Localizer (issue 6): retrieval + GeoWarp re-ranking + estimate + calibrated sigma.
+
+A small real map is built with the real ``tiny-test`` model (random init, fast); the queries
+are the map's own images, so the right answer is known even with an untrained network.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from mapdb_helpers import route, texture, write_csv_source
+from vpr_ros.calibration import Calibration, FEATURES
+from vpr_ros.cli import main as cli_main
+from vpr_ros.errors import CheckpointError, DataError, MapError, VprError
+from vpr_ros.geo import haversine_m
+from vpr_ros.localizer import Localizer, LocalizerConfig, NO_FIX
+from vpr_ros.mapdb import build_map, BuildConfig, MapDB
+from vpr_ros.models.checkpoints import load_model
+from vpr_ros.models.geowarp import GeoWarp, save_geowarp
+
+N = 24
+
+
+@pytest.fixture(scope='module')
+def tiny_map(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('locmap')
+    csv = write_csv_source(folder / 'src', N)
+    return build_map(csv, folder / 'route.vprmap', BuildConfig(model='tiny-test'),
+                     progress=False)
+
+
+@pytest.fixture(scope='module')
+def model(tiny_map):
+    return MapDB.open(tiny_map).load_model('cpu')
+
+
+def _localizer(path, model, **changes):
+    return Localizer(MapDB.open(path), model, LocalizerConfig().replace(**changes))
+
+
+def test_map_image_localises_to_itself(tiny_map, model):
+    loc = _localizer(tiny_map, model)
+    pos = route(N)
+    for i in (0, 7, 23):
+        est = loc.localize(texture(i))
+        assert est.candidates[0].index == i
+        assert haversine_m(est.lat, est.lon, pos[i, 0], pos[i, 1]) < 0.01
+        assert est.alt == pytest.approx(pos[i, 2], abs=1e-6)
+        assert est.cov_enu.shape == (3, 3)
+        assert np.all(np.linalg.eigvalsh(est.cov_enu) > 0)
+        assert est.sigma_m == loc.config.uncalibrated_sigma_m      # no calibration yet
+        assert set(est.features) == set(FEATURES)
+        assert set(est.timings) == {'decode', 'resize', 'forward', 'search', 'rerank',
+                                    'estimate'}
+        assert est.ok and not est.reason
+
+
+def test_rerank_reorders_only_the_first_p(tiny_map, model):
+    loc = _localizer(tiny_map, model, top_k=8)
+    plain = _localizer(tiny_map, model, top_k=8, rerank=False)
+    est, base = loc.localize(texture(5)), plain.localize(texture(5))
+    p = loc.config.geowarp.num_reranked
+    assert {c.index for c in est.candidates[:p]} == {c.index for c in base.candidates[:p]}
+    assert [c.index for c in est.candidates[p:]] == [c.index for c in base.candidates[p:]]
+    reranked = [c.rerank_score for c in est.candidates[:p]]
+    assert reranked == sorted(reranked, reverse=True)
+    assert all(0 < r <= 1.0 + 1e-6 for r in reranked)
+    assert all(math.isnan(c.rerank_score) for c in est.candidates[p:])
+    assert all(math.isnan(c.rerank_score) for c in base.candidates)
+    # The same image scores highest against itself: the dense similarity of identical maps.
+    assert est.candidates[0].rerank_score == pytest.approx(1.0, abs=1e-4)
+
+
+def test_image_mode_and_features_mode_agree_on_identical_pairs(tiny_map, model):
+    cfg = LocalizerConfig()
+    loc = _localizer(tiny_map, model, geowarp=cfg.geowarp.replace(mode='image'))
+    est = loc.localize(texture(9))
+    assert est.candidates[0].index == 9
+    assert est.candidates[0].rerank_score == pytest.approx(1.0, abs=1e-3)
+
+
+def test_exclude_and_batch(tiny_map, model):
+    loc = _localizer(tiny_map, model)
+    est = loc.localize(texture(4), exclude=[4])
+    assert 4 not in [c.index for c in est.candidates]
+    images = [texture(i) for i in (1, 2, 3)]
+    batch = loc.localize_batch(images)
+    single = [loc.localize(im) for im in images]
+    for a, b in zip(batch, single):
+        assert [c.index for c in a.candidates] == [c.index for c in b.candidates]
+        assert (a.lat, a.lon) == pytest.approx((b.lat, b.lon), abs=1e-9)
+
+
+def test_weighted_estimate_lies_among_the_near_candidates(tiny_map, model):
+    # Without re-ranking every retrieved candidate has a comparable (global) score.
+    loc = _localizer(tiny_map, model, estimator='weighted', cluster_radius_m=12.0,
+                     weight_temperature=10.0, top_k=N, rerank=False)
+    est = loc.localize(texture(0))      # the route's end: its neighbours are all on one side
+    near = [c for c in est.candidates if haversine_m(c.lat, c.lon, est.candidates[0].lat,
+                                                     est.candidates[0].lon) <= 12.0]
+    assert len(near) >= 2
+    lats = [c.lat for c in near]
+    assert min(lats) - 1e-9 <= est.lat <= max(lats) + 1e-9
+    top1 = est.candidates[0]
+    assert haversine_m(est.lat, est.lon, top1.lat, top1.lon) > 0.01   # really averaged
+
+
+def test_no_fix_threshold_and_runtime_config(tiny_map, model):
+    loc = _localizer(tiny_map, model)
+    loc.set_config(loc.config.replace(max_sigma_m=5.0))        # runtime field: accepted
+    est = loc.localize(texture(3))
+    assert est.status == NO_FIX and 'max_sigma_m' in est.reason
+    assert np.all(np.isfinite(est.cov_enu))
+    with pytest.raises(VprError, match='top_k'):
+        loc.set_config(loc.config.replace(top_k=3))
+
+
+def test_calibration_changes_sigma(tiny_map, model, tmp_path):
+    import shutil
+
+    path = tmp_path / 'cal.vprmap'
+    shutil.copytree(tiny_map, path)
+    feats = np.random.default_rng(0).normal(size=(60, len(FEATURES)))
+    errors = np.exp(feats[:, 0]) * 3.0
+    from vpr_ros.calibration import fit
+    cal = fit(feats, errors, floor_m=1.0)
+    MapDB.open(path).update_manifest(calibration=cal.to_dict())
+    loc = _localizer(path, model)
+    assert isinstance(loc.calibration, Calibration)
+    est = loc.localize(texture(2))
+    expected = float(cal.sigma(np.array([est.features[f] for f in FEATURES])))
+    assert est.sigma_m == pytest.approx(expected)
+    assert est.cov_enu[0, 0] == pytest.approx(expected ** 2)
+    assert est.cov_enu[1, 1] == pytest.approx(expected ** 2)
+
+
+def test_bad_inputs(tiny_map, model, tmp_path):
+    loc = _localizer(tiny_map, model)
+    with pytest.raises(DataError, match='image 0'):
+        loc.localize(np.zeros((10, 10), np.uint8))
+    with pytest.raises(DataError):
+        loc.localize(np.zeros((10, 10, 3), np.float32))
+    with pytest.raises(DataError, match='tensor'):
+        loc.localize(torch.zeros(2, 8, 8))
+    other = load_model('tiny-test-asgeo', 'cpu')
+    with pytest.raises(MapError, match='built with model'):
+        Localizer(MapDB.open(tiny_map), other)
+
+
+def test_geowarp_of_another_backbone_is_refused(tiny_map, model, tmp_path):
+    import shutil
+
+    path = tmp_path / 'gw.vprmap'
+    shutil.copytree(tiny_map, path)
+    db = MapDB.open(path)
+    db.attach_file('geowarp', '.pt', lambda p: save_geowarp(GeoWarp(), p, backbone='vgg16'),
+                   key='geowarp', record={'backbone': 'vgg16'})
+    MapDB.open(path)                              # still a valid map (checksums listed)
+    with pytest.raises(CheckpointError, match="backbone 'vgg16'"):
+        Localizer(MapDB.open(path), model)
+
+
+def test_map_without_thumbnails_localises_without_rerank(tmp_path, caplog):
+    csv = write_csv_source(tmp_path / 'src', 6)
+    path = build_map(csv, tmp_path / 'nothumb.vprmap',
+                     BuildConfig(model='tiny-test', thumbnail_size=(0, 0)), progress=False)
+    loc = Localizer.open(path, device='cpu')
+    assert not loc.rerank
+    est = loc.localize(texture(2))
+    assert est.candidates[0].index == 2
+    assert all(math.isnan(c.rerank_score) for c in est.candidates)
+
+
+def test_localize_cli_json_and_text(tiny_map, tmp_path, capsys):
+    import cv2
+
+    files = []
+    for i in (0, 6):
+        f = tmp_path / f'q{i}.png'
+        cv2.imwrite(str(f), cv2.cvtColor(texture(i), cv2.COLOR_RGB2BGR))
+        files.append(str(f))
+    assert cli_main(['localize', *files, '--map', str(tiny_map), '--json',
+                     '--device', 'cpu']) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    pos = route(N)
+    for line, i in zip(lines, (0, 6)):
+        assert line['status'] == 'fix'
+        assert line['candidates'][0]['index'] == i
+        assert haversine_m(line['lat'], line['lon'], pos[i, 0], pos[i, 1]) < 0.01
+        assert np.asarray(line['cov_enu']).shape == (3, 3)
+    assert cli_main(['localize', files[0], '--map', str(tiny_map), '--no-rerank']) == 0
+    out = capsys.readouterr()
+    assert out.out.startswith(f'{files[0]}: FIX lat ')
+    assert 'not calibrated' in out.err
+    assert cli_main(['localize', files[0], '--map', str(tmp_path / 'missing.vprmap')]) == 1
+    assert 'map not found' in capsys.readouterr().err
