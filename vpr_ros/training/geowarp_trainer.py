@@ -158,7 +158,9 @@ def fit_geowarp(map_path: str | Path, config: GeoWarpFitConfig | None = None, *,
     work = work_dir_for(map_path)
     work.mkdir(parents=True, exist_ok=True)
     state_path = work / 'state.pt'
-    settings = {'config': config.to_dict(), 'fingerprint': db.manifest['model']['fingerprint']}
+    # A longer run may continue a shorter one: the step count is not part of the settings.
+    fixed = {k: v for k, v in config.to_dict().items() if k not in ('iterations', 'save_every')}
+    settings = {'config': fixed, 'fingerprint': db.manifest['model']['fingerprint']}
     step, losses = 0, []
     if state_path.exists() and not restart:
         state = read_checkpoint(state_path)

@@ -1,0 +1,145 @@
+# Copyright 2026 vpr_ros maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Calibration (DESIGN §6): the sigma fit, NEES coverage, pseudo-queries, vpr-ros calibrate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from mapdb_helpers import write_csv_source
+from vpr_ros.calibration import (Calibration, calibrate_map, CalibrationConfig,
+                                 cross_validated_coverage, FEATURES, fit, IDEAL_COVERAGE,
+                                 nees_coverage, place_spacing_m, pseudo_query)
+from vpr_ros.cli import main as cli_main
+from vpr_ros.errors import DataError, MapError
+from vpr_ros.localizer import Localizer
+from vpr_ros.mapdb import build_map, BuildConfig, MapDB
+
+
+def _heteroscedastic(n: int, seed: int):
+    """Features whose first column sets the true sigma; 2-D Gaussian errors with that sigma."""
+    rng = np.random.default_rng(seed)
+    feats = rng.normal(size=(n, len(FEATURES)))
+    sigma = 2.0 * np.exp(0.8 * feats[:, 0])
+    errors = rng.normal(size=(n, 2)) * sigma[:, None]
+    return feats, errors, sigma
+
+
+def test_nees_coverage_by_hand():
+    errors = np.array([[1.0, 0.0], [0.0, 3.0], [0.5, 0.5]])
+    cover = nees_coverage(errors, np.ones(3))          # NEES 1, 9, 0.5
+    assert cover == {1: pytest.approx(2 / 3), 2: pytest.approx(2 / 3), 3: 1.0}
+    with pytest.raises(DataError):
+        nees_coverage(errors, np.ones(2))
+
+
+def test_fit_recovers_sigma_and_coverage():
+    feats, errors, sigma = _heteroscedastic(3000, 0)
+    cal = fit(feats, np.linalg.norm(errors, axis=1), CalibrationConfig(bins=8), floor_m=0.5)
+    assert abs(cal.weights[0]) > 5 * max(abs(w) for w in cal.weights[1:])
+    # On fresh data from the same process the coverage is close to the 2-D Gaussian ideal.
+    feats2, errors2, sigma2 = _heteroscedastic(3000, 1)
+    got = cal.sigma(feats2)
+    cover = nees_coverage(errors2, got)
+    assert cover[2] == pytest.approx(IDEAL_COVERAGE[2], abs=0.04)
+    assert cover[1] == pytest.approx(IDEAL_COVERAGE[1], abs=0.08)
+    assert cover[3] > 0.95
+    assert np.corrcoef(np.log(got), np.log(sigma2))[0, 1] > 0.8
+    # Monotone: more risk never means a smaller sigma.
+    assert list(cal.knots_sigma) == sorted(cal.knots_sigma)
+
+
+def test_outliers_do_not_inflate_every_sigma():
+    feats, errors, _ = _heteroscedastic(1000, 2)
+    norms = np.linalg.norm(errors, axis=1)
+    norms[:50] = 500.0                                  # 5 % wrong matches, far away
+    cal = fit(feats, norms, floor_m=0.5)
+    assert np.median(cal.sigma(feats)) < 10.0
+
+
+def test_round_trip_and_malformed():
+    feats, errors, _ = _heteroscedastic(200, 3)
+    cal = fit(feats, np.linalg.norm(errors, axis=1), floor_m=1.0, info={'source': 'test'})
+    back = Calibration.from_dict(cal.to_dict())
+    assert back == cal
+    np.testing.assert_allclose(back.sigma(feats), cal.sigma(feats))
+    bad = cal.to_dict()
+    bad['features'] = ['score']
+    with pytest.raises(MapError, match='calibrate again'):
+        Calibration.from_dict(bad)
+    with pytest.raises(MapError, match='malformed'):
+        Calibration.from_dict({'version': 1, 'features': list(FEATURES)})
+    with pytest.raises(DataError, match='at least'):
+        fit(feats[:5], np.ones(5))
+    with pytest.raises(DataError, match='do not match'):
+        fit(feats[:, :2], np.ones(len(feats)))
+
+
+def test_cross_validated_coverage_is_near_ideal_on_clean_data():
+    feats, errors, _ = _heteroscedastic(2000, 4)
+    cover = cross_validated_coverage(feats, errors, floor_m=0.5)
+    assert 0.80 <= cover[2] <= 0.92
+
+
+def test_pseudo_query_is_a_deterministic_changed_view():
+    image = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    a = pseudo_query(image, np.random.default_rng(1))
+    b = pseudo_query(image, np.random.default_rng(1))
+    c = pseudo_query(image, np.random.default_rng(2))
+    assert a.shape == image.shape and a.dtype == np.uint8
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert np.abs(a.astype(int) - image).mean() > 5
+
+
+def test_place_spacing():
+    enu = np.stack([np.arange(10) * 3.0, np.zeros(10)], axis=1)
+    assert place_spacing_m(enu) == pytest.approx(3.0)
+
+
+def test_calibrate_cli_stores_a_fit_the_localizer_uses(tmp_path, capsys):
+    csv = write_csv_source(tmp_path / 'src', 24)
+    path = build_map(csv, tmp_path / 'cal.vprmap', BuildConfig(model='tiny-test'),
+                     progress=False)
+    assert cli_main(['calibrate', str(path), '--pseudo-queries', '24', '--dry-run',
+                     '--no-progress', '--device', 'cpu']) == 0
+    assert 'dry run' in capsys.readouterr().out
+    assert not MapDB.open(path).manifest['calibration']
+    assert cli_main(['calibrate', str(path), '--pseudo-queries', '24', '--no-progress',
+                     '--device', 'cpu']) == 0
+    out = capsys.readouterr().out
+    assert 'nees_coverage' in out and 'calibration stored' in out
+    db = MapDB.open(path)                              # checksums still verify
+    stored = db.manifest['calibration']
+    assert stored['info']['frames'] == 24
+    assert stored['info']['source'].startswith('24 pseudo-queries')
+    loc = Localizer(db, device='cpu')
+    assert loc.calibration == Calibration.from_dict(stored)
+
+
+def test_calibrate_map_with_a_query_set(tmp_path):
+    from mapdb_helpers import route, texture
+
+    csv = write_csv_source(tmp_path / 'src', 24)
+    path = build_map(csv, tmp_path / 'q.vprmap', BuildConfig(model='tiny-test'),
+                     progress=False)
+    loc = Localizer.open(path, device='cpu')
+    images = [texture(i) for i in range(24)]
+    truth = route(24)[:, :2]
+    cal, report = calibrate_map(loc, CalibrationConfig(min_per_bin=10), queries=(images, truth),
+                                progress=False)
+    # The map's own images come back at their own place: tiny errors, sigma at the floor.
+    assert report['error_m']['median'] < 0.01
+    assert report['frames'] == 24
+    assert np.all(np.asarray(cal.knots_sigma) == pytest.approx(cal.min_sigma_m))
