@@ -163,3 +163,19 @@ def test_overwrite(tmp_path, model):
     build_map(path, out, CFG, model=model, overwrite=True, progress=False)
     assert len(MapDB.open(out)) == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ['r.vprmap', 'src']
+
+
+def test_one_loader_for_all_chunks_equals_chunk_by_chunk(tmp_path, model):
+    """describe_chunks (one DataLoader, worker processes) gives extract_chunk's results."""
+    from vpr_ros.mapdb.build import describe_chunks, extract_chunk
+
+    entries = open_source(write_csv_source(tmp_path / 'src', 11)).entries
+    got = list(describe_chunks(model, entries, [0, 2], chunk_size=4, batch_size=3,
+                               thumbnail_size=(16, 16), num_workers=1))
+    assert [c for c, _ in got] == [0, 2]
+    for c, result in got:
+        want = extract_chunk(model, entries[c * 4:(c + 1) * 4], batch_size=3,
+                             thumbnail_size=(16, 16))
+        np.testing.assert_array_equal(result.descriptors, want.descriptors)
+        np.testing.assert_array_equal(result.thumbnails, want.thumbnails)
+    assert len(got[1][1].descriptors) == 3  # the last chunk is short

@@ -37,7 +37,7 @@ import os
 from pathlib import Path
 import shutil
 import time
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -122,6 +122,81 @@ def _model_device(model: Any):
         return torch.device('cpu')
 
 
+def _describe_batch(model: Any, batch: list, device: Any) -> list[np.ndarray]:
+    """Describe one loader batch; images that differ in size go through in runs of one size."""
+    import torch
+
+    out, start = [], 0
+    while start < len(batch):
+        size = batch[start][0].shape
+        stop = start
+        while stop < len(batch) and batch[stop][0].shape == size:
+            stop += 1
+        x = torch.stack([t for t, _ in batch[start:stop]]).to(device)
+        out.append(np.asarray(model.describe(x), np.float32))
+        start = stop
+    return out
+
+
+def _chunk_result(model: Any, descriptors: list[np.ndarray], thumbs: list[np.ndarray],
+                  count: int) -> ChunkResult:
+    out = np.concatenate(descriptors) if descriptors else np.zeros((0, 0), np.float32)
+    if out.shape != (count, int(model.descriptor_dim)) or not np.isfinite(out).all():
+        raise DataError(f'model returned descriptors of shape {out.shape} (finite: '
+                        f'{bool(np.isfinite(out).all())}) for {count} images; expected '
+                        f'({count}, {model.descriptor_dim})')
+    return ChunkResult(out, np.stack(thumbs) if thumbs else np.zeros((0, 0, 0, 3), np.uint8))
+
+
+def _chunk_batches(n: int, chunk_size: int, batch_size: int,
+                   chunk_ids: Sequence[int]) -> list[list[int]]:
+    """Entry indices of every batch of the given chunks (batches never cross a chunk)."""
+    batches = []
+    for c in chunk_ids:
+        stop = min(n, (c + 1) * chunk_size)
+        batches += [list(range(b, min(b + batch_size, stop)))
+                    for b in range(c * chunk_size, stop, batch_size)]
+    return batches
+
+
+def describe_chunks(model: Any, entries: Sequence[Entry], chunk_ids: Sequence[int], *,
+                    chunk_size: int, batch_size: int = 16, resize_max: int = 0,
+                    thumbnail_size: tuple[int, int] = (96, 128), num_workers: int = 0
+                    ) -> Iterator[tuple[int, ChunkResult]]:
+    """Yield ``(chunk id, result)`` for the chunks ``chunk_ids`` of ``entries``, in order.
+
+    One DataLoader serves every chunk, so with ``num_workers`` its processes start once and
+    decode the next batches (across chunk boundaries) while the model describes this one.
+    Each result equals :func:`extract_chunk` of that chunk's entries.
+    """
+    import torch
+    from torch.utils.data import DataLoader
+
+    batches = _chunk_batches(len(entries), chunk_size, batch_size, chunk_ids)
+    if not batches:
+        return
+    loader = DataLoader(_EntryImages(entries, resize_max, thumbnail_size),
+                        batch_sampler=batches, num_workers=num_workers, collate_fn=_collate)
+    device = _model_device(model)
+    was_training = getattr(model, 'training', False)
+    model.eval()
+    try:
+        chunk, descriptors, thumbs = None, [], []
+        with torch.inference_mode():
+            for rows, batch in zip(batches, loader):
+                c = rows[0] // chunk_size
+                if chunk is not None and c != chunk:
+                    yield chunk, _chunk_result(model, descriptors, thumbs,
+                                               sum(len(d) for d in descriptors))
+                    descriptors, thumbs = [], []
+                chunk = c
+                descriptors += _describe_batch(model, batch, device)
+                thumbs.extend(th for _, th in batch)
+        yield chunk, _chunk_result(model, descriptors, thumbs, sum(len(d) for d in descriptors))
+    finally:
+        model.train(was_training)
+
+
 def extract_chunk(model: Any, entries: Sequence[Entry], *, batch_size: int = 16,
                   resize_max: int = 0, thumbnail_size: tuple[int, int] = (96, 128),
                   num_workers: int = 0) -> ChunkResult:
@@ -130,37 +205,15 @@ def extract_chunk(model: Any, entries: Sequence[Entry], *, batch_size: int = 16,
     Images of a batch that differ in size are described in runs of equal size, so any mix
     of image sizes works; the batch boundaries depend only on ``batch_size``.
     """
-    import torch
-    from torch.utils.data import DataLoader
-
-    loader = DataLoader(_EntryImages(entries, resize_max, thumbnail_size),
-                        batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=_collate, shuffle=False)
-    device = _model_device(model)
-    descriptors, thumbs = [], []
-    was_training = getattr(model, 'training', False)
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for batch in loader:
-                start = 0
-                while start < len(batch):
-                    size = batch[start][0].shape
-                    stop = start
-                    while stop < len(batch) and batch[stop][0].shape == size:
-                        stop += 1
-                    x = torch.stack([t for t, _ in batch[start:stop]]).to(device)
-                    descriptors.append(np.asarray(model.describe(x), np.float32))
-                    start = stop
-                thumbs.extend(th for _, th in batch)
-    finally:
-        model.train(was_training)
-    out = np.concatenate(descriptors) if descriptors else np.zeros((0, 0), np.float32)
-    if out.shape != (len(entries), int(model.descriptor_dim)) or not np.isfinite(out).all():
-        raise DataError(f'model returned descriptors of shape {out.shape} (finite: '
-                        f'{bool(np.isfinite(out).all())}) for {len(entries)} images; expected '
-                        f'({len(entries)}, {model.descriptor_dim})')
-    return ChunkResult(out, np.stack(thumbs) if thumbs else np.zeros((0, 0, 0, 3), np.uint8))
+    if not entries:
+        return _chunk_result(model, [], [], 0)
+    results = describe_chunks(model, entries, [0], chunk_size=len(entries),
+                              batch_size=batch_size, resize_max=resize_max,
+                              thumbnail_size=thumbnail_size, num_workers=num_workers)
+    result = next(results)[1]
+    if len(result.descriptors) != len(entries):
+        raise DataError(f'described {len(result.descriptors)} of {len(entries)} images')
+    return result
 
 
 def _job_key(report: SourceReport, fingerprint: str, config: BuildConfig, device: str) -> str:
@@ -281,18 +334,20 @@ def build_map(source: str | Path | SourceReport, out: str | Path,
     if done:
         log.info('resuming %s: %d of %d entries already described', work, done, n)
     started = time.perf_counter()
+    pending = [i for i, path in enumerate(chunks) if not path.is_file()]
     with tqdm(total=n, initial=done, unit='img', desc='build-map', disable=not progress) as bar:
-        for i, path in enumerate(chunks):
-            if path.is_file():
-                continue
-            part = entries[i * size:(i + 1) * size]
-            result = extract_chunk(model, part, batch_size=config.batch_size,
-                                   resize_max=config.resize_max,
-                                   thumbnail_size=config.thumbnail_size,
-                                   num_workers=config.num_workers)
-            _save_npz_atomic(path, descriptors=result.descriptors,
+        for i, result in describe_chunks(model, entries, pending, chunk_size=size,
+                                         batch_size=config.batch_size,
+                                         resize_max=config.resize_max,
+                                         thumbnail_size=config.thumbnail_size,
+                                         num_workers=config.num_workers):
+            expected = min(size, n - i * size)
+            if len(result.descriptors) != expected:
+                raise DataError(f'chunk {i}: described {len(result.descriptors)} of '
+                                f'{expected} images')
+            _save_npz_atomic(chunks[i], descriptors=result.descriptors,
                              thumbnails=result.thumbnails)
-            bar.update(len(part))
+            bar.update(expected)
     elapsed = time.perf_counter() - started
     if n > done:
         log.info('described %d images in %.1f s (%.1f images/s)', n - done, elapsed,
