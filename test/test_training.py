@@ -131,7 +131,11 @@ def test_ddp_two_processes_gloo_matches_one_process(route, tmp_path):
     """torchrun, 2 CPU processes (gloo), same results as one process with the same batch."""
     map_csv, query_csv = route
     config = tiny_config(tmp_path / 'ddp', map_csv, query_csv, epochs=1, lr=1e-3)
-    config = config.replace(mining=config.mining.replace(batch_negatives=0))
+    # Only what DDP changes may differ: no within-batch negatives (they see half a batch), and
+    # negatives / the single positive chosen by position, since random-init descriptors are
+    # so close that describing in other batch shapes could reorder hard negatives.
+    config = config.replace(mining=config.mining.replace(batch_negatives=0, mode='random',
+                                                         positive_m=1.0))
     path = tmp_path / 'train.yaml'
     path.write_text(yaml.safe_dump(config.to_dict()))
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': str(REPO)}
@@ -146,8 +150,10 @@ def test_ddp_two_processes_gloo_matches_one_process(route, tmp_path):
     a, b = _weights(tmp_path / 'ddp' / 'last.pt'), _weights(single.last)
     start = load_model('tiny-test', device='cpu').state_dict()
 
-    def max_diff(x, y):
-        return max(float((x[k].float() - y[k].float()).abs().max()) for k in x)
+    def distance(x, y):
+        return float(torch.cat([(x[k].float() - y[k].float()).flatten() for k in x]).norm())
 
-    # DDP averages the two halves' gradients: the same step as one process, up to rounding
-    assert max_diff(a, b) < 0.05 * max_diff(a, start)
+    # DDP averages the two halves' gradients: the same steps as one process, up to rounding
+    # (which Adam magnifies for parameters whose gradient is ~0, hence a norm, not a max)
+    print(f'|ddp - single| = {distance(a, b):.3g}, |ddp - start| = {distance(a, start):.3g}')
+    assert distance(a, b) < 0.02 * distance(a, start)
