@@ -160,6 +160,7 @@ def test_tuned_parameters_in_manifest_load_back(tmp_path, monkeypatch):
     db = MapDB.open(out, model=model)
     info = db.manifest['index']
     assert info['kind'] == 'hnsw' and info['tuning']['reached']
+    assert info['tuning']['target_recall'] == IndexConfig().target_recall == 0.98
     assert db.index.index.hnsw.efSearch == info['ef_search']
     assert db.index.info['refine'] == info['refine']
     q = np.asarray(db.descriptors[:5])

@@ -83,7 +83,7 @@ class IndexConfig(Config):
     opq: bool = option(False, 'IVF-PQ: learn a rotation (OPQ) before the product quantiser')
     hnsw_ef_construction: int = option(80, 'HNSW build depth', min=8)
     target_recall: float = option(
-        0.95, 'approximate kinds: tune nprobe / ef_search and refine at build time to reach '
+        0.98, 'approximate kinds: tune nprobe / ef_search and refine at build time to reach '
               'this recall@10 vs exact search (0: use the values given)', min=0.0, max=1.0)
     tune_queries: int = option(256, 'held-out queries of the auto-tune', min=16)
     tune_cos: tuple[float, float] = option(
