@@ -151,10 +151,13 @@ def fit_geowarp(map_path: str | Path, config: GeoWarpFitConfig | None = None, *,
     for p in model.parameters():
         p.requires_grad_(False)
     gw_cfg = config.geowarp
-    geowarp = GeoWarp(gw_cfg).to(device).train()
+    with torch.random.fork_rng(devices=[]):        # the same seed, the same initial convs
+        torch.manual_seed(config.seed)
+        geowarp = GeoWarp(gw_cfg).to(device).train()
     optimiser = torch.optim.Adam(geowarp.regression.parameters(), lr=config.lr)
     generator = torch.Generator().manual_seed(config.seed)
-    pairs = _fw_pairs(db, gw_cfg) if config.use_positions else torch.zeros((0, 2), torch.long)
+    pairs = (_fw_pairs(db, gw_cfg) if config.use_positions
+             else torch.zeros((0, 2), dtype=torch.long))
     work = work_dir_for(map_path)
     work.mkdir(parents=True, exist_ok=True)
     state_path = work / 'state.pt'
