@@ -76,3 +76,11 @@ def rclpy_context():
         yield context
     finally:
         rclpy.try_shutdown(context=context)
+
+
+@pytest.fixture(scope='session')
+def tiny_map(tmp_path_factory):
+    """Return a calibrated ``tiny-test`` map of a synthetic route (built once per run, ~30 s)."""
+    from node_helpers import build_tiny_map
+
+    return build_tiny_map(tmp_path_factory.mktemp('tiny_map'))

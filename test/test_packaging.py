@@ -21,9 +21,12 @@ from pathlib import Path
 import shutil
 import signal
 import subprocess
+import sys
+import time
 
+from node_helpers import PUBLISHER
 import pytest
-from ros_harness import Process
+from ros_harness import Process, wait_for_message
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,11 +53,11 @@ def test_package_is_in_the_ament_index():
     (('ros2', 'run', 'vpr_ros', 'localizer'), signal.SIGINT),  # as `ros2 run` users stop it
     (('localizer',), signal.SIGTERM),                          # as process managers stop it
 ])
-def test_node_starts_and_stops_cleanly(tmp_path, launcher, sig):
+def test_node_starts_and_stops_cleanly(tmp_path, tiny_map, launcher, sig):
     exe = _require(launcher[0])
-    cmd = [exe, *launcher[1:], '--ros-args', '-p', 'device:=cpu']
+    cmd = [exe, *launcher[1:], '--ros-args', '-p', 'device:=cpu', '-p', f'map:={tiny_map.path}']
     with Process(cmd, tmp_path / 'node.log') as proc:
-        assert proc.wait_for_output('localizer started on cpu', timeout=60), proc.output()
+        assert proc.wait_for_output('localizer started on cpu', timeout=180), proc.output()
         rc = proc.stop(sig)
     assert rc == 0, proc.output()
     assert 'Traceback' not in proc.output()
@@ -68,23 +71,39 @@ def test_node_rejects_a_bad_device(tmp_path):
     assert "unknown device 'tpu'" in out.stderr
 
 
-def test_ros2_launch_passes_arguments_and_stops_on_sigint(tmp_path):
+def test_ros2_launch_localizes_an_injected_image_and_stops_on_sigint(
+        tmp_path, tiny_map, rclpy_context):
+    import rclpy
+    from sensor_msgs.msg import NavSatFix
+
     ros2 = _require('ros2')
-    cmd = [ros2, 'launch', 'vpr_ros', 'localize.launch.py', 'device:=cpu',
-           'image_topic:=/test_cam/image_raw', 'namespace:=robot1']
-    with Process(cmd, tmp_path / 'launch.log') as launch:
-        assert launch.wait_for_output('localizer started on cpu', timeout=90), launch.output()
+    cmd = [ros2, 'launch', 'vpr_ros', 'localize.launch.py', f'map:={tiny_map.path}',
+           'device:=cpu', 'image_topic:=/test_cam/image_raw', 'namespace:=robot1']
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    with Process(cmd, tmp_path / 'launch.log', env=env) as launch:
+        assert launch.wait_for_output('localizer started on cpu', timeout=180), launch.output()
         param = subprocess.run(
             [ros2, 'param', 'get', '--no-daemon', '--spin-time', '5',
-             '/robot1/vpr_localizer', 'device'], capture_output=True, text=True, timeout=60)
+             '/robot1/vpr_localizer', 'localizer.top_k'], capture_output=True, text=True,
+            timeout=60)
         info = subprocess.run(
             [ros2, 'topic', 'info', '--no-daemon', '--spin-time', '5', '/test_cam/image_raw'],
             capture_output=True, text=True, timeout=60)
+        image = str(tiny_map.images / tiny_map.frames[9]['name'])
+        with Process([sys.executable, '-c', PUBLISHER, '/test_cam/image_raw', '0.5', 'raw',
+                      image], tmp_path / 'camera.log', env=env):
+            node = rclpy.create_node('test_launch_listener', context=rclpy_context)
+            fix = wait_for_message(node, NavSatFix, '/robot1/vpr/fix', timeout=120)
+            node.destroy_node()
+        start = time.monotonic()
         rc = launch.stop(signal.SIGINT, timeout=30)
+        took = time.monotonic() - start
     assert param.returncode == 0, param.stderr
-    assert param.stdout.strip() == 'String value is: cpu'
+    assert param.stdout.strip() == 'Integer value is: 10'
     assert 'Subscription count: 1' in info.stdout, info.stdout + info.stderr
+    assert fix.header.stamp.sec == 1000 and fix.header.frame_id == 'vpr_camera'
     assert rc == 0, launch.output()
+    assert took < 5.0, f'SIGINT took {took:.1f} s'
     assert 'Traceback' not in launch.output()
 
 

@@ -12,55 +12,279 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The ``localizer`` node (``ros2 run vpr_ros localizer``).
+"""The ``localizer`` node: camera images in, ``/vpr/fix`` NavSatFix out (DESIGN §7).
 
-Foundation stage: the node starts, declares its parameters, resolves the compute device and
-counts the images it receives. Localisation is wired in by the Localizer and node issues.
+A thin shell over :class:`vpr_ros.localizer.Localizer`: parameters are declared from the config
+dataclasses (:mod:`vpr_ros.ros.params`), frames go to a worker thread that keeps only the newest
+one (:mod:`vpr_ros.ros.worker`), estimates become messages in :mod:`vpr_ros.ros.messages`, and
+``/diagnostics`` reports health once a period. Topics (relative, so namespaces and remapping
+work): subscribes ``image``; publishes ``vpr/fix``, ``vpr/pose`` (optional), ``/diagnostics``.
 """
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
 import sys
+import time
+from typing import Any, Callable
 
-from rcl_interfaces.msg import ParameterDescriptor
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseWithCovarianceStamped
+import numpy as np
+from rcl_interfaces.msg import SetParametersResult
 import rclpy
-from rclpy.executors import ExternalShutdownException
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+import rclpy.logging
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CompressedImage, Image, NavSatFix
 
 from vpr_ros.device import describe_device, resolve_device
-from vpr_ros.errors import VprError
+from vpr_ros.errors import ConfigError, DataError, VprError
+from vpr_ros.image_codec import msg_to_rgb
+from vpr_ros.localizer import Localizer
+from vpr_ros.ros import messages
+from vpr_ros.ros.params import configs_from_values, descriptor, parameter_specs
+from vpr_ros.ros.qos import diagnostics_qos, fix_qos, image_qos
+from vpr_ros.ros.stats import FrameStats
+from vpr_ros.ros.worker import Worker
+
+NODE_NAME = 'vpr_localizer'
+FIX_TOPIC = 'vpr/fix'
+POSE_TOPIC = 'vpr/pose'
+WARN_EVERY_S = 5.0
+
+
+def make_decoder() -> tuple[Callable[[Any], np.ndarray], str]:
+    """Return ``(decode(msg) -> RGB array, name)``: ROS 2 cv_bridge when installed, else ours.
+
+    Every failure is a :class:`DataError` naming the encoding, so the node drops the frame.
+    """
+    try:
+        from cv_bridge import CvBridge
+        # Only the ROS 2 cv_bridge has this compiled module; the PyPI `cv-bridge` (a ROS 1
+        # port, broken with numpy 2) has not.
+        import cv_bridge.boost.cv_bridge_boost  # noqa: F401
+    except ImportError:
+        return msg_to_rgb, 'vpr_ros.image_codec'
+    bridge = CvBridge()
+
+    def decode(msg: Any) -> np.ndarray:
+        kind = getattr(msg, 'encoding', None) or getattr(msg, 'format', '?')
+        try:
+            if hasattr(msg, 'encoding'):
+                return np.ascontiguousarray(bridge.imgmsg_to_cv2(msg, desired_encoding='rgb8'))
+            return np.ascontiguousarray(
+                bridge.compressed_imgmsg_to_cv2(msg, desired_encoding='rgb8'))
+        except Exception as exc:  # noqa: B902 - CvBridgeError, TypeError, cv2.error, ...
+            raise DataError(f'cv_bridge cannot convert a {kind!r} image: {exc}') from None
+    return decode, 'cv_bridge'
 
 
 class LocalizerNode(Node):
-    """Subscribe to camera images; publish NavSatFix fixes (wired in by later stages)."""
+    """Localise every camera frame it can keep up with; publish fixes and diagnostics."""
 
-    def __init__(self) -> None:
-        super().__init__('vpr_localizer')
-        self.declare_parameter('map', '', ParameterDescriptor(
-            description='path of the .vprmap directory to localise against', read_only=True))
-        self.declare_parameter('compressed', False, ParameterDescriptor(
-            description='subscribe to sensor_msgs/CompressedImage instead of Image',
-            read_only=True))
-        self.declare_parameter('device', 'auto', ParameterDescriptor(
-            description='compute device: auto (CUDA when present), cpu, cuda, cuda:N',
-            read_only=True))
-        self.frames_received = 0
-        device = resolve_device(self.get_parameter('device').value)
-        if not self.get_parameter('map').value:
-            self.get_logger().warning('no map given (parameter "map"): not localising')
-        msg_type = CompressedImage if self.get_parameter('compressed').value else Image
-        self.create_subscription(msg_type, 'image', self._on_image, qos_profile_sensor_data)
+    def __init__(self, **kwargs: Any) -> None:
+        """Declare and validate the parameters, open the map, then start subscribing.
+
+        Raises:
+            VprError: a parameter is invalid, or the map or device cannot be used.
+        """
+        super().__init__(NODE_NAME, **kwargs)
+        self._specs = parameter_specs()
+        self._names = {s.name for s in self._specs}
+        self._declare_parameters()
+        self.config, localizer_config = configs_from_values(self._values())
+        device = resolve_device(self.config.device)
+        if not self.config.map:
+            raise ConfigError('parameter map is not set: give the map to localise against '
+                              '(map:=route.vprmap, built by vpr-ros build-map)')
+        if not Path(self.config.map).is_dir():
+            raise ConfigError(f'parameter map: {self.config.map} does not exist or is not a '
+                              f'.vprmap directory')
+        self.localizer = Localizer.open(self.config.map, localizer_config, device=str(device),
+                                        fast=self.config.fast_load)
+        self.device_name = describe_device(self.localizer.device)
+        self._decode, self.decoder_name = make_decoder()
+        self._warm_up()
+        self.stats = FrameStats()
+        self._warned: dict[str, float] = {}
+        self.worker = Worker(self._process, self._on_worker_error)
+        self.fix_pub = self.create_publisher(NavSatFix, FIX_TOPIC, fix_qos())
+        self.pose_pub = (self.create_publisher(PoseWithCovarianceStamped, POSE_TOPIC, fix_qos())
+                         if self.config.publish_pose else None)
+        self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics',
+                                              diagnostics_qos())
+        self.add_on_set_parameters_callback(self._check_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+        msg_type = CompressedImage if self.config.compressed else Image
+        self.image_sub = self.create_subscription(
+            msg_type, 'image', self._on_image, image_qos(self.config.image_reliability))
+        self.create_timer(self.config.diagnostics_period_s, self._publish_diagnostics)
+        self.worker.start()
+        log = self.get_logger()
+        if self.localizer.device.type == 'cpu' and self.config.device == 'auto':
+            log.warning('no CUDA device: localising on the CPU')
+        if self.localizer.calibration is None:
+            log.warning(f'{self.config.map} is not calibrated: every fix has the fixed sigma '
+                        f'{localizer_config.uncalibrated_sigma_m:g} m (run vpr-ros calibrate)')
         # Logged last: scripts and tests take this line as "ready".
-        self.get_logger().info(f'vpr_ros localizer started on {describe_device(device)}')
+        log.info(f'vpr_ros localizer started on {self.device_name}: map '
+                 f'{Path(self.config.map).name} ({len(self.localizer.map)} places), '
+                 f'{self.image_sub.topic_name} ({msg_type.__name__}, {self.decoder_name}) -> '
+                 f'{self.fix_pub.topic_name}')
+
+    # -- parameters ---------------------------------------------------------------------
+
+    def _declare_parameters(self) -> None:
+        for spec in self._specs:
+            try:
+                self.declare_parameter(spec.name, spec.default, descriptor(spec))
+            except InvalidParameterTypeException:
+                given = self._override_value(spec.name)
+                hint = ' (write it with a decimal point, e.g. 30.0)' \
+                    if spec.type is float and isinstance(given, int) else ''
+                raise ConfigError(f'parameter {spec.name}: expected a {spec.type.__name__}, '
+                                  f'got {given!r}{hint}') from None
+            except InvalidParameterValueException:
+                rules = descriptor(spec).additional_constraints
+                raise ConfigError(f'parameter {spec.name}: {self._override_value(spec.name)!r} '
+                                  f'is not allowed ({rules})') from None
+        known = self._names | {'use_sim_time'}
+        unknown = sorted(n for n in self._overrides() if n not in known
+                         and not n.startswith('qos_overrides.'))
+        if unknown:
+            self.get_logger().warning(f'ignoring unknown parameters {unknown} (typos?); see '
+                                      f'config/localize.yaml for the valid names')
+
+    def _overrides(self) -> dict[str, Any]:
+        # rclpy keeps the --ros-args / params-file values here; there is no public accessor.
+        return getattr(self, '_parameter_overrides', {}) or {}
+
+    def _override_value(self, name: str) -> Any:
+        param = self._overrides().get(name)
+        return None if param is None else param.value
+
+    def _values(self) -> dict[str, Any]:
+        return {s.name: self.get_parameter(s.name).value for s in self._specs}
+
+    def _check_parameters(self, params: list[Any]) -> SetParametersResult:
+        """Validate a change with the dataclasses; never change state here."""
+        changes = {p.name: p.value for p in params if p.name in self._names}
+        if changes:
+            try:
+                configs_from_values({**self._values(), **changes})
+            except ConfigError as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
+        return SetParametersResult(successful=True)
+
+    def _apply_parameters(self, params: list[Any]) -> None:
+        """Apply an accepted change (only runtime fields get here: the others are read-only)."""
+        changed = [p.name for p in params if p.name in self._names]
+        if not changed:
+            return
+        node_config, localizer_config = configs_from_values(self._values())
+        self.localizer.set_config(localizer_config)
+        self.config = node_config
+        self.get_logger().info(f'parameters changed: {", ".join(sorted(changed))}')
+
+    # -- frames -------------------------------------------------------------------------
+
+    def _warm_up(self) -> None:
+        """Run one frame first, so the first camera frame is not slowed by lazy set-up."""
+        size = getattr(getattr(self.localizer.model, 'config', None), 'input_size', None)
+        h, w = size if size else (240, 320)
+        self.localizer.localize(np.full((h, w, 3), 127, np.uint8))
 
     def _on_image(self, msg: Image | CompressedImage) -> None:
-        self.frames_received += 1
+        dropped = self.worker.submit((msg, time.monotonic()))
+        self.stats.received(dropped)
+
+    def _process(self, item: tuple[Any, float]) -> None:
+        msg, received = item
+        try:
+            rgb = self._decode(msg)
+            if not rgb.flags.writeable:   # a view of the message buffer: torch wants to own it
+                rgb = rgb.copy()
+            estimate = self.localizer.localize(rgb)
+        except DataError as exc:
+            self.stats.bad_frame(str(exc))
+            self._warn_throttled(f'frame dropped: {exc}')
+            return
+        config = self.config
+        publish = estimate.ok or config.publish_no_fix
+        if publish:
+            self.fix_pub.publish(messages.navsat_fix(estimate, msg.header.stamp,
+                                                     config.frame_id))
+        if self.pose_pub is not None and estimate.ok:
+            self.pose_pub.publish(messages.pose_with_covariance(
+                estimate, self.localizer.map.origin, msg.header.stamp, config.pose_frame_id))
+        latency_ms = (time.monotonic() - received) * 1e3
+        self.stats.processed(latency_ms, estimate.status, estimate.score, estimate.sigma_m,
+                             publish)
+        self.get_logger().debug(
+            f'{estimate.status} {estimate.lat:.7f} {estimate.lon:.7f} sigma '
+            f'{estimate.sigma_m:.1f} m score {estimate.score:.3f} in {latency_ms:.0f} ms'
+            + (f' ({estimate.reason})' if estimate.reason else ''))
+
+    def _warn_throttled(self, text: str, *, error: bool = False) -> None:
+        """Log at most every WARN_EVERY_S per distinct text, so one problem hides no other."""
+        now = time.monotonic()
+        if now - self._warned.get(text, -math.inf) < WARN_EVERY_S:
+            return
+        if len(self._warned) > 64:
+            self._warned.clear()
+        self._warned[text] = now
+        log = self.get_logger()
+        (log.error if error else log.warning)(text)
+
+    def _on_worker_error(self, exc: BaseException) -> None:
+        if not self.context.ok():  # shutting down: the publisher is gone
+            return
+        self.stats.error(f'{type(exc).__name__}: {exc}')
+        self._warn_throttled(f'localizer failed on a frame: {type(exc).__name__}: {exc}',
+                             error=True)
+
+    # -- diagnostics --------------------------------------------------------------------
+
+    def diagnostics(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Return the diagnostics key/values (device, map, rates, latency, counters) and stats."""
+        snap = self.stats.snapshot()
+        keys = ('input_rate_hz', 'output_rate_hz', 'latency_p50_ms', 'latency_p95_ms',
+                'frames_received', 'frames_processed', 'frames_dropped', 'fixes', 'no_fixes',
+                'published', 'bad_frames', 'errors', 'last_status', 'last_score',
+                'last_sigma_m', 'last_bad_frame', 'last_error')
+        return {'device': self.device_name, 'map': Path(self.config.map).name,
+                'map_places': len(self.localizer.map),
+                'calibrated': self.localizer.calibration is not None,
+                'decoder': self.decoder_name, **{k: snap[k] for k in keys}}, snap
+
+    def _publish_diagnostics(self) -> None:
+        values, snap = self.diagnostics()
+        level, message = messages.diagnostic_level(snap,
+                                                   stale_input_s=self.config.stale_input_s)
+        status = messages.diagnostic_status(f'{self.get_fully_qualified_name()}: localizer',
+                                            self.device_name, level, message, values)
+        self.diag_pub.publish(messages.diagnostic_array(self.get_clock().now().to_msg(),
+                                                        [status]))
+
+    # -- shutdown -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the worker (after the frame in progress) and log what the node did."""
+        joined = self.worker.stop()
+        s = self.stats.snapshot()
+        # After SIGINT/SIGTERM the context is down and the node logger's /rosout copy would fail.
+        log = self.get_logger() if self.context.ok() else rclpy.logging.get_logger('vpr_ros')
+        log.info(
+            f'vpr_ros localizer stopped ({"worker joined" if joined else "worker still busy"}):'
+            f' {s["frames_received"]} frames received, {s["frames_processed"]} processed, '
+            f'{s["frames_dropped"]} dropped, {s["fixes"]} fixes, {s["bad_frames"]} bad')
 
 
 def main(args: list[str] | None = None) -> int:
-    """Run the node until SIGINT/SIGTERM; exit non-zero on a configuration error."""
+    """Run the node until SIGINT/SIGTERM; exit 1 on a configuration error."""
     try:
         with rclpy.init(args=args):
             try:
@@ -72,7 +296,14 @@ def main(args: list[str] | None = None) -> int:
                 if not rclpy.ok():  # SIGINT/SIGTERM arrived while starting: a clean stop
                     return 0
                 raise
-            rclpy.spin(node)
+            executor = SingleThreadedExecutor()
+            executor.add_node(node)
+            try:
+                executor.spin()
+            finally:
+                node.close()
+                executor.shutdown()
+                node.destroy_node()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     return 0

@@ -1,0 +1,213 @@
+# Copyright 2026 vpr_ros maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""ROS parameters of the localizer node, derived from the config dataclasses (DESIGN §1, §7).
+
+Parameters mirror the fields of :class:`NodeConfig` (the node itself) and of
+``vpr_ros.localizer.LocalizerConfig`` (prefix ``localizer.``, nested configs add their name:
+``localizer.geowarp.mode``) 1:1; nothing is restated by hand. From the same field metadata come
+the ``ParameterDescriptor`` (type, range, description, read-only unless ``runtime``), the
+validation (the dataclasses check types, choices and bounds) and ``config/localize.yaml``
+(:func:`render_yaml`; ``python -m vpr_ros.ros.params > config/localize.yaml`` regenerates it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import json
+import sys
+import textwrap
+from typing import Any, Mapping
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+from vpr_ros.config import Config, option
+from vpr_ros.errors import ConfigError
+from vpr_ros.localizer import LocalizerConfig
+
+IMAGE_RELIABILITY = ('best_effort', 'reliable')
+LOCALIZER_PREFIX = 'localizer.'
+# GeoWarp training settings: they do not change how a frame is localised, so the node does not
+# offer them as parameters (vpr-ros fit-geowarp takes them).
+SKIPPED = frozenset(f'localizer.geowarp.{name}' for name in (
+    'k', 't_geo', 't_feat', 'lambda_ss', 'lambda_fw', 'lambda_cons'))
+_INT64 = (-2 ** 63, 2 ** 63 - 1)
+
+
+@dataclass(frozen=True)
+class NodeConfig(Config):
+    """How the node is wired: map, device, topics, frames and diagnostics."""
+
+    map: str = option('', 'path of the .vprmap directory to localise against '  # noqa: A003
+                      '(required)')
+    device: str = option('auto', 'compute device: auto (CUDA when present, else CPU), cpu, '
+                         'cuda, cuda:N')
+    fast_load: bool = option(False, 'skip the sha256 checks of the map files when opening it '
+                             '(very large maps)')
+    compressed: bool = option(False, 'subscribe to sensor_msgs/CompressedImage (JPEG/PNG) '
+                              'instead of sensor_msgs/Image')
+    image_reliability: str = option('best_effort', 'QoS reliability of the image subscription: '
+                                    'best_effort (sensor-data QoS, what camera drivers '
+                                    'offer) or reliable', choices=IMAGE_RELIABILITY)
+    frame_id: str = option('vpr_camera', 'header.frame_id of the fixes: the camera frame, '
+                           'which TF must know (navsat_transform removes the lever arm)',
+                           runtime=True)
+    publish_no_fix: bool = option(False, 'also publish frames without a fix (STATUS_NO_FIX, '
+                                  'huge covariance); otherwise they are only counted',
+                                  runtime=True)
+    publish_pose: bool = option(False, 'also publish geometry_msgs/PoseWithCovarianceStamped '
+                                'on vpr/pose, in a local ENU frame at the map origin')
+    pose_frame_id: str = option('map', 'header.frame_id of vpr/pose: the ENU frame whose '
+                                'origin is the map origin', runtime=True)
+    diagnostics_period_s: float = option(1.0, 'period of the /diagnostics messages (s)',
+                                         min=0.1, max=60.0)
+    stale_input_s: float = option(2.0, 'diagnostics warn when no image arrived for this long '
+                                  '(s)', min=0.1, runtime=True)
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One ROS parameter: its name and the config field it mirrors."""
+
+    name: str
+    type: Any  # noqa: A003 - the field's annotation
+    default: Any
+    doc: str
+    choices: tuple[Any, ...] | None
+    min: float | None  # noqa: A003
+    max: float | None  # noqa: A003
+    runtime: bool
+
+
+def _flatten(cls: type[Config], prefix: str) -> list[ParamSpec]:
+    specs = []
+    for f in cls.describe_fields():
+        name = prefix + f['name']
+        tp = f['type']
+        if isinstance(tp, type) and issubclass(tp, Config):
+            specs.extend(_flatten(tp, name + '.'))
+            continue
+        if name in SKIPPED:
+            continue
+        if tp not in (bool, int, float, str):
+            raise TypeError(f'{name}: {tp} has no ROS parameter type; add it to params.py')
+        specs.append(ParamSpec(name, tp, f['default'], f['doc'], f['choices'], f['min'],
+                               f['max'], bool(f['runtime'])))
+    return specs
+
+
+def parameter_specs() -> list[ParamSpec]:
+    """Every node parameter, node fields first, then ``localizer.*``."""
+    return _flatten(NodeConfig, '') + _flatten(LocalizerConfig, LOCALIZER_PREFIX)
+
+
+def _rules(spec: ParamSpec) -> str:
+    parts = []
+    if spec.choices:
+        parts.append('one of: ' + ', '.join(str(c) for c in spec.choices))
+    if spec.min is not None and spec.max is not None:
+        parts.append(f'range [{spec.min:g}, {spec.max:g}]')
+    elif spec.min is not None:
+        parts.append(f'at least {spec.min:g}')
+    elif spec.max is not None:
+        parts.append(f'at most {spec.max:g}')
+    return '; '.join(parts)
+
+
+def descriptor(spec: ParamSpec) -> ParameterDescriptor:
+    """Return the ``ParameterDescriptor`` of a parameter: description, range, read-only."""
+    change = 'may change at run time' if spec.runtime else 'fixed once the node runs'
+    desc = ParameterDescriptor(name=spec.name, description=f'{spec.doc} ({change})',
+                               additional_constraints=_rules(spec),
+                               read_only=not spec.runtime)
+    if spec.type is float and (spec.min is not None or spec.max is not None):
+        desc.floating_point_range = [FloatingPointRange(
+            from_value=float('-inf') if spec.min is None else float(spec.min),
+            to_value=float('inf') if spec.max is None else float(spec.max), step=0.0)]
+    elif spec.type is int and (spec.min is not None or spec.max is not None):
+        desc.integer_range = [IntegerRange(
+            from_value=_INT64[0] if spec.min is None else int(spec.min),
+            to_value=_INT64[1] if spec.max is None else int(spec.max), step=1)]
+    return desc
+
+
+def _nest(values: Mapping[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for name, value in values.items():
+        *parents, leaf = name.split('.')
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
+
+
+def configs_from_values(values: Mapping[str, Any]) -> tuple[NodeConfig, LocalizerConfig]:
+    """Build the validated configs from parameter values (missing ones take the defaults).
+
+    A :class:`ConfigError` names the parameter and the rule it breaks.
+    """
+    nested = _nest(values)
+    localizer = nested.pop('localizer', {})
+    try:
+        node = NodeConfig.from_dict(nested, where='node parameters')
+        loc = LocalizerConfig.from_dict(localizer, where='localizer parameters')
+    except ConfigError as exc:
+        text = str(exc).replace('NodeConfig.', '').replace('LocalizerConfig.', 'localizer.')
+        raise ConfigError(f'invalid parameter {text}'.replace('GeoWarpConfig.', 'geowarp.')
+                          ) from None
+    return node, loc
+
+
+def _yaml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    if isinstance(value, str):
+        return json.dumps(value)  # a double-quoted YAML string
+    if isinstance(value, float):
+        return repr(value)        # 30.0, not 30: ROS refuses an integer for a double
+    return str(value)
+
+
+def render_yaml() -> str:
+    """Return ``config/localize.yaml``: every parameter with its default and a comment."""
+    lines = ['# Parameters of the vpr_ros localizer node '
+             '(ros2 launch vpr_ros localize.launch.py).',
+             '# Generated from the config dataclasses: python -m vpr_ros.ros.params > '
+             'config/localize.yaml',
+             '# [runtime]: may be changed while the node runs (ros2 param set); the others are '
+             'read-only.',
+             '/**:', '  ros__parameters:']
+    opened: list[str] = []
+    for spec in parameter_specs():
+        *parents, leaf = spec.name.split('.')
+        common = 0
+        while common < min(len(opened), len(parents)) and opened[common] == parents[common]:
+            common += 1
+        opened = opened[:common]
+        for part in parents[common:]:
+            lines.append('    ' + '  ' * len(opened) + f'{part}:')
+            opened.append(part)
+        indent = '    ' + '  ' * len(opened)
+        rules = _rules(spec)
+        comment = spec.doc + (f'; {rules}' if rules else '') + \
+            (' [runtime]' if spec.runtime else '')
+        lines.extend(textwrap.wrap(comment, 99, initial_indent=indent + '# ',
+                                   subsequent_indent=indent + '# '))
+        lines.append(f'{indent}{leaf}: {_yaml_value(spec.default)}')
+    return '\n'.join(lines) + '\n'
+
+
+if __name__ == '__main__':
+    sys.stdout.write(render_yaml())

@@ -1,0 +1,102 @@
+# Copyright 2026 vpr_ros maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Inference off the executor thread, latest frame wins (DESIGN §7).
+
+The subscription callback only puts the message into a :class:`LatestSlot`; one worker thread
+takes the newest frame, localises it and publishes. A frame that arrives while another is
+waiting replaces it (a drop, counted), so the node never builds a backlog: the latency stays one
+inference, whatever the camera rate.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+
+class LatestSlot:
+    """A one-item mailbox: :meth:`put` replaces an item not yet taken."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._item: Any = None
+        self._full = False
+        self.closed = False
+
+    def put(self, item: Any) -> bool:
+        """Store ``item``; return True when it replaced one nobody took (a dropped frame)."""
+        with self._cond:
+            replaced = self._full
+            self._item, self._full = item, True
+            self._cond.notify()
+            return replaced
+
+    def take(self, timeout: float | None = None) -> Any:
+        """Wait for an item and return it; None on timeout or once closed."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._full or self.closed, timeout):
+                return None
+            if self.closed:
+                return None
+            item, self._item, self._full = self._item, None, False
+            return item
+
+    def close(self) -> None:
+        """Wake the taker for good; items still waiting are discarded."""
+        with self._cond:
+            self.closed = True
+            self._item, self._full = None, False
+            self._cond.notify_all()
+
+
+class Worker:
+    """One thread running ``process(item)`` on the newest item of a :class:`LatestSlot`."""
+
+    def __init__(self, process: Callable[[Any], None],
+                 on_error: Callable[[BaseException], None], name: str = 'vpr_worker') -> None:
+        self.slot = LatestSlot()
+        self._process = process
+        self._on_error = on_error
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._thread.start()
+
+    def submit(self, item: Any) -> bool:
+        """Hand over a frame; True when it displaced a frame not yet processed."""
+        return self.slot.put(item)
+
+    def _run(self) -> None:
+        while not self.slot.closed:
+            item = self.slot.take()
+            if item is None:
+                continue
+            try:
+                self._process(item)
+            except Exception as exc:  # noqa: B902 - one bad frame must not end the node
+                self._on_error(exc)
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Close the slot and join the thread (after the frame in progress); True if joined."""
+        self.slot.close()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def alive(self) -> bool:
+        """True while the thread runs."""
+        return self._thread.is_alive()
