@@ -84,3 +84,13 @@ def test_core_imports_no_ros():
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize('command, option', [('localize', '--map'), ('build-map', '--out'),
+                                             ('calibrate', '--queries')])
+def test_command_help_lists_its_options(command, option, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main([command, '--help'])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f'usage: vpr-ros {command}') and option in out

@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('-v', '--verbose', action='store_true', help='debug logging')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
     for name, (module_name, help_text) in COMMANDS.items():
-        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        # No -h here: the full parser built in main() answers it, with the command's options.
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text,
+                                    add_help=False)
         sub_parser.set_defaults(_module=module_name)
         # Options are added lazily below, once we know which command runs.
     return parser
