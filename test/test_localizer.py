@@ -212,3 +212,12 @@ def test_localize_cli_json_and_text(tiny_map, tmp_path, capsys):
     assert 'not calibrated' in out.err
     assert cli_main(['localize', files[0], '--map', str(tmp_path / 'missing.vprmap')]) == 1
     assert 'map not found' in capsys.readouterr().err
+
+
+def test_python_api_without_ros(tiny_map):
+    import vpr_ros
+
+    one = vpr_ros.localize(texture(8), tiny_map, device='cpu')
+    assert one.candidates[0].index == 8
+    many = vpr_ros.localize([texture(1), texture(2)], tiny_map, device='cpu')
+    assert [e.candidates[0].index for e in many] == [1, 2]

@@ -28,3 +28,13 @@ def describe(images, model='effnet-lite0-gem', **kwargs):
     from vpr_ros.models.api import describe as _describe
 
     return _describe(images, model, **kwargs)
+
+
+def localize(images, map_path, **kwargs):
+    """Localize images (paths, arrays or tensors) against a ``*.vprmap``; see vpr_ros.localizer.
+
+    One image gives one ``Estimate`` (lat, lon, alt, cov_enu, status, ...), a list gives a list.
+    """
+    from vpr_ros.localizer import localize as _localize
+
+    return _localize(images, map_path, **kwargs)
