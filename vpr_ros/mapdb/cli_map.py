@@ -51,7 +51,12 @@ def info_lines(db: MapDB, *, verified: bool) -> list[tuple[str, str]]:
     model_cfg = m['model'].get('config') or {}
     model_name = model_cfg.get('name') or model_cfg.get('preset') or ''
     index = m['index']
-    params = ', '.join(f'{k}={v}' for k, v in index.items() if k not in ('kind', 'metric'))
+    params = ', '.join(f'{k}={v}' for k, v in index.items()
+                       if k not in ('kind', 'metric', 'tuning'))
+    tuning = index.get('tuning')
+    if tuning:  # the build-time auto-tune (mapdb/index.py): what it measured
+        params += (f'; tuned: recall@{tuning["k"]} {tuning["recall"]} vs exact, target '
+                   f'{tuning["target_recall"]}' + ('' if tuning['reached'] else ' NOT reached'))
     source = m.get('source', {})
     rows = [
         ('map', str(db.path)),
