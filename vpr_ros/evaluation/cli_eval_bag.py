@@ -12,7 +12,11 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""``vpr-ros eval-bag``: score recorded fixes against ground truth; write metrics and a report."""
+"""``vpr-ros eval-bag``: score fixes against ground truth; write metrics and a report.
+
+Live mode (``--fix``, the default): the fixes the node published, recorded in the bag.
+Offline mode (``--map``): the localizer runs here on the bag's camera frames, no ROS needed.
+"""
 
 from __future__ import annotations
 
@@ -20,22 +24,42 @@ import argparse
 import logging
 from pathlib import Path
 
-from vpr_ros.evaluation.bag_eval import evaluate_bag
+from vpr_ros.errors import ConfigError, MapError
+from vpr_ros.evaluation.bag_eval import evaluate_bag, evaluate_bag_offline
 from vpr_ros.evaluation.metrics import EvalConfig
 from vpr_ros.evaluation.report import write_report
 
 log = logging.getLogger(__name__)
+
+LIVE_FIX_TOPIC = '/vpr/fix'
+DEFAULT_BATCH = 16
+OFFLINE_ONLY = ('images', 'localizer_config', 'device', 'batch_size')
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of eval-bag; metric defaults come from EvalConfig."""
     defaults = EvalConfig()
     parser.add_argument('bag', type=Path, help='rosbag2 directory (mcap or sqlite3)')
-    parser.add_argument('--fix', default='/vpr/fix', help='NavSatFix topic to score')
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument('--fix', help=f'live mode: the NavSatFix topic the node published '
+                      f'(default {LIVE_FIX_TOPIC})')
+    mode.add_argument('--map', type=Path,
+                      help='offline mode: run the localizer of this map (*.vprmap) on the '
+                      "bag's images instead of reading recorded fixes")
     parser.add_argument('--truth', default='/gnss/fix', help='ground-truth NavSatFix topic')
-    parser.add_argument('--frames', default='auto',
-                        help='camera topic whose frames are the queries: auto (the only image '
-                        'topic), a topic, or none (count fix messages)')
+    parser.add_argument('--frames',
+                        help='live mode: camera topic whose frames are the queries: auto (the '
+                        'only image topic, default), a topic, or none (count fix messages)')
+    parser.add_argument('--images',
+                        help='offline mode: Image or CompressedImage topic to localize '
+                        '(default: the only image topic)')
+    parser.add_argument('--localizer-config', type=Path,
+                        help='offline mode: YAML with LocalizerConfig fields (the settings '
+                        'the node uses)')
+    parser.add_argument('--device', help='offline mode: auto (default), cpu, cuda, cuda:N')
+    parser.add_argument('--batch-size', type=int,
+                        help=f'offline mode: frames per localizer batch (default '
+                        f'{DEFAULT_BATCH})')
     parser.add_argument('--out', type=Path,
                         help='output folder (default: BAG.eval beside the bag)')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing output')
@@ -61,11 +85,30 @@ def main(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     bag = args.bag.parent if args.bag.is_file() else args.bag
     out = args.out or bag.parent / f'{bag.name}.eval'
-    result = evaluate_bag(bag, fix_topic=args.fix, truth_topic=args.truth,
-                          frames=None if args.frames == 'none' else args.frames,
-                          config=config, progress=not args.no_progress)
-    inputs = {'bag': str(bag.resolve()), 'fix_topic': result.fix_topic,
-              'truth_topic': result.truth_topic, 'frames_topic': result.frames_topic}
+    if args.map is None:
+        given = [f'--{n.replace("_", "-")}' for n in OFFLINE_ONLY
+                 if getattr(args, n) is not None]
+        if given:
+            raise ConfigError(f'{", ".join(given)} only apply to the offline mode (--map)')
+        frames = args.frames or 'auto'
+        result = evaluate_bag(bag, fix_topic=args.fix or LIVE_FIX_TOPIC,
+                              truth_topic=args.truth,
+                              frames=None if frames == 'none' else frames,
+                              config=config, progress=not args.no_progress)
+        inputs = {'mode': 'live', 'bag': str(bag.resolve()), 'fix_topic': result.fix_topic,
+                  'truth_topic': result.truth_topic, 'frames_topic': result.frames_topic}
+    else:
+        if args.frames is not None:
+            raise ConfigError('--frames is for the live mode; offline, every frame of '
+                              '--images is a query')
+        result = _offline(args, bag, config)
+        inputs = {'mode': 'offline (localizer run on the bag images)',
+                  'bag': str(bag.resolve()), 'map': str(args.map.resolve()),
+                  'images_topic': result.frames_topic, 'truth_topic': result.truth_topic,
+                  'device': result.offline['device'],
+                  'batch_size': result.offline['batch_size']}
+        if args.localizer_config:
+            inputs['localizer_config'] = str(args.localizer_config.resolve())
     write_report(result.evaluation, out, inputs, overwrite=args.overwrite)
     m = result.evaluation.metrics
     err = m['horizontal_error_m']
@@ -75,5 +118,26 @@ def main(args: argparse.Namespace) -> int:
     p95 = '-' if err['p95'] is None else f'{err["p95"]:.2f}'
     print(f'{m["counts"]["valid_fixes"]} valid of {m["counts"]["fix_messages"]} fixes; '
           f'median {median} m, p95 {p95} m; {recall}')
+    lat = m['latency']
+    if lat['kind'] == 'processing':
+        print(f'localizer processing time per frame p50 {lat["p50_ms"]:.1f} ms, p95 '
+              f'{lat["p95_ms"]:.1f} ms (offline; not the live latency)')
     print(f'report written: {out / "report.md"}')
     return 0
+
+
+def _offline(args: argparse.Namespace, bag: Path, config: EvalConfig):
+    """Check the options, then evaluate with a localizer opened only once the bag checks out."""
+    from vpr_ros.localizer import Localizer, LocalizerConfig
+
+    if not args.map.is_dir():
+        raise MapError(f'{args.map}: no such map (a *.vprmap folder from build-map)')
+    loc_config = (LocalizerConfig.from_yaml(args.localizer_config) if args.localizer_config
+                  else LocalizerConfig())
+    batch = DEFAULT_BATCH if args.batch_size is None else args.batch_size
+    if batch < 1:
+        raise ConfigError(f'--batch-size must be at least 1, got {batch}')
+    return evaluate_bag_offline(
+        bag, lambda: Localizer.open(args.map, loc_config, device=args.device or 'auto'),
+        image_topic=args.images, truth_topic=args.truth, config=config, batch_size=batch,
+        progress=not args.no_progress)

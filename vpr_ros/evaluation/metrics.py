@@ -35,7 +35,9 @@ Protocol:
       ENU covariance; coverage at k sigma = share with NEES <= k^2 (ideal for a calibrated 2-D
       Gaussian: 39.3 / 86.5 / 98.9 %, mean NEES 2). Fixes whose block is not positive definite
       are left out and counted;
-    - latency = bag receive (log) time - header stamp over all fix messages, when recorded live;
+    - latency (``kind`` ``receive``) = bag receive (log) time - header stamp over all fix
+      messages, when recorded live; offline (``kind`` ``processing``) the localizer's own
+      processing time per frame instead, which leaves out transport and queueing;
     - a jump is a pair of consecutive valid fixes (by stamp) further apart than
       ``max_speed_mps * dt + jump_margin_m``; ``jump_rate`` = jumps / pairs.
 """
@@ -109,7 +111,9 @@ class FixSeries:
     Convention:
         - ``cov_enu`` (n, 3, 3): NavSatFix ``position_covariance`` reshaped row-major, m^2,
           ENU;
-        - ``receive_ns``: bag log time of each message, or None when not recorded live.
+        - ``receive_ns``: bag log time of each message, or None when not recorded live;
+        - ``processing_ms``: offline runs, the localizer's processing time of each frame
+          (reported in place of the latency when ``receive_ns`` is None).
     """
 
     stamp_ns: np.ndarray
@@ -119,12 +123,16 @@ class FixSeries:
     valid: np.ndarray
     cov_enu: np.ndarray
     receive_ns: np.ndarray | None = None
+    processing_ms: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(np.atleast_1d(self.stamp_ns))
         for name, dtype in (('stamp_ns', np.int64), ('lat', np.float64), ('lon', np.float64),
                             ('alt', np.float64), ('valid', bool)):
             object.__setattr__(self, name, _array(getattr(self, name), dtype, name, n))
+        if self.processing_ms is not None:
+            object.__setattr__(self, 'processing_ms',
+                               _array(self.processing_ms, np.float64, 'processing_ms', n))
         cov = np.asarray(self.cov_enu, np.float64).reshape(n, 3, 3)
         object.__setattr__(self, 'cov_enu', cov)
         if self.receive_ns is not None:
@@ -215,6 +223,26 @@ def _rate(num: int, den: int) -> float | None:
     return num / den if den else None
 
 
+def _valid_truth(truth: TruthSeries) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return the usable-sample mask, the sort order of those samples and their stamps."""
+    keep = truth.valid & np.isfinite(truth.lat) & np.isfinite(truth.lon)
+    order = np.argsort(truth.stamp_ns[keep], kind='stable')
+    t_stamp = truth.stamp_ns[keep][order]
+    if len(t_stamp) < 2:
+        raise DataError(f'the truth has {len(t_stamp)} valid sample(s); need at least 2 to '
+                        f'interpolate')
+    return keep, order, t_stamp
+
+
+def truth_coverage(stamp_ns: Any, truth: TruthSeries,
+                   config: EvalConfig | None = None) -> np.ndarray:
+    """Tell which stamps :func:`compute_metrics` can match to the truth (before any work)."""
+    config = config or EvalConfig()
+    _, _, t_stamp = _valid_truth(truth)
+    return _coverage(np.asarray(stamp_ns, np.int64), t_stamp,
+                     int(round(config.truth_max_gap_s * 1e9)))
+
+
 def compute_metrics(fixes: FixSeries, truth: TruthSeries, config: EvalConfig | None = None, *,
                     frame_stamp_ns: np.ndarray | None = None) -> Evaluation:
     """Match fixes to the truth by stamp and compute every metric (see the module docstring).
@@ -224,12 +252,7 @@ def compute_metrics(fixes: FixSeries, truth: TruthSeries, config: EvalConfig | N
             truth's coverage.
     """
     config = config or EvalConfig()
-    keep = truth.valid & np.isfinite(truth.lat) & np.isfinite(truth.lon)
-    order = np.argsort(truth.stamp_ns[keep], kind='stable')
-    t_stamp = truth.stamp_ns[keep][order]
-    if len(t_stamp) < 2:
-        raise DataError(f'the truth has {len(t_stamp)} valid sample(s); need at least 2 to '
-                        f'interpolate')
+    keep, order, t_stamp = _valid_truth(truth)
     t_lat, t_lon, t_alt = (truth.lat[keep][order], truth.lon[keep][order],
                            truth.alt[keep][order])
     origin = (float(t_lat[0]), float(t_lon[0]),
@@ -273,10 +296,14 @@ def compute_metrics(fixes: FixSeries, truth: TruthSeries, config: EvalConfig | N
     nees_ok = nees[np.isfinite(nees)]
     coverage = {f'{k}sigma': _rate(int((nees_ok <= k * k).sum()), len(nees_ok))
                 for k in SIGMA_LEVELS}
-    latency = {'p50_ms': None, 'p95_ms': None, 'count': 0}
+    latency = {'kind': None, 'p50_ms': None, 'p95_ms': None, 'count': 0}
+    lat_ms, kind = None, None
     if fixes.receive_ns is not None:
-        lat_ms = (fixes.receive_ns - fixes.stamp_ns).astype(np.float64) / 1e6
-        latency = {'p50_ms': float(np.percentile(lat_ms, 50)),
+        lat_ms, kind = (fixes.receive_ns - fixes.stamp_ns).astype(np.float64) / 1e6, 'receive'
+    elif fixes.processing_ms is not None:
+        lat_ms, kind = fixes.processing_ms, 'processing'
+    if lat_ms is not None:
+        latency = {'kind': kind, 'p50_ms': float(np.percentile(lat_ms, 50)),
                    'p95_ms': float(np.percentile(lat_ms, 95)), 'count': int(n)}
     vi = np.flatnonzero(valid)
     vi = vi[np.argsort(fixes.stamp_ns[vi], kind='stable')]
