@@ -57,6 +57,8 @@ class PlayConfig(Config):
     depth: int = option(100, 'keep-last depth of the reliable publishers', min=1)
     wait_for_subscribers_s: float = option(
         0.0, 'before playing, wait up to this long until every topic has a subscriber', min=0.0)
+    restamp: bool = option(False, 'map every header.stamp onto the playback wall clock (the '
+                           'first message reads "now"), so recorded latency is real')
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,33 @@ def header_stamp_ns(rawdata: bytes) -> int | None:
     order = '<' if rawdata[1] == 1 else '>'
     sec, nanosec = struct.unpack_from(order + 'iI', rawdata, 4)
     return sec * 1_000_000_000 + nanosec
+
+
+@functools.lru_cache(maxsize=None)
+def has_header(msgtype: str) -> bool:
+    """Tell whether ``msgtype``'s first field is a ``std_msgs/Header`` (so it has a stamp)."""
+    try:
+        fields = typestore().fielddefs[msgtype][1]
+    except KeyError:
+        return False
+    return bool(fields) and fields[0][0] == 'header' and \
+        fields[0][1][1] == 'std_msgs/msg/Header'
+
+
+def shift_header_stamp(rawdata: bytes, offset_ns: int) -> bytes:
+    """Return CDR bytes of a message with a Header whose ``header.stamp`` is moved by offset_ns.
+
+    The bytes are patched in place of a copy (no deserialisation); unchanged when they do not
+    start with a CDR encapsulation header.
+    """
+    stamp = header_stamp_ns(rawdata)
+    if stamp is None:
+        return bytes(rawdata)
+    order = '<' if rawdata[1] == 1 else '>'
+    sec, nanosec = divmod(stamp + int(offset_ns), 1_000_000_000)
+    out = bytearray(rawdata)
+    struct.pack_into(order + 'iI', out, 4, sec, nanosec)
+    return bytes(out)
 
 
 def _bag_dir(path: Path) -> Path:

@@ -17,7 +17,10 @@
 The bag is read with :mod:`vpr_ros.bags` and each message's raw CDR bytes are published as they
 are (rclpy publishes serialized bytes without deserialising them). Messages are due at
 ``(log_time - first log_time) / rate`` seconds after the start; ``--clock`` also publishes
-``/clock`` with each message's log time so nodes with ``use_sim_time`` follow the bag.
+``/clock`` with each message's log time so nodes with ``use_sim_time`` follow the bag;
+``--restamp`` instead shifts every ``header.stamp`` to the wall clock of the playback (same
+time map for every message, so relative timing is kept), so a node's fixes, stamped with the
+image stamp, can be scored for latency against the receive times a recorder logs.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ from rclpy.qos import qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 from rosidl_runtime_py.utilities import get_message
 
-from vpr_ros.bags import open_reader, playback_offsets_s, PlayConfig, select_connections
+from vpr_ros.bags import (has_header, header_stamp_ns, open_reader, playback_offsets_s,
+                          PlayConfig, select_connections, shift_header_stamp)
 from vpr_ros.errors import DataError
 
 
@@ -55,10 +59,19 @@ def _sleep_until(deadline: float, context: Any) -> bool:
     return False
 
 
+def _restamp(raw: bytes, t0: int, wall_start: int, rate: float) -> bytes:
+    """Map a header stamp onto the playback's wall clock: stamps at t0 read wall_start."""
+    stamp = header_stamp_ns(raw)
+    if stamp is None:
+        return bytes(raw)
+    return shift_header_stamp(raw, wall_start + round((stamp - t0) / rate) - stamp)
+
+
 def _publish_pass(reader: Any, conns: list[Any], pubs: dict[str, Any], clock_pub: Any,
                   config: PlayConfig, context: Any, bar: Any) -> tuple[int, bool]:
     """Publish the bag once at its pace; return (messages published, completed)."""
     start = time.monotonic()
+    wall_start = time.time_ns()
     t0 = None
     count = 0
     for conn, log_time, raw in reader.messages(connections=conns):
@@ -71,6 +84,8 @@ def _publish_pass(reader: Any, conns: list[Any], pubs: dict[str, Any], clock_pub
             clock = Clock()
             clock.clock.sec, clock.clock.nanosec = divmod(int(log_time), 1_000_000_000)
             clock_pub.publish(clock)
+        if config.restamp and has_header(conn.msgtype):
+            raw = _restamp(raw, t0, wall_start, config.rate)
         pubs[conn.topic].publish(bytes(raw))
         count += 1
         if bar is not None:
@@ -151,6 +166,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--loop', action='store_true', help='play again and again')
     parser.add_argument('--clock', action='store_true',
                         help='publish /clock from the bag times (use_sim_time)')
+    parser.add_argument('--restamp', action='store_true',
+                        help='shift header stamps to the playback time (latency measurements)')
     parser.add_argument('--qos', choices=('reliable', 'sensor_data'), default=defaults.qos,
                         help='publisher QoS (default reliable)')
     parser.add_argument('--wait-for-subscribers', type=float, default=0.0, metavar='S',
@@ -162,7 +179,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """Play the bag until its end (or forever with --loop, until SIGINT)."""
     config = PlayConfig(rate=args.rate, loop=args.loop, clock=args.clock, qos=args.qos,
-                        wait_for_subscribers_s=args.wait_for_subscribers_s)
+                        wait_for_subscribers_s=args.wait_for_subscribers_s,
+                        restamp=args.restamp)
     count = 0
     try:
         with rclpy.init():
