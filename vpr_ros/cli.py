@@ -48,6 +48,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                   'fit the confidence -> covariance calibration of a map and store it'),
     'eval-bag': ('vpr_ros.evaluation.cli_eval_bag',
                  'score recorded fixes against a truth NavSatFix topic: metrics, plots, report'),
+    'demo': ('vpr_ros.demo', 'synthetic route -> map -> node on a bag -> evaluation report'),
     'train': ('vpr_ros.training.cli_train',
               'train a descriptor model on geotagged images (triplets, hard negatives)'),
 }
