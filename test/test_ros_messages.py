@@ -133,7 +133,7 @@ def test_frame_stats_rates_latency_and_counters():
         stats.received(dropped=i % 2 == 1)
         if i % 2 == 0:
             stats.processed(10.0 * (i // 2 + 1), 'fix' if i % 4 == 0 else 'no_fix', 0.5, 2.0,
-                            published=i % 4 == 0)
+                            published=i % 4 == 0, localize_ms=8.0)
     snap = stats.snapshot()
     assert snap['frames_received'] == 40 and snap['frames_dropped'] == 20
     assert snap['frames_processed'] == 20 and snap['fixes'] == 10 and snap['no_fixes'] == 10
@@ -141,7 +141,9 @@ def test_frame_stats_rates_latency_and_counters():
     assert snap['output_rate_hz'] == pytest.approx(5.0, rel=0.11)
     assert snap['latency_p50_ms'] == pytest.approx(105.0)
     assert snap['latency_p95_ms'] == pytest.approx(np.percentile(np.arange(1, 21) * 10.0, 95))
+    assert snap['localize_p50_ms'] == 8.0
     assert snap['last_status'] == 'no_fix' and snap['input_age_s'] == pytest.approx(0.0)
+    assert math.isnan(FrameStats().snapshot()['localize_p50_ms'])
 
 
 def test_latest_slot_keeps_only_the_newest_item():

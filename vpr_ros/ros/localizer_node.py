@@ -207,7 +207,9 @@ class LocalizerNode(Node):
             rgb = self._decode(msg)
             if not rgb.flags.writeable:   # a view of the message buffer: torch wants to own it
                 rgb = rgb.copy()
+            start = time.monotonic()
             estimate = self.localizer.localize(rgb)
+            localize_ms = (time.monotonic() - start) * 1e3
         except DataError as exc:
             self.stats.bad_frame(str(exc))
             self._warn_throttled(f'frame dropped: {exc}')
@@ -222,7 +224,7 @@ class LocalizerNode(Node):
                 estimate, self.localizer.map.origin, msg.header.stamp, config.pose_frame_id))
         latency_ms = (time.monotonic() - received) * 1e3
         self.stats.processed(latency_ms, estimate.status, estimate.score, estimate.sigma_m,
-                             publish)
+                             publish, localize_ms)
         self.get_logger().debug(
             f'{estimate.status} {estimate.lat:.7f} {estimate.lon:.7f} sigma '
             f'{estimate.sigma_m:.1f} m score {estimate.score:.3f} in {latency_ms:.0f} ms'
@@ -252,6 +254,7 @@ class LocalizerNode(Node):
         """Return the diagnostics key/values (device, map, rates, latency, counters) and stats."""
         snap = self.stats.snapshot()
         keys = ('input_rate_hz', 'output_rate_hz', 'latency_p50_ms', 'latency_p95_ms',
+                'localize_p50_ms',
                 'frames_received', 'frames_processed', 'frames_dropped', 'fixes', 'no_fixes',
                 'published', 'bad_frames', 'errors', 'last_status', 'last_score',
                 'last_sigma_m', 'last_bad_frame', 'last_error')

@@ -43,6 +43,7 @@ class FrameStats:
         self._events: dict[str, deque] = {k: deque() for k in (
             'received', 'published', 'fix', 'bad', 'error')}
         self._latency_ms: deque[float] = deque(maxlen=latencies)
+        self._localize_ms: deque[float] = deque(maxlen=latencies)
         self.counts = dict.fromkeys(('frames_received', 'frames_dropped', 'frames_processed',
                                      'fixes', 'no_fixes', 'published', 'bad_frames', 'errors'),
                                     0)
@@ -66,13 +67,18 @@ class FrameStats:
             self._event('received', now)
 
     def processed(self, latency_ms: float, status: str, score: float, sigma_m: float,
-                  published: bool) -> None:
-        """Count a frame the localizer finished (``status`` 'fix' or 'no_fix')."""
+                  published: bool, localize_ms: float = math.nan) -> None:
+        """Count a frame the localizer finished (``status`` 'fix' or 'no_fix').
+
+        ``latency_ms``: message received -> published; ``localize_ms``: the part spent in
+        ``Localizer.localize()``.
+        """
         now = self._clock()
         with self._lock:
             self.counts['frames_processed'] += 1
             self.counts['fixes' if status == 'fix' else 'no_fixes'] += 1
             self._latency_ms.append(float(latency_ms))
+            self._localize_ms.append(float(localize_ms))
             self.last.update(score=float(score), sigma_m=float(sigma_m), status=status)
             if status == 'fix':
                 self._event('fix', now)
@@ -108,12 +114,15 @@ class FrameStats:
         now = self._clock()
         with self._lock:
             lat = np.array(self._latency_ms) if self._latency_ms else None
+            loc = np.array(self._localize_ms) if self._localize_ms else None
             return {
                 **self.counts,
                 'input_rate_hz': self._rate('received', now),
                 'output_rate_hz': self._rate('published', now),
                 'latency_p50_ms': float(np.percentile(lat, 50)) if lat is not None else math.nan,
                 'latency_p95_ms': float(np.percentile(lat, 95)) if lat is not None else math.nan,
+                'localize_p50_ms': float(np.nanpercentile(loc, 50))
+                if loc is not None and np.isfinite(loc).any() else math.nan,
                 'input_age_s': (now - self._last_input) if self._last_input is not None
                 else math.inf,
                 'recent_fixes': self._recent('fix', now),
