@@ -39,6 +39,7 @@ import gc
 import json
 import os
 from pathlib import Path
+import re
 import shutil
 import signal
 import subprocess
@@ -208,6 +209,11 @@ def node_command(map_path: Path, config: DemoConfig, compressed: bool) -> tuple[
     return cmd, launcher
 
 
+def _plain(line: str) -> str:
+    """Drop terminal colour codes (launch runs the node with emulate_tty) and blanks."""
+    return re.sub(r'\x1b\[[0-9;]*m', '', line).strip()
+
+
 def _cli(*args: Any) -> list[str]:
     return [sys.executable, '-m', 'vpr_ros.cli', *[str(a) for a in args]]
 
@@ -310,7 +316,9 @@ def build_demo_map(csv: Path, map_path: Path, config: DemoConfig, steps: Steps,
         for old in (map_path, work_dir_for(map_path)):
             if old.exists():
                 shutil.rmtree(old)
-        build_map(csv, map_path, BuildConfig(model=config.model, device=config.device),
+        # Chunks of 50: the progress bar moves every 50 images (the map is the same).
+        build_map(csv, map_path, BuildConfig(model=config.model, device=config.device,
+                                             chunk_size=50),
                   overwrite=True, progress=progress)
     with steps.step('fit_geowarp', f'fit GeoWarp on the map images '
                     f'({config.geowarp_iterations} steps x {config.geowarp_batch_size} pairs)'):
@@ -356,7 +364,7 @@ def run_node_on_bag(map_path: Path, bag: Path, record_to: Path, logs: Path,
             children.append(node)
             node.wait_for_output(READY_NODE, config.startup_timeout_s)
             line = next((ln for ln in node.output().splitlines() if READY_NODE in ln), '')
-            steps.say(f'  {line.strip()}')
+            steps.say(f'  {_plain(line)}')
             recorder = Child('recorder', _cli('record', record_to, '--topics',
                                               config.image_topic, FIX_TOPIC,
                                               config.truth_topic), logs / 'record.log', env)
@@ -383,8 +391,9 @@ def run_node_on_bag(map_path: Path, bag: Path, record_to: Path, logs: Path,
                         raise DataError(f'the node exited during playback (log {node.log}):'
                                         f'\n{node.tail()}')
                     time.sleep(0.5)
-                    bar.n = min(bar.total, round(time.monotonic() - started))
-                    bar.refresh()
+                    elapsed = min(bar.total, int(time.monotonic() - started))
+                    if elapsed != bar.n:
+                        bar.update(elapsed - bar.n)
             if player.popen.returncode != 0:
                 raise DataError(f'the player failed (log {player.log}):\n{player.tail()}')
             time.sleep(config.settle_s)
@@ -394,12 +403,12 @@ def run_node_on_bag(map_path: Path, bag: Path, record_to: Path, logs: Path,
             result['node_rc'] = node.stop(config.stop_timeout_s)
             result['node_stop_s'] = round(time.monotonic() - start, 2)
             summary = [ln for ln in node.output().splitlines() if 'localizer stopped' in ln]
-            result['node_summary'] = summary[-1].strip() if summary else ''
+            result['node_summary'] = _plain(summary[-1]) if summary else ''
             recorded = [ln for ln in recorder.output().splitlines() if 'recorded' in ln]
             result['recorded'] = recorded[-1].strip() if recorded else ''
             steps.say(f'  {result["recorded"]}')
             if result['node_summary']:
-                steps.say(f'  {result["node_summary"]}')
+                steps.say(f'  {_plain(result["node_summary"])}')
             if result['node_rc'] != 0 or 'Traceback' in node.output():
                 raise DataError(f'the node did not stop cleanly (exit {result["node_rc"]}, '
                                 f'log {node.log}):\n{node.tail()}')
