@@ -328,8 +328,10 @@ def build_demo_map(csv: Path, map_path: Path, config: DemoConfig, steps: Steps,
         steps.say(f'  loss {fit["loss_first10"]:.3f} -> {fit["loss_last10"]:.3f} '
                   f'(first / last 10 steps), {fit["fw_pairs"]} positive pairs')
         info['geowarp'] = fit
-    with steps.step('calibrate', f'calibrate the covariance ({config.pseudo_queries} '
-                    f'pseudo-queries from the map images)'):
+    entries = len(csv.read_text().splitlines()) - 1   # calibrate uses at most every entry
+    with steps.step('calibrate', f'calibrate the covariance '
+                    f'({min(config.pseudo_queries, entries)} pseudo-queries from the map '
+                    f'images)'):
         localizer = Localizer.open(map_path, LocalizerConfig(), device=config.device)
         cal, report = calibrate_map(
             localizer, CalibrationConfig(pseudo_queries=config.pseudo_queries),
