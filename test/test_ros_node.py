@@ -258,6 +258,26 @@ def test_latest_frame_wins_and_sigterm_joins_the_worker(tiny_map, rclpy_context,
     assert took < 10, took
 
 
+def test_compressed_images(tiny_map, rclpy_context, tmp_path):
+    import rclpy
+    from sensor_msgs.msg import NavSatFix
+    from vpr_ros.geo import haversine_m
+
+    with start_node(tiny_map, tmp_path / 'node.log', 'compressed:=true') as node_proc, \
+            start_camera(tiny_map, tmp_path / 'camera.log', [18], topic='/image',
+                         period_s=0.5, kind='compressed'):
+        node = rclpy.create_node('test_jpeg_listener', context=rclpy_context)
+        fixes = collect(node, NavSatFix, '/vpr/fix', bool, timeout=120)
+        node.destroy_node()
+        assert node_proc.stop(signal.SIGINT) == 0
+    assert fixes, node_proc.output()
+    assert '(CompressedImage, ' in node_proc.output()
+    truth = tiny_map.frames[18]
+    error = float(haversine_m(fixes[0].latitude, fixes[0].longitude, truth['lat'],
+                              truth['lon']))
+    assert error <= 3.0 * math.sqrt(fixes[0].position_covariance[0])
+
+
 @pytest.mark.parametrize('params, message', [
     ((), 'parameter map is not set'),
     (('map:=/nonexistent/route.vprmap',), '/nonexistent/route.vprmap does not exist'),
