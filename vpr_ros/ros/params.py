@@ -90,20 +90,22 @@ class ParamSpec:
     runtime: bool
 
 
-def _flatten(cls: type[Config], prefix: str) -> list[ParamSpec]:
+def _flatten(cls: type[Config], prefix: str, defaults: Config | None = None) -> list[ParamSpec]:
+    # Defaults come from the parent's instance: a nested config may differ from its class's.
+    defaults = cls() if defaults is None else defaults
     specs = []
     for f in cls.describe_fields():
         name = prefix + f['name']
         tp = f['type']
         if isinstance(tp, type) and issubclass(tp, Config):
-            specs.extend(_flatten(tp, name + '.'))
+            specs.extend(_flatten(tp, name + '.', getattr(defaults, f['name'])))
             continue
         if name in SKIPPED:
             continue
         if tp not in (bool, int, float, str):
             raise TypeError(f'{name}: {tp} has no ROS parameter type; add it to params.py')
-        specs.append(ParamSpec(name, tp, f['default'], f['doc'], f['choices'], f['min'],
-                               f['max'], bool(f['runtime'])))
+        specs.append(ParamSpec(name, tp, getattr(defaults, f['name']), f['doc'], f['choices'],
+                               f['min'], f['max'], bool(f['runtime'])))
     return specs
 
 
