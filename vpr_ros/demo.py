@@ -23,7 +23,7 @@ The chain a user runs on a robot, on generated data (README command 1):
 4. start the node (``ros2 launch vpr_ros localize.launch.py`` when ``ros2`` is on PATH, the
    node's module as a process otherwise), ``record`` the camera, ``/vpr/fix`` and the truth,
    ``play`` the bag (header stamps mapped onto the playback clock, so latency is real), stop
-   everything with SIGINT to each process group;
+   everything with SIGINT (SIGTERM, then SIGKILL to the process group if ignored);
 5. ``eval-bag`` on the recording: the report with plots, and a summary table.
 
 ``--map`` and ``--bag`` run steps 4-5 on a user's own map and drive instead. Child processes
@@ -114,10 +114,10 @@ class Steps:
 # -- child processes -----------------------------------------------------------------------
 
 class Child:
-    """A child in its own process group; output to a log file; stopped with SIGINT to the group.
+    """A child in its own process group, output to a log file, stopped with SIGINT.
 
     ``ros2 launch`` must be stopped with SIGINT (SIGTERM can leave its node running,
-    ros2/launch#666); signalling the group is what Ctrl-C in a terminal does.
+    ros2/launch#666); what ignores it gets SIGTERM, then SIGKILL, sent to the whole group.
     """
 
     def __init__(self, name: str, cmd: Sequence[str], log: Path,
@@ -159,12 +159,20 @@ class Child:
             pass
 
     def stop(self, timeout_s: float) -> int:
-        """SIGINT the group and wait; then SIGTERM, then SIGKILL. Return the exit code."""
+        """SIGINT the leader and wait; then SIGTERM, then SIGKILL the group. Return the exit code.
+
+        SIGINT goes to the leader only: ``ros2 launch`` forwards it to its node and relays the
+        node's last log lines (a SIGINT to the whole group lets the launch stop relaying
+        before the node's shutdown summary is written).
+        """
         for sig, wait_s in ((signal.SIGINT, timeout_s), (signal.SIGTERM, 5.0),
                             (signal.SIGKILL, 5.0)):
             if not self.running():
                 break
-            self._signal(sig)
+            if sig == signal.SIGINT:
+                self.popen.send_signal(sig)
+            else:
+                self._signal(sig)
             try:
                 self.popen.wait(wait_s)
             except subprocess.TimeoutExpired:
