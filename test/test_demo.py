@@ -21,6 +21,7 @@ import json
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import time
 
@@ -149,3 +150,21 @@ def test_child_escalates_when_sigint_is_ignored(tmp_path):
     rc = child.stop(timeout_s=1.0)
     assert rc == -signal.SIGTERM
     assert time.monotonic() - start < 5
+
+
+def test_child_stops_on_sigint_even_when_the_parent_ignores_it(tmp_path):
+    # A demo started with `&` from a script inherits SIGINT ignored; its children must not.
+    code = f"""
+import signal, sys
+from pathlib import Path
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+from vpr_ros.demo import Child
+child = Child('sleeper', [sys.executable, '-c',
+              'import time; print("ready", flush=True); time.sleep(60)'],
+              Path({str(tmp_path / 'c.log')!r}))
+child.wait_for_output('ready', 30)
+print(child.stop(timeout_s=5.0))
+"""
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.strip() == str(-signal.SIGINT), out.stdout + out.stderr

@@ -113,6 +113,15 @@ class Steps:
 
 # -- child processes -----------------------------------------------------------------------
 
+def _default_sigint() -> None:
+    """Undo an inherited SIG_IGN for SIGINT (a background job of a non-interactive shell).
+
+    Python installs its KeyboardInterrupt handler only when SIGINT is not ignored at start, so
+    without this a demo started with ``&`` from a script gives children that ignore SIGINT.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Child:
     """A child in its own process group, output to a log file, stopped with SIGINT.
 
@@ -127,7 +136,8 @@ class Child:
         self.log = log
         self._file = open(log, 'wb')
         self.popen = subprocess.Popen(self.cmd, stdout=self._file, stderr=subprocess.STDOUT,
-                                      env=env, start_new_session=True)
+                                      env=env, start_new_session=True,
+                                      preexec_fn=_default_sigint)
 
     def output(self) -> str:
         if not self._file.closed:
