@@ -16,10 +16,10 @@
 
 from __future__ import annotations
 
+from mapdb_helpers import write_csv_source
 import numpy as np
 import pytest
-from mapdb_helpers import write_csv_source
-from vpr_ros.calibration import (Calibration, calibrate_map, CalibrationConfig,
+from vpr_ros.calibration import (calibrate_map, Calibration, CalibrationConfig,
                                  cross_validated_coverage, FEATURES, fit, IDEAL_COVERAGE,
                                  nees_coverage, place_spacing_m, pseudo_query)
 from vpr_ros.cli import main as cli_main

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import shutil
 
+from mapdb_helpers import write_csv_source
 import pytest
 import torch
-from mapdb_helpers import write_csv_source
 from vpr_ros.cli import main as cli_main
 from vpr_ros.errors import MapError
 from vpr_ros.localizer import Localizer

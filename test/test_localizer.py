@@ -23,10 +23,10 @@ from __future__ import annotations
 import json
 import math
 
+from mapdb_helpers import route, texture, write_csv_source
 import numpy as np
 import pytest
 import torch
-from mapdb_helpers import route, texture, write_csv_source
 from vpr_ros.calibration import Calibration, FEATURES
 from vpr_ros.cli import main as cli_main
 from vpr_ros.errors import CheckpointError, DataError, MapError, VprError

@@ -27,9 +27,9 @@ how large the position error is given the confidence features the localizer comp
 
 Coverage matching, not a Gaussian likelihood: wrong matches are hundreds of metres off and
 would inflate every sigma, and errors come in steps of the place spacing (many ties), where a
-single quantile lands on a tie and over-covers. The fit is isotropic (sigma_east = sigma_north); the result is a plain dict stored
-in the map's manifest. :func:`nees_coverage` measures the share of 2-D normalised squared
-errors within 1/2/3 sigma (ideal 39.3/86.5/98.9 %).
+single quantile lands on a tie and over-covers. The fit is isotropic (sigma_east =
+sigma_north); the result is a plain dict stored in the map's manifest. :func:`nees_coverage`
+measures the share of 2-D normalised squared errors within 1/2/3 sigma (ideal 39.3/86.5/98.9 %).
 """
 
 from __future__ import annotations
