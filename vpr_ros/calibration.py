@@ -298,13 +298,10 @@ def calibrate_map(localizer: Any, config: CalibrationConfig | None = None, *,
     The report holds the NEES coverage in-sample and 2-fold cross-validated, the place
     spacing (the error floor) and the error quantiles.
     """
-    from vpr_ros.geo import wgs84_to_enu
-
     config = config or CalibrationConfig()
     db = localizer.map
     pos = db.positions(np.arange(len(db)))
-    spacing = place_spacing_m(wgs84_to_enu(pos[:, 0], pos[:, 1], np.zeros(len(pos)),
-                                           db.origin))
+    spacing = place_spacing_m(db.positions_enu(np.arange(len(db))))
     if queries is None:
         if not db.manifest.get('thumbnails'):
             raise MapError(f'{db.path} has no thumbnails to make pseudo-queries from; pass '

@@ -42,7 +42,7 @@ import torch
 from vpr_ros.calibration import Calibration, FEATURES
 from vpr_ros.config import Config, option
 from vpr_ros.errors import DataError, MapError, VprError
-from vpr_ros.geo import enu_to_wgs84, wgs84_to_enu
+from vpr_ros.geo import enu_to_wgs84
 from vpr_ros.images import check_rgb, load_image, to_tensor
 from vpr_ros.mapdb.database import MapDB
 from vpr_ros.models.geowarp import GeoWarp, GeoWarpConfig, load_geowarp
@@ -181,7 +181,6 @@ class Localizer:
         self._cache = _LRU(self.config.feature_cache)
         cal = map_db.manifest.get('calibration') or {}
         self.calibration = Calibration.from_dict(cal) if cal else None
-        self.has_alt = bool(np.isfinite(map_db.positions(np.arange(len(map_db)))[:, 2]).any())
 
     @classmethod
     def open(cls, map_path: str | Path,  # noqa: A003 - mirrors MapDB.open
@@ -322,18 +321,18 @@ class Localizer:
         return scores.float().cpu().numpy().astype(np.float64)
 
     def _candidate_features(self, idx: np.ndarray) -> torch.Tensor:
-        missing = [int(j) for j in idx if int(j) not in self._cache]
+        found: dict[int, torch.Tensor] = {}
+        for j in map(int, idx):
+            if j in self._cache:
+                found[j] = self._cache[j]
+                self._cache.move_to_end(j)
+        missing = [int(j) for j in idx if int(j) not in found]
         if missing:
             thumbs = torch.stack([to_tensor(t) for t in self.map.thumbnails(missing)])
             dense = self.model.local_features(thumbs.to(self.device))
             for j, d in zip(missing, dense):
+                found[j] = d
                 self._cache.put(j, d)
-        found = {int(j): self._cache.get(int(j)) for j in idx}
-        if any(v is None for v in found.values()):        # cache smaller than |P|
-            thumbs = torch.stack([to_tensor(t) for t in self.map.thumbnails(idx)])
-            return self.model.local_features(thumbs.to(self.device))
-        for j in idx:
-            self._cache.move_to_end(int(j))
         return torch.stack([found[int(j)] for j in idx])
 
     def _estimate(self, idx: np.ndarray, glob: np.ndarray, rerank: np.ndarray,
@@ -342,7 +341,7 @@ class Localizer:
         idx, glob, rerank = idx[order], glob[order], rerank[order]
         pos = self.map.positions(idx)
         origin = self.map.origin
-        enu = wgs84_to_enu(pos[:, 0], pos[:, 1], np.zeros(len(pos)), origin)[:, :2]
+        enu = self.map.positions_enu(idx)
         dist = np.linalg.norm(enu - enu[0], axis=1)
         reranked = np.isfinite(rerank)
         # Position: top-1, or the softmax-weighted mean of the candidates near it.

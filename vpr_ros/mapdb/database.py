@@ -123,6 +123,14 @@ class MapDB:
         """Return WGS84 ``(..., 3)`` lat (deg), lon (deg), alt (m; NaN if unknown) of entries."""
         return self._positions[np.asarray(indices, np.int64)]
 
+    def positions_enu(self, indices: Any) -> np.ndarray:
+        """Return ``(..., 2)`` east/north metres of entries about :attr:`origin` (height 0)."""
+        from vpr_ros.geo import wgs84_to_enu
+
+        pos = self.positions(indices)
+        return wgs84_to_enu(pos[..., 0], pos[..., 1], np.zeros(pos.shape[:-1]),
+                            self.origin)[..., :2]
+
     def thumbnails(self, indices: Any) -> np.ndarray:
         """Return the stored ``(..., h, w, 3)`` uint8 RGB thumbnails of entries (GeoWarp)."""
         if self._thumbnails is None:
