@@ -31,10 +31,9 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 import datetime
+import io
 import logging
-import os
 from pathlib import Path
-import tempfile
 from typing import Any
 
 import numpy as np
@@ -42,13 +41,13 @@ import torch
 
 from vpr_ros.config import Config, option
 from vpr_ros.errors import DataError, MapError
-from vpr_ros.geo import wgs84_to_enu
 from vpr_ros.mapdb.database import MapDB
 from vpr_ros.models.checkpoints import read_checkpoint, save_payload
 from vpr_ros.models.geowarp import GeoWarp, GeoWarpConfig, save_geowarp
 from vpr_ros.models.geowarp_losses import (consistency_loss, features_wise_loss, mine_pairs,
                                            random_trapezoids, self_supervised_loss,
                                            self_supervised_pair, total_loss)
+from vpr_ros.training.trainer import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -72,16 +71,10 @@ def work_dir_for(map_path: Path) -> Path:
     return map_path.parent / f'{map_path.name}.geowarp'
 
 
-def _positions_enu(db: MapDB) -> np.ndarray | None:
-    pos = db.positions(np.arange(len(db)))
-    enu = wgs84_to_enu(pos[:, 0], pos[:, 1], np.zeros(len(pos)), db.origin)[:, :2]
-    return enu if np.isfinite(enu).all() else None
-
-
 def _fw_pairs(db: MapDB, config: GeoWarpConfig) -> torch.Tensor:
     """Pairs of distinct map entries within t_geo metres and t_feat in descriptor space."""
-    enu = _positions_enu(db)
-    if enu is None:
+    enu = db.positions_enu(np.arange(len(db)))
+    if not np.isfinite(enu).all():
         return torch.zeros((0, 2), dtype=torch.long)
     desc = torch.from_numpy(np.array(db.descriptors, np.float32))
     pos = torch.from_numpy(enu)
@@ -112,20 +105,19 @@ def _plot(losses: list[dict[str, float]], path: Path) -> None:
     ax.legend()
     ax.set_title('GeoWarp fit (seed 004 losses)')
     fig.tight_layout()
-    tmp = path.with_name(f'.{path.name}.tmp.png')
-    fig.savefig(tmp, dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, format='png', dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
+    atomic_write(path, buf.getvalue())
 
 
 def _write_losses(losses: list[dict[str, float]], path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', dir=path.parent)
-    with os.fdopen(fd, 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=['step', 'total', 'ss', 'fw', 'cons'])
-        writer.writeheader()
-        for row in losses:
-            writer.writerow({k: row.get(k, '') for k in writer.fieldnames})
-    os.replace(tmp, path)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=['step', 'total', 'ss', 'fw', 'cons'])
+    writer.writeheader()
+    for row in losses:
+        writer.writerow({k: row.get(k, '') for k in writer.fieldnames})
+    atomic_write(path, buf.getvalue().encode())
 
 
 def fit_geowarp(map_path: str | Path, config: GeoWarpFitConfig | None = None, *,

@@ -305,7 +305,8 @@ def validate(model: DescriptorModel, split: Split, *, positive_m: float, batch_s
 
 # ---------------------------------------------------------------- files
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename (all or nothing)."""
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
     try:
         with os.fdopen(fd, 'wb') as f:
@@ -324,7 +325,7 @@ def write_metrics_csv(history: list[dict[str, float]], path: Path) -> None:
     for row in history:
         writer.writerow({k: ('' if isinstance(v, float) and math.isnan(v) else v)
                          for k, v in row.items()})
-    _atomic_write(path, buf.getvalue().encode())
+    atomic_write(path, buf.getvalue().encode())
 
 
 def plot_metrics(history: list[dict[str, float]], path: Path) -> None:
@@ -352,7 +353,7 @@ def plot_metrics(history: list[dict[str, float]], path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format='png')
     plt.close(fig)
-    _atomic_write(path, buf.getvalue())
+    atomic_write(path, buf.getvalue())
 
 
 def _save(model: DescriptorModel, path: Path, train_state: dict[str, Any]) -> Path:
