@@ -59,6 +59,18 @@ def write_csv_source(folder: Path, n: int, *, alt: bool = True) -> Path:
     return path
 
 
+def textured_map(folder: Path, n: int, *, name: str = 'route.vprmap', **build) -> Path:
+    """Build ``folder/name``: a real ``tiny-test`` map of ``n`` textured images on :func:`route`.
+
+    Entry ``i`` is :func:`texture` ``(i)`` at ``route(n)[i]``; ``build`` overrides BuildConfig.
+    """
+    from vpr_ros.mapdb import build_map, BuildConfig
+
+    csv = write_csv_source(folder / 'src', n)
+    return build_map(csv, folder / name, BuildConfig(model='tiny-test', **build),
+                     progress=False)
+
+
 @dataclass(frozen=True)
 class _TinyConfig:
     width: int = 16

@@ -16,7 +16,7 @@
 
 from __future__ import annotations
 
-from mapdb_helpers import write_csv_source
+from mapdb_helpers import textured_map
 import numpy as np
 import pytest
 from vpr_ros.calibration import (calibrate_map, Calibration, CalibrationConfig,
@@ -25,7 +25,7 @@ from vpr_ros.calibration import (calibrate_map, Calibration, CalibrationConfig,
 from vpr_ros.cli import main as cli_main
 from vpr_ros.errors import DataError, MapError
 from vpr_ros.localizer import Localizer
-from vpr_ros.mapdb import build_map, BuildConfig, MapDB
+from vpr_ros.mapdb import MapDB
 
 
 def _heteroscedastic(n: int, seed: int):
@@ -109,9 +109,7 @@ def test_place_spacing():
 
 
 def test_calibrate_cli_stores_a_fit_the_localizer_uses(tmp_path, capsys):
-    csv = write_csv_source(tmp_path / 'src', 24)
-    path = build_map(csv, tmp_path / 'cal.vprmap', BuildConfig(model='tiny-test'),
-                     progress=False)
+    path = textured_map(tmp_path, 24, name='cal.vprmap')
     assert cli_main(['calibrate', str(path), '--pseudo-queries', '24', '--dry-run',
                      '--no-progress', '--device', 'cpu']) == 0
     assert 'dry run' in capsys.readouterr().out
@@ -131,9 +129,7 @@ def test_calibrate_cli_stores_a_fit_the_localizer_uses(tmp_path, capsys):
 def test_calibrate_map_with_a_query_set(tmp_path):
     from mapdb_helpers import route, texture
 
-    csv = write_csv_source(tmp_path / 'src', 24)
-    path = build_map(csv, tmp_path / 'q.vprmap', BuildConfig(model='tiny-test'),
-                     progress=False)
+    path = textured_map(tmp_path, 24, name='q.vprmap')
     loc = Localizer.open(path, device='cpu')
     images = [texture(i) for i in range(24)]
     truth = route(24)[:, :2]

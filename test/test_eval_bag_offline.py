@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 
-from mapdb_helpers import ORIGIN, route, texture, write_bag, write_csv_source
+from mapdb_helpers import ORIGIN, route, texture, textured_map, write_bag
 import numpy as np
 import pymap3d
 import pytest
@@ -32,7 +32,6 @@ from vpr_ros.errors import DataError
 from vpr_ros.evaluation.bag_eval import evaluate_bag_offline
 from vpr_ros.image_codec import rgb_to_compressed_data
 from vpr_ros.localizer import Localizer
-from vpr_ros.mapdb import build_map, BuildConfig
 
 N = 12
 T0 = 1_700_000_000 * 1_000_000_000
@@ -43,9 +42,7 @@ POS = route(N)            # 3 m east, 4 m north per frame
 @pytest.fixture(scope='module')
 def tiny_map(tmp_path_factory):
     folder = tmp_path_factory.mktemp('offmap')
-    csv = write_csv_source(folder / 'src', N)
-    return build_map(csv, folder / 'route.vprmap', BuildConfig(model='tiny-test'),
-                     progress=False)
+    return textured_map(folder, N)
 
 
 def _frames():

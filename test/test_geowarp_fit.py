@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import shutil
 
-from mapdb_helpers import write_csv_source
+from mapdb_helpers import textured_map
 import pytest
 import torch
 from vpr_ros.cli import main as cli_main
 from vpr_ros.errors import MapError
 from vpr_ros.localizer import Localizer
-from vpr_ros.mapdb import build_map, BuildConfig, MapDB
+from vpr_ros.mapdb import MapDB
 from vpr_ros.models.geowarp import GeoWarp, load_geowarp
 from vpr_ros.training.geowarp_trainer import fit_geowarp, GeoWarpFitConfig, work_dir_for
 
@@ -32,9 +32,7 @@ from vpr_ros.training.geowarp_trainer import fit_geowarp, GeoWarpFitConfig, work
 @pytest.fixture(scope='module')
 def small_map(tmp_path_factory):
     folder = tmp_path_factory.mktemp('gwmap')
-    csv = write_csv_source(folder / 'src', 12)
-    return build_map(csv, folder / 'route.vprmap', BuildConfig(model='tiny-test'),
-                     progress=False)
+    return textured_map(folder, 12)
 
 
 def _copy(small_map, tmp_path, name='m.vprmap'):
@@ -101,9 +99,7 @@ def test_self_supervised_loss_goes_down(small_map, tmp_path):
 
 
 def test_map_without_thumbnails_is_refused(tmp_path):
-    csv = write_csv_source(tmp_path / 'src', 4)
-    path = build_map(csv, tmp_path / 'n.vprmap',
-                     BuildConfig(model='tiny-test', thumbnail_size=(0, 0)), progress=False)
+    path = textured_map(tmp_path, 4, name='n.vprmap', thumbnail_size=(0, 0))
     with pytest.raises(MapError, match='without thumbnails'):
         fit_geowarp(path, _cfg(iterations=1), progress=False)
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 
-from mapdb_helpers import route, texture, write_csv_source
+from mapdb_helpers import route, texture, textured_map
 import numpy as np
 import pytest
 import torch
@@ -32,7 +32,7 @@ from vpr_ros.cli import main as cli_main
 from vpr_ros.errors import CheckpointError, DataError, MapError, VprError
 from vpr_ros.geo import haversine_m
 from vpr_ros.localizer import Localizer, LocalizerConfig, NO_FIX
-from vpr_ros.mapdb import build_map, BuildConfig, MapDB
+from vpr_ros.mapdb import MapDB
 from vpr_ros.models.checkpoints import load_model
 from vpr_ros.models.geowarp import GeoWarp, save_geowarp
 
@@ -42,9 +42,7 @@ N = 24
 @pytest.fixture(scope='module')
 def tiny_map(tmp_path_factory):
     folder = tmp_path_factory.mktemp('locmap')
-    csv = write_csv_source(folder / 'src', N)
-    return build_map(csv, folder / 'route.vprmap', BuildConfig(model='tiny-test'),
-                     progress=False)
+    return textured_map(folder, N)
 
 
 @pytest.fixture(scope='module')
@@ -179,9 +177,7 @@ def test_geowarp_of_another_backbone_is_refused(tiny_map, model, tmp_path):
 
 
 def test_map_without_thumbnails_localises_without_rerank(tmp_path, caplog):
-    csv = write_csv_source(tmp_path / 'src', 6)
-    path = build_map(csv, tmp_path / 'nothumb.vprmap',
-                     BuildConfig(model='tiny-test', thumbnail_size=(0, 0)), progress=False)
+    path = textured_map(tmp_path, 6, name='nothumb.vprmap', thumbnail_size=(0, 0))
     loc = Localizer.open(path, device='cpu')
     assert not loc.rerank
     est = loc.localize(texture(2))
