@@ -250,3 +250,55 @@ def test_bad_folders_give_clear_errors(vg_set, tmp_path, capsys):
     fails(['--dataset_folder', tmp_path / 'vpb'], "query image(s) ['x.jpg'] not found in")
     (tmp_path / 'vpb' / 'ground_truth.csv').write_text('query,ref_matches\nq.jpg,b.jpg\n')
     fails(['--dataset_folder', tmp_path / 'vpb'], "reference(s) ['b.jpg'] not among the 1")
+
+
+@pytest.fixture(scope='module')
+def corridor_map(tmp_path_factory, shared_data):
+    """Build a plain tiny-test map of the Corridor refs, 1 m apart (no adaptation)."""
+    import pymap3d
+    from vpr_ros.mapdb import build_map, BuildConfig
+    from vpr_ros.mapdb.adaptation import AdaptConfig
+
+    folder = tmp_path_factory.mktemp('corridor_map')
+    refs = sorted((shared_data / 'corridor' / 'ref').glob('*.jpg'))
+    east = np.arange(len(refs), dtype=np.float64)
+    lat, lon, _ = pymap3d.enu2geodetic(east, 0 * east, 0.0, 45.0, 7.0, 250.0)
+    (folder / 'ref').mkdir()
+    for p in refs:
+        shutil.copy(p, folder / 'ref' / p.name)
+    rows = ['image,lat,lon'] + [f'ref/{p.name},{float(a)!r},{float(b)!r}'
+                                for p, a, b in zip(refs, lat, lon)]
+    (folder / 'refs.csv').write_text('\n'.join(rows) + '\n')
+    return build_map(folder / 'refs.csv', folder / 'corridor.vprmap',
+                     BuildConfig(model='tiny-test', device='cpu',
+                                 adapt=AdaptConfig(method='none')), progress=False)
+
+
+def test_eval_map_scores_the_node_search_with_the_benchmark_protocol(
+        shared_data, corridor_map, tmp_path, capsys):
+    """Score eval --map: recalls of the map's model; re-ranking only reorders the top 5."""
+    corridor = shared_data / 'corridor'
+    common = ['--dataset_folder', corridor, '--device', 'cpu']
+    runs = {}
+    for name, extra in (('model', ['--model', corridor_map / 'model.pt']),
+                        ('map', ['--map', corridor_map, '--no-rerank']),
+                        ('rerank', ['--map', corridor_map])):
+        out_json = tmp_path / f'{name}.json'
+        rc, out, err = _run([*common, *extra, '--json', out_json], capsys)
+        assert rc == 0, err
+        runs[name] = json.loads(out_json.read_text())
+        runs[name]['out'] = out
+    assert runs['map']['recalls'] == runs['model']['recalls']
+    assert runs['map']['protocol']['map_entries_matched'] == 111
+    assert 'plain descriptors' in runs['map']['out']
+    for n in ('5', '10', '20'):
+        assert runs['rerank']['recalls'][n] == runs['model']['recalls'][n]
+    assert 'GeoWarp re-rank of the top 5' in runs['rerank']['out']
+    rc, _, err = _run([*common, '--model', 'tiny-test', '--no-rerank'], capsys)
+    assert rc != 0 and '--map only' in err
+
+
+def test_eval_map_refuses_a_map_of_other_images(vg_set, corridor_map, capsys):
+    rc, _, err = _run(['--database_folder', vg_set / 'database', '--queries_folder',
+                       vg_set / 'queries', '--map', corridor_map, '--device', 'cpu'], capsys)
+    assert rc != 0 and 'none of its 111 entries' in err

@@ -36,6 +36,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'build-map': ('vpr_ros.mapdb.cli_build',
                   'build a map (*.vprmap) from a VG image folder, a CSV or a rosbag2'),
     'map': ('vpr_ros.mapdb.cli_map', 'inspect a map: map info route.vprmap'),
+    'adapt': ('vpr_ros.mapdb.cli_adapt',
+              "learn the map's descriptor whitening, kept only if it helps on held-out places"),
     'describe': ('vpr_ros.models.cli_describe', 'global descriptors of images to a .npy file'),
     'play': ('vpr_ros.ros.player', 'publish a rosbag2 with rclpy at the recorded pace'),
     'record': ('vpr_ros.ros.recorder', 'record topics into a rosbag2 (mcap or sqlite3)'),

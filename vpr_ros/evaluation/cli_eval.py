@@ -25,6 +25,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from vpr_ros.errors import DataError
 from vpr_ros.evaluation.retrieval import LAYOUTS, RetrievalEvalConfig
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                 f'{d.batch_size})')
     parser.add_argument('--workers', type=int, default=d.num_workers, dest='num_workers',
                         help='image decoding processes (default 0: in process)')
+    parser.add_argument('--map', type=Path,
+                        help='evaluate against this built map (*.vprmap, made from the '
+                             'database images) the way the node searches: its model, '
+                             'adaptation, index and GeoWarp re-ranking; --model, --image_size '
+                             'do not apply')
+    parser.add_argument('--no-rerank', action='store_true',
+                        help='with --map: global retrieval only, no GeoWarp re-ranking')
+    parser.add_argument('--localizer-config', type=Path,
+                        help='with --map: YAML with LocalizerConfig fields (as the node)')
     parser.add_argument('--json', type=Path, help='also write the recalls and protocol here')
     parser.add_argument('--no-progress', action='store_true', help='no progress bars')
 
@@ -87,7 +97,18 @@ def main(args: argparse.Namespace) -> int:
     dataset = open_dataset(config, dataset_folder=args.dataset_folder,
                            database_folder=args.database_folder,
                            queries_folder=args.queries_folder, ground_truth=args.ground_truth)
-    result = evaluate_retrieval(dataset, config, progress=not args.no_progress)
+    if getattr(args, 'map', None):
+        from vpr_ros.evaluation.retrieval import evaluate_map
+        from vpr_ros.localizer import LocalizerConfig
+
+        loc_config = (LocalizerConfig.from_yaml(args.localizer_config)
+                      if args.localizer_config else None)
+        result = evaluate_map(dataset, args.map, config, rerank=not args.no_rerank,
+                              localizer_config=loc_config, progress=not args.no_progress)
+    else:
+        if args.no_rerank or args.localizer_config:
+            raise DataError('--no-rerank and --localizer-config apply with --map only')
+        result = evaluate_retrieval(dataset, config, progress=not args.no_progress)
     for line in result.summary_lines():
         print(line)
     if args.json:

@@ -117,7 +117,7 @@ class RetrievalResult:
             f'{p["query_images"]} queries have no positive (they count as failures)',
             f'model: {p["model"]} (fingerprint {p["model_fingerprint"][:12]}), input '
             f'{size_text}, {p["descriptor_dim"]}-D, device {p["device"]}',
-            f'search: exact L2 (faiss.IndexFlatL2), top {p["top_k"]}; recall@N = queries with '
+            f'search: {p["search"]}, top {p["top_k"]}; recall@N = queries with '
             f'a positive in the top N / all {p["query_images"]} queries, in percent',
             str(self.recall),
         ]
@@ -344,10 +344,99 @@ def evaluate_retrieval(dataset: RetrievalDataset, config: RetrievalEvalConfig, *
         'queries_without_positives': without,
         'recall_values': list(config.recall_values),
         'recall_denominator': 'all queries', 'top_k': top_k,
-        'search': 'faiss.IndexFlatL2 (exact)',
+        'search': 'exact L2 (faiss.IndexFlatL2)',
         'model': model_name, 'model_fingerprint': str(model.fingerprint()),
         'image_size': list(model.config.input_size), 'descriptor_dim': int(db.shape[1]),
         'device': str(model.device), 'batch_size': config.batch_size,
         'extraction_s': round(extract_s, 3),
+    }
+    return RetrievalResult(result, protocol, predictions)
+
+
+def map_entry_order(map_names: Sequence[str], database: Sequence[Entry]) -> np.ndarray:
+    """Dataset database index of every map entry, matched by relative path or unique file name.
+
+    A map built from the dataset's database folder (or a CSV listing it) names its entries by
+    path; a map entry with no counterpart is -1 (it can never be a positive).
+    """
+    by_path = {e.name.replace('\\', '/'): i for i, e in enumerate(database)}
+    by_file: dict[str, list[int]] = {}
+    for i, e in enumerate(database):
+        by_file.setdefault(Path(e.name).name, []).append(i)
+    order = np.full(len(map_names), -1, np.int64)
+    for j, name in enumerate(map_names):
+        key = name.replace('\\', '/')
+        if key in by_path:
+            order[j] = by_path[key]
+            continue
+        same = by_file.get(Path(key).name, [])
+        if len(same) == 1:
+            order[j] = same[0]
+    return order
+
+
+def evaluate_map(dataset: RetrievalDataset, map_path: str | Path, config: RetrievalEvalConfig,
+                 *, rerank: bool = True, localizer_config: Any = None,
+                 progress: bool = True) -> RetrievalResult:
+    """Recall@N of the dataset's queries against a built map, the way the node searches.
+
+    The queries go through :class:`vpr_ros.localizer.Localizer` (the map's model, its
+    adaptation projection and index, GeoWarp re-ranking unless ``rerank`` is False); the
+    candidates, best first, are mapped back to the dataset's database images by name, and
+    recall@N is scored exactly as :func:`evaluate_retrieval` does.
+    """
+    from tqdm import tqdm
+
+    from vpr_ros.localizer import Localizer, LocalizerConfig
+
+    top_k = max(config.recall_values)
+    loc_config = (localizer_config or LocalizerConfig()).replace(top_k=top_k, rerank=rerank)
+    localizer = Localizer.open(map_path, loc_config, device=config.device)
+    order = map_entry_order(localizer.map.names, dataset.database)
+    matched = int((order >= 0).sum())
+    if matched == 0:
+        raise DataError(f'{map_path}: none of its {len(order)} entries is an image of the '
+                        f'dataset database ({dataset.paths.get("database_folder")}); build '
+                        f'the map from that folder')
+    started = time.perf_counter()
+    predictions = np.full((len(dataset.queries), top_k), -1, np.int64)
+    step = config.batch_size
+    with tqdm(total=len(dataset.queries), unit='img', desc='queries',
+              disable=not progress) as bar:
+        for start in range(0, len(dataset.queries), step):
+            part = dataset.queries[start:start + step]
+            images = [e.load() for e in part]
+            for q, est in enumerate(localizer.localize_batch(images, batch_size=step)):
+                found = [int(order[c.index]) for c in est.candidates][:top_k]
+                predictions[start + q, :len(found)] = found
+            bar.update(len(part))
+    elapsed = time.perf_counter() - started
+    recalls, without = recall_from_positives(predictions, dataset.positives,
+                                             config.recall_values)
+    result = RecallResult(tuple(config.recall_values), recalls, len(dataset.queries), without,
+                          dataset.threshold_m)
+    db = localizer.map
+    adaptation = db.manifest.get('adaptation') or {}
+    protocol = {
+        'layout': dataset.layout, **dataset.paths, 'map': str(map_path),
+        'database_images': len(dataset.database), 'query_images': len(dataset.queries),
+        'map_entries': len(db), 'map_entries_matched': matched,
+        'ground_truth': dataset.ground_truth,
+        'positive_dist_threshold_m': dataset.threshold_m,
+        'queries_without_positives': without,
+        'recall_values': list(config.recall_values),
+        'recall_denominator': 'all queries', 'top_k': top_k,
+        'search': f'map index ({db.index.info.get("kind")})'
+                  + (f', adaptation {adaptation.get("method")}-{adaptation.get("dim")}'
+                     if db.projection is not None else ', plain descriptors')
+                  + (f', GeoWarp re-rank of the top {loc_config.geowarp.num_reranked} '
+                     f'({loc_config.geowarp.mode} mode)' if localizer.rerank else ''),
+        'model': f'stored in {Path(map_path).name}',
+        'model_fingerprint': str(localizer.model.fingerprint()),
+        'image_size': list(localizer.model.config.input_size),
+        'descriptor_dim': int(db.projection.dim if db.projection is not None
+                              else db.descriptor_dim),
+        'device': str(localizer.device), 'batch_size': config.batch_size,
+        'extraction_s': round(elapsed, 3),
     }
     return RetrievalResult(result, protocol, predictions)

@@ -47,6 +47,7 @@ from vpr_ros.errors import DataError, MapError
 from vpr_ros.geo import route_length_m
 from vpr_ros.images import check_rgb, thumbnail, to_tensor
 from vpr_ros.mapdb import format as fmt
+from vpr_ros.mapdb.adaptation import AdaptConfig
 from vpr_ros.mapdb.index import build_index, IndexConfig
 from vpr_ros.mapdb.sources import Entry, open_source, SourceConfig, SourceReport
 
@@ -69,6 +70,8 @@ class BuildConfig(Config):
         (96, 128), 'GeoWarp thumbnail (H, W) stored per entry; (0, 0): none')
     source: SourceConfig = option(SourceConfig(), 'how the source is read')
     index: IndexConfig = option(IndexConfig(), 'FAISS index of the map')
+    adapt: AdaptConfig = option(AdaptConfig(), 'descriptor adaptation learnt on the finished '
+                                'map (vpr-ros adapt); method none: off')
 
     def validate(self) -> None:
         h, w = self.thumbnail_size
@@ -367,7 +370,23 @@ def build_map(source: str | Path | SourceReport, out: str | Path,
         raise
     shutil.rmtree(work, ignore_errors=True)
     log.info('map written to %s (%d entries)', out, n)
+    if config.adapt.method != 'none':
+        _adapt_built_map(out, config.adapt, model)
     return out
+
+
+def _adapt_built_map(out: Path, config: AdaptConfig, model: Any) -> None:
+    """Fit the map's adaptation; a map it cannot adapt stays plain, with the reason logged."""
+    from vpr_ros.mapdb.adaptation import adapt_map
+    from vpr_ros.mapdb.database import MapDB
+
+    try:
+        choice = adapt_map(MapDB.open(out, fast=True), config, model=model)
+    except (DataError, MapError) as exc:
+        log.warning('%s: no descriptor adaptation (%s); the map uses plain descriptors', out,
+                    exc)
+        return
+    log.info('%s: adaptation %s', out, choice.report['reason'])
 
 
 def _assemble(tmp: Path, chunks: Sequence[Path], report: SourceReport, model: Any,

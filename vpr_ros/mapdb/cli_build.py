@@ -21,6 +21,7 @@ import logging
 from pathlib import Path
 
 from vpr_ros.config import Config
+from vpr_ros.mapdb.adaptation import METHODS
 from vpr_ros.mapdb.build import build_map, BuildConfig
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--fix-topic', help='bag NavSatFix topic')
     parser.add_argument('--fix-tolerance', type=float, dest='fix_tolerance_s',
                         help='max time between an image and the fixes it uses (s)')
+    parser.add_argument('--adapt', choices=METHODS, dest='adapt_method',
+                        help='descriptor adaptation fitted on the finished map (default auto: '
+                             'kept only if it helps on held-out places; none: off)')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing map')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
 
@@ -70,6 +74,8 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
     index = config.index.replace(kind=args.index) if args.index else config.index
     config = _override(config, args, ('model', 'batch_size', 'device', 'num_workers',
                                       'chunk_size', 'resize_max'))
+    if args.adapt_method is not None:
+        config = config.replace(adapt=config.adapt.replace(method=args.adapt_method))
     if args.thumbnail_size is not None:
         config = config.replace(thumbnail_size=tuple(args.thumbnail_size))
     return config.replace(source=source, index=index)

@@ -75,6 +75,7 @@ def info_lines(db: MapDB, *, verified: bool) -> list[tuple[str, str]]:
         ('model', f'{model_name} fingerprint {m["model"]["fingerprint"]}'.strip()),
         ('descriptors', f'{m["descriptors"]["dim"]}-D {m["descriptors"]["dtype"]}'),
         ('index', f'{index["kind"]} ({params})' if params else index['kind']),
+        ('adaptation', _adaptation_text(m.get('adaptation'))),
         ('thumbnails', '{height}x{width} ({bytes_per_entry} B per entry)'.format(
             **m['thumbnails']) if m.get('thumbnails') else 'none'),
         ('calibration', 'yes' if m.get('calibration') else 'not calibrated'),
@@ -84,6 +85,15 @@ def info_lines(db: MapDB, *, verified: bool) -> list[tuple[str, str]]:
         ('checksums', 'verified (sha256)' if verified else 'sizes checked (use --verify)'),
     ]
     return rows
+
+
+def _adaptation_text(record: dict[str, Any] | None) -> str:
+    if not record:
+        return 'none (run vpr-ros adapt)'
+    reason = (record.get('report') or {}).get('reason', '')
+    if record.get('method', 'none') == 'none':
+        return f'none: {reason}' if reason else 'none'
+    return f'{record["method"]} {record["input_dim"]}-D -> {record["dim"]}-D; {reason}'
 
 
 def main(args: argparse.Namespace) -> int:

@@ -31,6 +31,7 @@ from typing import Any, Callable
 import numpy as np
 
 from vpr_ros.errors import MapError
+from vpr_ros.mapdb import adaptation
 from vpr_ros.mapdb import format as fmt
 from vpr_ros.mapdb.index import MapIndex
 
@@ -56,6 +57,8 @@ class MapDB:
         self.stamps = stamps
         self.index = index
         self._thumbnails = thumbnails
+        #: The map's learnt descriptor projection (``vpr-ros adapt``), None when plain.
+        self.projection: adaptation.Projection | None = None
 
     @classmethod
     def open(cls, path: str | Path, model: Any = None, *,  # noqa: A003 - MapDB.open reads well
@@ -99,8 +102,11 @@ class MapDB:
             if thumbnails.shape != (n, t['height'], t['width'], 3):
                 raise MapError(f'{path / fmt.THUMBNAILS}: shape {thumbnails.shape} does not '
                                f'match the manifest')
-        return cls(path, manifest, descriptors, positions, names, stamps,
-                   MapIndex(raw_index, manifest['index'], descriptors), thumbnails)
+        db = cls(path, manifest, descriptors, positions, names, stamps,
+                 MapIndex(raw_index, manifest['index'], descriptors), thumbnails)
+        if (manifest.get(adaptation.KEY) or {}).get('method', 'none') != 'none':
+            db.projection, db.index = _load_adaptation(path, manifest)
+        return db
 
     def __len__(self) -> int:
         return int(self.manifest['entries'])
@@ -116,7 +122,13 @@ class MapDB:
         return float(o['lat']), float(o['lon']), float(o['alt'])
 
     def search(self, descriptors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` entries per query descriptor: ``(indices (Q, k), scores (Q, k))``."""
+        """Top-``k`` entries per query descriptor: ``(indices (Q, k), scores (Q, k))``.
+
+        ``descriptors`` are the model's own; the map's adaptation projection, if any, is
+        applied here, so every caller (localizer, eval, node) searches the same way.
+        """
+        if self.projection is not None:
+            descriptors = self.projection.apply(descriptors)
         return self.index.search(descriptors, k)
 
     def positions(self, indices: Any) -> np.ndarray:
@@ -168,31 +180,52 @@ class MapDB:
         name}``; an older ``<stem>-*`` file is removed last. A crash at any step leaves a map
         that loads, old or new. Returns the path.
         """
+        names = self.attach_files(key, {stem: (suffix, write)},
+                                  lambda names: {**record, 'file': names[stem]})
+        return self.path / names[stem]
+
+    def attach_files(self, key: str, files: dict[str, tuple[str, Callable[[Path], Any]]],
+                     make_record: Callable[[dict[str, str]], dict[str, Any]], *,
+                     drop_stems: tuple[str, ...] = ()) -> dict[str, str]:
+        """Add or replace several extra files and their manifest record in one manifest write.
+
+        ``files`` maps a stem to ``(suffix, write)``; each file is written under a temporary
+        name and renamed to ``<stem>-<sha256[:12]><suffix>``. One atomic manifest write then
+        lists them all and sets ``manifest[key] = make_record({stem: name})``; older files of
+        these stems (and of ``drop_stems``) are removed last. Returns ``{stem: name}``.
+        """
         if key in fmt.FROZEN_KEYS:
-            raise MapError(f'attach_file: manifest key {key!r} cannot be changed')
-        if not stem or '/' in stem or stem.startswith('.'):
-            raise MapError(f'attach_file: bad stem {stem!r}')
-        tmp = self.path / f'.{stem}.tmp-{os.getpid()}{suffix}'
-        try:
-            write(tmp)
-            digest = fmt.sha256_file(tmp)
-            name = f'{stem}-{digest[:12]}{suffix}'
-            os.replace(tmp, self.path / name)
-        finally:
-            tmp.unlink(missing_ok=True)
+            raise MapError(f'attach_files: manifest key {key!r} cannot be changed')
+        names: dict[str, str] = {}
+        records: dict[str, dict[str, Any]] = {}
+        for stem, (suffix, write) in files.items():
+            if not stem or '/' in stem or stem.startswith('.'):
+                raise MapError(f'attach_files: bad stem {stem!r}')
+            tmp = self.path / f'.{stem}.tmp-{os.getpid()}{suffix}'
+            try:
+                write(tmp)
+                digest = fmt.sha256_file(tmp)
+                name = f'{stem}-{digest[:12]}{suffix}'
+                os.replace(tmp, self.path / name)
+            finally:
+                tmp.unlink(missing_ok=True)
+            names[stem] = name
+            records[name] = {'sha256': digest, 'size': (self.path / name).stat().st_size}
         manifest = fmt.read_manifest(self.path)
-        files = manifest['files']
-        stale = [n for n in files if n.startswith(f'{stem}-') and n.endswith(suffix)
-                 and n != name]
+        listed = manifest['files']
+        stems = {stem: suffix for stem, (suffix, _) in files.items()}
+        stale = [n for n in listed if n not in records and (
+            any(n.startswith(f'{s}-') and n.endswith(x) for s, x in stems.items())
+            or any(n.startswith(f'{s}-') for s in drop_stems))]
         for n in stale:
-            del files[n]
-        files[name] = {'sha256': digest, 'size': (self.path / name).stat().st_size}
-        manifest[key] = {**record, 'file': name}
+            del listed[n]
+        listed.update(records)
+        manifest[key] = make_record(names)
         fmt.write_json_atomic(self.path / fmt.MANIFEST, manifest)
         self.manifest = manifest
         for n in stale:
             (self.path / n).unlink(missing_ok=True)
-        return self.path / name
+        return names
 
 
 def check_model(path: Path, manifest: dict[str, Any], model: Any) -> None:
@@ -207,6 +240,53 @@ def check_model(path: Path, manifest: dict[str, Any], model: Any) -> None:
     if int(model.descriptor_dim) != dim:
         raise MapError(f'{path / fmt.MANIFEST}: map descriptors have {dim} dimensions, the '
                        f'model gives {model.descriptor_dim}')
+
+
+def _load_adaptation(path: Path, manifest: dict[str, Any],
+                     ) -> tuple[adaptation.Projection, MapIndex]:
+    """Read the adaptation files the manifest lists; a MapError when they do not fit the map."""
+    import faiss
+
+    record = manifest[adaptation.KEY]
+    where = f'{path / fmt.MANIFEST}: {adaptation.KEY}'
+    try:
+        files = {stem: record['files'][stem] for stem in adaptation.STEMS}
+        dim, input_dim = int(record['dim']), int(record['input_dim'])
+        fingerprint, info = record['model_fingerprint'], dict(record['index'])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MapError(f'{where} is malformed ({exc!r}); run vpr-ros adapt again') from None
+    for name in files.values():
+        if not isinstance(name, str) or Path(name).name != name or \
+                name not in manifest['files']:
+            raise MapError(f'{where} names {name!r}, not a file listed in the map')
+    if fingerprint != manifest['model'].get('fingerprint'):
+        raise MapError(f'{where} was fitted for model {fingerprint}, the map holds '
+                       f'{manifest["model"].get("fingerprint")}; run vpr-ros adapt again')
+    n, d = int(manifest['entries']), int(manifest['descriptors']['dim'])
+    try:
+        with np.load(path / files['adaptation'], allow_pickle=False) as data:
+            projection = adaptation.Projection(str(record['method']),
+                                               np.asarray(data['mean'], np.float32),
+                                               np.asarray(data['matrix'], np.float32))
+    except (OSError, ValueError, KeyError) as exc:
+        raise MapError(f'{path / files["adaptation"]} is not a readable projection: '
+                       f'{exc}') from None
+    if projection.mean.shape != (d,) or projection.matrix.shape != (dim, d) or input_dim != d:
+        raise MapError(f'{path / files["adaptation"]}: projection {projection.matrix.shape} '
+                       f'does not map the {d}-D descriptors to {dim}-D')
+    adapted = _load_npy(path / files['adapted-descriptors'], mmap=True)
+    if adapted.shape != (n, dim) or adapted.dtype != np.float32:
+        raise MapError(f'{path / files["adapted-descriptors"]}: {adapted.dtype} '
+                       f'{adapted.shape}, expected float32 ({n}, {dim})')
+    try:
+        index = faiss.read_index(str(path / files['adapted-index']))
+    except RuntimeError as exc:
+        raise MapError(f'{path / files["adapted-index"]} is not a readable FAISS index: '
+                       f'{str(exc).splitlines()[0]}') from None
+    if index.ntotal != n or index.d != dim:
+        raise MapError(f'{path / files["adapted-index"]}: {index.ntotal} x {index.d}, '
+                       f'expected {n} x {dim}')
+    return projection, MapIndex(index, info, adapted)
 
 
 def _read_entries(path: Path, n: int) -> tuple[list[str], list[int | None]]:

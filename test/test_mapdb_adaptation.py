@@ -1,0 +1,251 @@
+# Copyright 2026 vpr_ros maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Map-side descriptor adaptation: the projections, the held-out gate, storage and use."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from mapdb_helpers import textured_map
+import numpy as np
+import pytest
+from vpr_ros.errors import DataError, MapError
+from vpr_ros.mapdb import MapDB
+from vpr_ros.mapdb.adaptation import (adapt_map, AdaptConfig, choose_adaptation, fit_lw,
+                                      fit_pcaw, matching_pairs, spatial_folds)
+
+
+def _anisotropic(n: int, d: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(n, d)) * np.geomspace(10.0, 0.1, d)).astype(np.float32)
+
+
+def test_pcaw_whitens_the_map_descriptors():
+    x = _anisotropic(600, 24)
+    p = fit_pcaw(x, 12, shrinkage=0.0)
+    y = (x - p.mean) @ p.matrix.T
+    np.testing.assert_allclose(np.cov(y.T, bias=True), np.eye(12), atol=2e-3)
+    assert p.apply(x).shape == (600, 12)
+    np.testing.assert_allclose(np.linalg.norm(p.apply(x), axis=1), 1.0, atol=1e-5)
+    # Truncation keeps the leading (largest-variance) rows.
+    np.testing.assert_array_equal(p.truncate(4).matrix, p.matrix[:4])
+
+
+def test_lw_whitens_the_differences_of_matching_pairs():
+    x = _anisotropic(400, 16, seed=1)
+    pairs = np.stack([np.arange(0, 398, 2), np.arange(1, 399, 2)], axis=1)
+    p = fit_lw(x, pairs, 16, shrinkage=0.0)
+    diff = (x[pairs[:, 0]] - x[pairs[:, 1]]).astype(np.float64)
+    cov_s = diff.T @ diff / len(diff)
+    np.testing.assert_allclose(p.matrix @ cov_s @ p.matrix.T, np.eye(16), atol=1e-3)
+    # Rows are ordered by decreasing variance of the whitened map descriptors.
+    var = ((x - p.mean) @ p.matrix.T).var(axis=0)
+    assert np.all(np.diff(var) <= 1e-6 * var.max())
+    with pytest.raises(DataError, match='matching pairs'):
+        fit_lw(x, np.zeros((0, 2)), 4)
+
+
+def test_matching_pairs_are_the_entries_within_the_radius():
+    enu = np.stack([np.arange(20.0), np.zeros(20)], axis=1)
+    pairs = matching_pairs(enu, 2.0)
+    assert {tuple(p) for p in pairs} == {(i, j) for i in range(20) for j in range(i + 1, 20)
+                                         if j - i <= 2}
+    assert len(matching_pairs(enu, 2.0, limit=10)) == 10
+
+
+def test_spatial_folds_hold_out_places_not_frames():
+    enu = np.stack([np.arange(90.0), np.zeros(90)], axis=1)
+    fold = spatial_folds(enu, 3)
+    assert sorted(set(fold)) == [0, 1, 2]
+    assert min(np.bincount(fold)) >= 15
+    # Contiguous stretches of the route share a fold: few changes along it.
+    assert int((np.diff(fold) != 0).sum()) <= 11
+
+
+def _places(n_places: int = 240, d: int = 48, nuisance: float = 6.0, seed: int = 0,
+            jitter: float = 1.0, noise: float = 0.3):
+    """Descriptors = smooth place code + large per-image nuisance in a few directions."""
+    rng = np.random.default_rng(seed)
+    code = np.cumsum(rng.normal(size=(n_places, d)), axis=0) * 0.35
+    code += jitter * rng.normal(size=(n_places, d))
+    basis = np.linalg.qr(rng.normal(size=(d, 4)))[0].T      # 4 nuisance directions
+
+    def view(rows):
+        return (code[rows] + nuisance * rng.normal(size=(len(rows), 4)) @ basis
+                + noise * rng.normal(size=(len(rows), d))).astype(np.float32)
+
+    enu = np.stack([np.arange(n_places, dtype=np.float64), np.zeros(n_places)], axis=1)
+    return view, enu
+
+
+def _unit(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_gate_keeps_a_whitening_that_helps_on_held_out_places():
+    view, enu = _places()
+    rows = np.arange(len(enu))
+    database = _unit(view(rows))
+    sources = np.random.default_rng(1).choice(len(enu), 120, replace=False)
+    queries = _unit(view(sources))
+    config = AdaptConfig(dims=(8, 16, 32), positive_radius_m=2.0, validation_queries=120)
+    choice = choose_adaptation(database, enu, queries, sources, config)
+    table = {(r['method'], r['dim']): r['recall@1'] for r in choice.table}
+    assert choice.method in ('pcaw', 'lw') and choice.projection is not None
+    assert table[(choice.method, choice.dim)] >= table[('none', 48)] + config.min_gain
+    # ... and it helps fresh queries of every place too (not only the validation ones).
+    fresh_src = np.arange(len(enu))
+    fresh = _unit(view(fresh_src))
+
+    def r1(q, db):
+        return float(np.mean(np.abs(np.argmax(q @ db.T, axis=1) - fresh_src) <= 3))
+
+    p = choice.projection
+    assert r1(p.apply(fresh), p.apply(database)) > r1(fresh, database) + 0.05
+
+
+def test_gate_keeps_plain_descriptors_when_nothing_helps():
+    # No nuisance: the plain descriptors already find every place; nothing can gain.
+    view, enu = _places(150, 32, nuisance=0.0, seed=2, jitter=0.02, noise=0.02)
+    database = _unit(view(np.arange(150)))
+    sources = np.random.default_rng(2).choice(150, 60, replace=False)
+    queries = _unit(view(sources))
+    choice = choose_adaptation(database, enu, queries, sources, AdaptConfig(dims=(8, 16)))
+    plain = next(r for r in choice.table if r['method'] == 'none')
+    assert plain['recall@1'] > 0.95
+    assert choice.method == 'none' and choice.projection is None
+    assert 'plain' in choice.report['reason'] or 'no candidate' in choice.report['reason']
+    forced = choose_adaptation(database, enu, queries, sources,
+                               AdaptConfig(method='pcaw', dims=(8, 16)))
+    assert forced.method == 'pcaw' and 'forced' in forced.report['reason']
+
+
+def test_too_small_or_unplaced_maps_are_clear_errors():
+    rng = np.random.default_rng(3)
+    x = _unit(rng.normal(size=(20, 64)).astype(np.float32))
+    enu = np.stack([np.arange(20.0), np.zeros(20)], axis=1)
+    with pytest.raises(DataError, match='too small'):
+        choose_adaptation(x, enu, x[:5], np.arange(5), AdaptConfig(dims=(32, 64)))
+    enu[3] = np.nan
+    with pytest.raises(DataError, match='position'):
+        choose_adaptation(x, enu, x[:5], np.arange(5), AdaptConfig(dims=(4,)))
+
+
+@pytest.fixture(scope='module')
+def plain_map(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('adapt')
+    return textured_map(folder, 48, adapt=AdaptConfig(method='none'))
+
+
+def _copy(src, dst):
+    import shutil
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _vpr_ros(*args, check=True):
+    proc = subprocess.run([sys.executable, '-m', 'vpr_ros.cli', *map(str, args)],
+                          capture_output=True, text=True, timeout=300)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_adapt_is_stored_and_applied_by_every_search(plain_map, tmp_path):
+    from vpr_ros.images import load_image, to_tensor
+    from vpr_ros.localizer import Localizer, LocalizerConfig
+
+    path = _copy(plain_map, tmp_path / 'm.vprmap')
+    db = MapDB.open(path)
+    assert db.projection is None
+    choice = adapt_map(db, AdaptConfig(method='pcaw', dims=(8,), validation_queries=24,
+                                       folds=2), device='cpu')
+    assert choice.method == 'pcaw' and choice.dim == 8
+    db = MapDB.open(path)                           # verifies every sha256, adaptation too
+    assert db.projection is not None and db.projection.dim == 8
+    record = db.manifest['adaptation']
+    assert record['model_fingerprint'] == db.manifest['model']['fingerprint']
+    assert set(record['files']) == {'adaptation', 'adapted-descriptors', 'adapted-index'}
+    assert all(name in db.manifest['files'] for name in record['files'].values())
+    # MapDB.search projects the model's descriptors: equal to brute force in the new space.
+    raw = np.asarray(db.descriptors[:5]) + 0.05
+    got_idx, got_scores = db.search(raw, 4)
+    q = db.projection.apply(raw)
+    brute = q @ db.projection.apply(np.asarray(db.descriptors)).T
+    np.testing.assert_array_equal(got_idx, np.argsort(-brute, axis=1)[:, :4])
+    np.testing.assert_allclose(got_scores, np.sort(brute, axis=1)[:, ::-1][:, :4], atol=1e-5)
+    # The localizer searches through the map: its global scores are the projected ones.
+    image = load_image(plain_map.parent / 'src' / 'img' / '0007.png')
+    loc = Localizer(db, config=LocalizerConfig(rerank=False), device='cpu')
+    est = loc.localize(image)
+    desc = loc.model.describe(to_tensor(image)[None].to(loc.device))
+    want_idx, want_scores = db.search(desc, 10)
+    assert [c.index for c in est.candidates] == list(want_idx[0])
+    np.testing.assert_allclose([c.score for c in est.candidates], want_scores[0], atol=1e-4)
+    # map info shows it; verify passes; removing it (method none) deletes the files.
+    info = _vpr_ros('map', 'info', path, '--verify').stdout
+    assert 'pcaw' in info
+    out = _vpr_ros('adapt', path, '--method', 'none').stdout
+    assert 'switched off' in out
+    db = MapDB.open(path)
+    assert db.projection is None and db.manifest['adaptation']['method'] == 'none'
+    assert not [n for n in db.manifest['files'] if n.startswith('adapt')]
+    assert not list(path.glob('adapt*'))
+
+
+def test_a_projection_that_does_not_fit_the_map_is_refused(plain_map, tmp_path):
+    from vpr_ros.mapdb.format import write_json_atomic
+
+    path = _copy(plain_map, tmp_path / 'm.vprmap')
+    adapt_map(MapDB.open(path), AdaptConfig(method='pcaw', dims=(8,), validation_queries=24,
+                                            folds=2), device='cpu')
+    manifest = json.loads((path / 'manifest.json').read_text())
+    other = json.loads(json.dumps(manifest))
+    other['adaptation']['model_fingerprint'] = 'f' * 16
+    write_json_atomic(path / 'manifest.json', other)
+    with pytest.raises(MapError, match='fitted for model'):
+        MapDB.open(path)
+    other = json.loads(json.dumps(manifest))
+    other['adaptation']['files']['adaptation'] = '../outside.npz'
+    write_json_atomic(path / 'manifest.json', other)
+    with pytest.raises(MapError, match='not a file listed'):
+        MapDB.open(path)
+    write_json_atomic(path / 'manifest.json', manifest)
+    name = manifest['adaptation']['files']['adaptation']
+    data = bytearray((path / name).read_bytes())
+    data[-10] ^= 0xFF
+    (path / name).write_bytes(bytes(data))
+    with pytest.raises(MapError, match='corrupt'):
+        MapDB.open(path)
+
+
+def test_adapt_cli_reports_the_validation_and_refuses_a_map_without_thumbnails(
+        plain_map, tmp_path):
+    path = _copy(plain_map, tmp_path / 'm.vprmap')
+    proc = _vpr_ros('adapt', path, '--dims', '4', '8', '--validation-queries', '24',
+                    '--dry-run', '--json', tmp_path / 'a.json')
+    assert 'held-out validation' in proc.stdout and 'nothing stored' in proc.stdout
+    table = json.loads((tmp_path / 'a.json').read_text())['validation']
+    dim = MapDB.open(path).descriptor_dim
+    found = {(r['method'], r['dim']) for r in table}
+    assert found >= {('none', dim), ('pcaw', 4), ('pcaw', 8)}
+    assert MapDB.open(path).manifest.get('adaptation') is None      # dry run
+    bare = textured_map(tmp_path / 'bare', 12, thumbnail_size=(0, 0),
+                        adapt=AdaptConfig(method='none'))
+    proc = _vpr_ros('adapt', bare, check=False)
+    assert proc.returncode != 0 and 'no thumbnails' in proc.stderr
+    assert 'Traceback' not in proc.stderr

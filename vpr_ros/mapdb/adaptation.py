@@ -1,0 +1,435 @@
+# Copyright 2026 vpr_ros maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Map-side descriptor adaptation: a whitening projection learnt on the map, kept only if it helps.
+
+Off-the-shelf CNN descriptors are dominated by a few directions of high variance that say
+little about the place (co-occurring activations, in the words of Jégou and Chum, "Negative
+evidences and co-occurrences in image retrieval: the benefit of PCA and whitening", ECCV 2012).
+Whitening learnt on the images being searched removes them and, cut to a smaller dimension,
+drops the noisy low-variance ones. Two projections, both ``x -> normalise(P (x - m))``:
+
+- ``pcaw``: PCA whitening of the map's descriptors (Jégou and Chum, ECCV 2012), the
+  ``pcawhitenlearn`` of Radenović et al.;
+- ``lw``: learnt whitening from matching pairs (Radenović, Tolias and Chum, "Fine-tuning CNN
+  Image Retrieval with No Human Annotation", TPAMI 2018, arXiv 1711.02512, their
+  ``whitenlearn``): whiten the covariance of the differences of matching pairs (here map
+  images within ``positive_radius_m`` of each other), then rotate onto the principal
+  directions of the whitened map descriptors.
+
+Both covariances get a little shrinkage towards their mean eigenvalue: a map has fewer entries
+(and far fewer independent pairs) than the descriptor has dimensions.
+
+Nothing here is trusted without a check on the map itself. :func:`choose_adaptation` cuts the
+map into spatial folds (held-out places), fits each candidate (method, dimension) on the other
+folds, and scores retrieval of pseudo-queries (augmented map thumbnails, the entry itself left
+out) made from the held-out places against the whole map. The best candidate is kept only if it
+beats the plain descriptors by ``min_gain`` in recall@1 on those held-out places; otherwise the
+map keeps its plain descriptors. The final projection is fitted on the whole map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import logging
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from vpr_ros.config import Config, option
+from vpr_ros.errors import DataError, MapError
+
+log = logging.getLogger(__name__)
+
+METHODS = ('auto', 'none', 'pcaw', 'lw')
+#: Manifest key of the adaptation record.
+KEY = 'adaptation'
+#: File stems of the adaptation files in the map directory.
+STEMS = ('adaptation', 'adapted-descriptors', 'adapted-index')
+
+
+@dataclass(frozen=True)
+class AdaptConfig(Config):
+    """How a map learns a descriptor projection from its own images (``vpr-ros adapt``)."""
+
+    method: str = option('auto', 'auto: the best of none/pcaw/lw on held-out map places; or '
+                         'force one (none removes the adaptation)', choices=METHODS)
+    dims: tuple[int, ...] = option((32, 64, 128, 256, 512), 'output dimensions to try (those '
+                                   'below the number of training entries)')
+    positive_radius_m: float = option(5.0, 'lw: map images this close are a matching pair',
+                                      min=0.0)
+    max_pairs: int = option(50000, 'lw: matching pairs used at most (sampled)', min=10)
+    shrinkage: float = option(0.1, 'covariance shrinkage towards the mean eigenvalue',
+                              min=0.0, max=1.0)
+    folds: int = option(3, 'spatial folds of the held-out validation', min=2)
+    validation_queries: int = option(200, 'pseudo-queries made from map thumbnails to '
+                                     'validate on', min=10)
+    right_place_spacings: float = option(3.0, 'validation: a retrieval is right within this '
+                                         'many place spacings of the entry the pseudo-query '
+                                         'was made from',
+                                         min=0.5)
+    min_gain: float = option(0.01, 'keep a projection only if held-out recall@1 rises by '
+                             'this much over the plain descriptors', min=0.0)
+    seed: int = option(0, 'seed of folds, pseudo-queries and pair sampling')
+
+
+@dataclass(frozen=True)
+class Projection:
+    """Map ``x`` to ``normalise(matrix @ (x - mean))``; rows by decreasing variance."""
+
+    method: str
+    mean: np.ndarray     # (D,) float32
+    matrix: np.ndarray   # (d, D) float32
+
+    @property
+    def dim(self) -> int:
+        return int(self.matrix.shape[0])
+
+    @property
+    def input_dim(self) -> int:
+        return int(self.matrix.shape[1])
+
+    def truncate(self, dim: int) -> 'Projection':
+        """Return the same projection cut to its first ``dim`` output dimensions."""
+        return Projection(self.method, self.mean, self.matrix[:dim])
+
+    def apply(self, descriptors: np.ndarray, chunk: int = 65536) -> np.ndarray:
+        """Project ``(N, D)`` descriptors to ``(N, d)`` float32, L2-normalised."""
+        x = np.atleast_2d(np.asarray(descriptors, np.float32))
+        if x.shape[1] != self.input_dim:
+            raise MapError(f'adaptation: descriptors have {x.shape[1]} dimensions, the '
+                           f'projection expects {self.input_dim}')
+        out = np.empty((len(x), self.dim), np.float32)
+        for start in range(0, len(x), chunk):
+            y = (x[start:start + chunk] - self.mean) @ self.matrix.T
+            out[start:start + chunk] = y / np.maximum(
+                np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
+        return out
+
+
+def _shrink(cov: np.ndarray, shrinkage: float) -> np.ndarray:
+    d = cov.shape[0]
+    return (1.0 - shrinkage) * cov + shrinkage * (np.trace(cov) / d) * np.eye(d)
+
+
+def _eigh_desc(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    values, vectors = np.linalg.eigh(cov)
+    order = np.argsort(values)[::-1]
+    return np.maximum(values[order], 1e-12), vectors[:, order]
+
+
+def fit_pcaw(descriptors: np.ndarray, dim: int, *, shrinkage: float = 0.1) -> Projection:
+    """PCA whitening of ``descriptors`` (Jégou and Chum, ECCV 2012), ``dim`` outputs."""
+    x = np.asarray(descriptors, np.float64)
+    mean = x.mean(axis=0)
+    xc = x - mean
+    values, vectors = _eigh_desc(_shrink(xc.T @ xc / len(x), shrinkage))
+    matrix = (vectors[:, :dim] / np.sqrt(values[:dim])).T
+    return Projection('pcaw', mean.astype(np.float32), matrix.astype(np.float32))
+
+
+def fit_lw(descriptors: np.ndarray, pairs: np.ndarray, dim: int, *,
+           shrinkage: float = 0.1) -> Projection:
+    """Learnt whitening from matching ``pairs`` (Radenović et al., TPAMI 2018).
+
+    ``P = eig(C_S^-1/2 cov(x) C_S^-1/2)^T C_S^-1/2`` with ``C_S`` the covariance of the
+    differences of matching pairs; the first ``dim`` rows are kept.
+    """
+    x = np.asarray(descriptors, np.float64)
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    if len(pairs) == 0:
+        raise DataError('learnt whitening needs matching pairs of map images; none found')
+    mean = x[pairs[:, 0]].mean(axis=0)
+    diff = x[pairs[:, 0]] - x[pairs[:, 1]]
+    cov_s = _shrink(diff.T @ diff / len(diff), shrinkage)
+    whiten = np.linalg.inv(np.linalg.cholesky(cov_s))    # C_S^-1/2 (up to a rotation)
+    xw = (x - mean) @ whiten.T
+    _, vectors = _eigh_desc(xw.T @ xw / len(x))
+    matrix = vectors[:, :dim].T @ whiten
+    return Projection('lw', mean.astype(np.float32), matrix.astype(np.float32))
+
+
+def matching_pairs(enu: np.ndarray, radius_m: float, *, limit: int = 50000,
+                   seed: int = 0) -> np.ndarray:
+    """Pairs ``(i, j)``, ``i < j``, of map entries within ``radius_m`` metres (sampled)."""
+    import faiss
+
+    pts = np.ascontiguousarray(enu[:, :2], np.float32)
+    if len(pts) < 2:
+        return np.zeros((0, 2), np.int64)
+    index = faiss.IndexFlatL2(2)
+    index.add(pts)
+    lims, _, ids = index.range_search(pts, float(radius_m) ** 2 * (1 + 1e-6))
+    rows = np.repeat(np.arange(len(pts)), np.diff(lims).astype(np.int64))
+    pairs = np.stack([rows, ids.astype(np.int64)], axis=1)
+    pairs = pairs[pairs[:, 0] < pairs[:, 1]]
+    if len(pairs) > limit:
+        keep = np.random.default_rng(seed).choice(len(pairs), size=limit, replace=False)
+        pairs = pairs[np.sort(keep)]
+    return pairs
+
+
+def spatial_folds(enu: np.ndarray, folds: int, *, seed: int = 0) -> np.ndarray:
+    """Fold of each entry: k-means cells of the positions, dealt round-robin to the folds."""
+    import faiss
+
+    pts = np.ascontiguousarray(enu[:, :2], np.float32)
+    cells = int(min(len(pts), 4 * folds))
+    km = faiss.Kmeans(2, cells, niter=20, seed=seed, verbose=False, min_points_per_centroid=1)
+    km.train(pts)
+    _, cell = km.index.search(pts, 1)
+    # Deal the cells by their order along the first principal axis, so neighbouring cells
+    # land in different folds and every fold spans the map.
+    axis = np.linalg.svd(pts - pts.mean(axis=0), full_matrices=False)[2][0]
+    rank = np.argsort(np.argsort(km.centroids @ axis))
+    return (rank[cell[:, 0]] % folds).astype(np.int64)
+
+
+def describe_pseudo_queries(db: Any, model: Any, count: int, *, seed: int = 0,
+                            batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Raw descriptors of ``count`` pseudo-queries made from map thumbnails, and their entries."""
+    import torch
+
+    from vpr_ros.calibration import pseudo_query
+    from vpr_ros.images import to_tensor
+
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(len(db), size=min(count, len(db)), replace=False))
+    views = [pseudo_query(db.thumbnails(int(i)), rng) for i in chosen]
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(views), batch_size):
+            batch = torch.stack([to_tensor(v) for v in views[start:start + batch_size]])
+            batch = batch.to(model.device)
+            out.append(model.embed(model.resize(batch)).float().cpu().numpy())
+    return np.concatenate(out).astype(np.float32), chosen
+
+
+@dataclass
+class AdaptationChoice:
+    """The chosen projection (None: plain descriptors) and the validation table behind it."""
+
+    projection: Projection | None
+    method: str
+    dim: int
+    table: list[dict[str, Any]]
+    report: dict[str, Any]
+
+
+def choose_adaptation(descriptors: np.ndarray, enu: np.ndarray, queries: np.ndarray,
+                      sources: np.ndarray, config: AdaptConfig | None = None,
+                      ) -> AdaptationChoice:
+    """Validate the candidates on held-out places, keep the best that helps, fit it on all.
+
+    Args:
+        descriptors: ``(N, D)`` plain map descriptors.
+        enu: ``(N, 2)`` map positions in metres.
+        queries: ``(Q, D)`` plain descriptors of pseudo-queries.
+        sources: ``(Q,)`` map entry each pseudo-query was made from.
+        config: candidates and the gate.
+    """
+    from vpr_ros.calibration import place_spacing_m
+
+    config = config or AdaptConfig()
+    started = time.perf_counter()
+    x = np.ascontiguousarray(descriptors, np.float32)
+    n, d = x.shape
+    enu = np.asarray(enu, np.float64)[:, :2]
+    if not np.isfinite(enu).all():
+        raise DataError('adaptation needs a position for every map entry (held-out places, '
+                        'matching pairs); this map has entries without one')
+    spacing = place_spacing_m(enu)
+    radius = config.right_place_spacings * spacing
+    fold = spatial_folds(enu, config.folds, seed=config.seed)
+    methods = ['pcaw', 'lw'] if config.method == 'auto' else [config.method]
+    methods = [m for m in methods if m != 'none']
+    pairs_all = matching_pairs(enu, config.positive_radius_m, limit=config.max_pairs,
+                               seed=config.seed)
+    if 'lw' in methods and len(pairs_all) < 10:
+        if config.method == 'lw':
+            raise DataError(f'learnt whitening: only {len(pairs_all)} pairs of map images '
+                            f'within {config.positive_radius_m:g} m')
+        methods.remove('lw')
+    min_train = min(int((fold != f).sum()) for f in range(config.folds))
+    dims = sorted({int(k) for k in config.dims if 0 < int(k) < min(d, min_train)})
+    if methods and not dims:
+        raise DataError(f'adaptation: no output dimension in {list(config.dims)} is below '
+                        f'the {min_train} entries a fold trains on (and the descriptor size '
+                        f'{d}); the map is too small to fit a projection')
+    # hits[(method, dim)] = list of per-query right/wrong at 1 and 5, over all held-out folds.
+    hits: dict[tuple[str, int], list[np.ndarray]] = {('none', d): []}
+    qx = np.ascontiguousarray(queries, np.float32)
+    for f in range(config.folds):
+        held = fold[sources] == f
+        if not held.any():
+            continue
+        train = np.flatnonzero(fold != f)
+        base = _recall_rows(qx[held], x, sources[held], enu, radius)
+        hits[('none', d)].append(base)
+        for method in methods:
+            if method == 'lw':
+                keep = (fold[pairs_all[:, 0]] != f) & (fold[pairs_all[:, 1]] != f)
+                remap = np.full(n, -1)
+                remap[train] = np.arange(len(train))
+                pairs = remap[pairs_all[keep]]
+                if len(pairs) < 10:
+                    continue
+                full = fit_lw(x[train], pairs, max(dims), shrinkage=config.shrinkage)
+            else:
+                full = fit_pcaw(x[train], max(dims), shrinkage=config.shrinkage)
+            px_full = (x - full.mean) @ full.matrix.T
+            pq_full = (qx[held] - full.mean) @ full.matrix.T
+            for dim in dims:
+                db_k = _normalise(px_full[:, :dim])
+                q_k = _normalise(pq_full[:, :dim])
+                hits.setdefault((method, dim), []).append(
+                    _recall_rows(q_k, db_k, sources[held], enu, radius))
+    table = []
+    complete = len(hits[('none', d)])
+    for (method, dim), parts in hits.items():
+        if len(parts) != complete or not parts:
+            continue
+        rows = np.concatenate(parts)
+        table.append({'method': method, 'dim': dim, 'queries': int(len(rows)),
+                      'recall@1': float(rows[:, 0].mean()),
+                      'recall@5': float(rows[:, 1].mean())})
+    if not table or table[0]['queries'] == 0:
+        raise DataError('adaptation: no pseudo-query fell in a held-out fold')
+    none = next(r for r in table if r['method'] == 'none')
+    best = max(table, key=lambda r: (r['recall@1'], r['recall@5'], r['method'] == 'none',
+                                     -r['dim']))
+    forced = config.method not in ('auto',)
+    if forced:
+        pick = [r for r in table if r['method'] == config.method]
+        best = max(pick, key=lambda r: (r['recall@1'], r['recall@5'], -r['dim'])) \
+            if pick else none
+    gain = best['recall@1'] - none['recall@1']
+    if best['method'] != 'none' and not forced and gain < config.min_gain:
+        reason = (f'best candidate {best["method"]}-{best["dim"]} gains {gain:+.3f} recall@1 '
+                  f'on held-out places (< {config.min_gain:g}): plain descriptors kept')
+        best = none
+    elif best['method'] == 'none':
+        reason = 'no candidate beats the plain descriptors on held-out places'
+    else:
+        reason = (f'{best["method"]}-{best["dim"]}: recall@1 {none["recall@1"]:.3f} -> '
+                  f'{best["recall@1"]:.3f} on held-out places'
+                  + (' (forced)' if forced else ''))
+    projection = None
+    if best['method'] == 'pcaw':
+        projection = fit_pcaw(x, best['dim'], shrinkage=config.shrinkage)
+    elif best['method'] == 'lw':
+        projection = fit_lw(x, pairs_all, best['dim'], shrinkage=config.shrinkage)
+    report = {
+        'reason': reason, 'place_spacing_m': spacing, 'right_place_m': radius,
+        'folds': config.folds, 'pseudo_queries': int(len(qx)),
+        'pairs': int(len(pairs_all)), 'seconds': round(time.perf_counter() - started, 3),
+    }
+    return AdaptationChoice(projection, best['method'], int(best['dim']), table, report)
+
+
+def _normalise(y: np.ndarray) -> np.ndarray:
+    y = np.ascontiguousarray(y, np.float32)
+    return y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
+
+
+def _recall_rows(queries: np.ndarray, database: np.ndarray, sources: np.ndarray,
+                 enu: np.ndarray, radius_m: float) -> np.ndarray:
+    """``(Q, 2)`` booleans: a right place at rank 1, within the top 5 (own entry left out)."""
+    import faiss
+
+    index = faiss.IndexFlatIP(database.shape[1])
+    index.add(np.ascontiguousarray(database, np.float32))
+    k = min(6, len(database))
+    _, found = index.search(np.ascontiguousarray(queries, np.float32), k)
+    rows = np.empty((len(queries), 2), bool)
+    for q, (ids, src) in enumerate(zip(found, sources)):
+        ids = [int(i) for i in ids if i >= 0 and i != src][:5]
+        near = np.linalg.norm(enu[ids] - enu[src], axis=1) <= radius_m
+        rows[q] = (bool(near[0]) if len(near) else False, bool(near.any()))
+    return rows
+
+
+def adapt_map(db: Any, config: AdaptConfig | None = None, *, model: Any = None,
+              device: str = 'auto', dry_run: bool = False) -> AdaptationChoice:
+    """Choose, fit and store the adaptation of an open map (``MapDB``); return the choice.
+
+    ``method='none'`` removes a stored adaptation. Pseudo-queries need the map's thumbnails
+    and positions; without them this is a :class:`DataError` (nothing is stored).
+    """
+    config = config or AdaptConfig()
+    if config.method == 'none':
+        choice = AdaptationChoice(None, 'none', int(db.descriptor_dim), [],
+                                  {'reason': 'adaptation switched off (method none)'})
+    else:
+        if not db.manifest.get('thumbnails'):
+            raise DataError(f'{db.path} has no thumbnails to make validation pseudo-queries '
+                            f'from; rebuild it with thumbnails to adapt it')
+        model = model if model is not None else db.load_model(device)
+        queries, sources = describe_pseudo_queries(db, model, config.validation_queries,
+                                                   seed=config.seed)
+        choice = choose_adaptation(np.asarray(db.descriptors), db.positions_enu(
+            np.arange(len(db))), queries, sources, config)
+    if not dry_run:
+        store_adaptation(db, choice, config)
+    return choice
+
+
+def store_adaptation(db: Any, choice: AdaptationChoice, config: AdaptConfig) -> None:
+    """Write the projection, projected descriptors and their index into the map atomically."""
+    import faiss
+
+    from vpr_ros.mapdb.index import build_index, IndexConfig, MapIndex
+
+    record: dict[str, Any] = {
+        'method': choice.method, 'dim': choice.dim, 'input_dim': int(db.descriptor_dim),
+        'model_fingerprint': db.manifest['model'].get('fingerprint'),
+        'validation': choice.table, 'report': choice.report, 'config': config.to_dict()}
+    if choice.projection is None:
+        db.attach_files(KEY, {}, lambda names: record, drop_stems=STEMS)
+        db.projection = None
+        return
+    projection = choice.projection
+    adapted = projection.apply(np.asarray(db.descriptors))
+    build = (db.manifest.get('build') or {}).get('index') or {}
+    index, info = build_index(adapted, IndexConfig.from_dict(build, where='build.index'))
+    record['index'] = info
+    db.attach_files(KEY, {
+        'adaptation': ('.npz', lambda p: _save_npz(p, mean=projection.mean,
+                                                   matrix=projection.matrix)),
+        'adapted-descriptors': ('.npy', lambda p: _save_npy(p, adapted)),
+        'adapted-index': ('.faiss', lambda p: faiss.write_index(index, str(p))),
+    }, lambda names: {**record, 'files': names})
+    db.projection = projection
+    db.index = MapIndex(index, info, adapted)
+
+
+def _save_npz(path: Any, **arrays: np.ndarray) -> None:
+    with open(path, 'wb') as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _save_npy(path: Any, array: np.ndarray) -> None:
+    with open(path, 'wb') as f:
+        np.save(f, array, allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+__all__ = ['adapt_map', 'AdaptConfig', 'AdaptationChoice', 'choose_adaptation',
+           'describe_pseudo_queries', 'fit_lw', 'fit_pcaw', 'matching_pairs', 'METHODS',
+           'Projection', 'spatial_folds', 'store_adaptation']

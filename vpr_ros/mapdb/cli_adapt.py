@@ -1,0 +1,87 @@
+# Copyright 2026 vpr_ros maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""``vpr-ros adapt MAP``: learn the map's descriptor projection, keep it only if it helps."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from vpr_ros.mapdb.adaptation import AdaptConfig, METHODS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of adapt; defaults come from AdaptConfig."""
+    d = AdaptConfig()
+    parser.add_argument('map', type=Path, help='the map (*.vprmap) to adapt')
+    parser.add_argument('--method', choices=METHODS, default=d.method,
+                        help='auto (default): the best of none / pcaw (PCA whitening) / lw '
+                             '(learnt whitening from map pairs) on held-out places; a name '
+                             'forces it; none removes the adaptation')
+    parser.add_argument('--dims', type=int, nargs='+', default=list(d.dims),
+                        help=f'output dimensions to try (default '
+                             f'{" ".join(map(str, d.dims))})')
+    parser.add_argument('--positive-radius', type=float, default=d.positive_radius_m,
+                        help=f'lw: map images this close (m) are matching pairs (default '
+                             f'{d.positive_radius_m:g})')
+    parser.add_argument('--validation-queries', type=int, default=d.validation_queries,
+                        help=f'pseudo-queries from map thumbnails (default '
+                             f'{d.validation_queries})')
+    parser.add_argument('--min-gain', type=float, default=d.min_gain,
+                        help=f'keep a projection only if held-out recall@1 rises this much '
+                             f'(default {d.min_gain:g})')
+    parser.add_argument('--seed', type=int, default=d.seed, help='folds and pseudo-queries')
+    parser.add_argument('--device', default='auto', help='auto (default), cpu, cuda, cuda:N')
+    parser.add_argument('--dry-run', action='store_true', help='validate and report, store '
+                        'nothing')
+    parser.add_argument('--json', type=Path, help='also write the validation table here')
+
+
+def main(args: argparse.Namespace) -> int:
+    """Validate, print the table and the choice, store it in the map."""
+    from vpr_ros.mapdb.adaptation import adapt_map
+    from vpr_ros.mapdb.database import MapDB
+    from vpr_ros.mapdb.format import write_json_atomic
+
+    config = AdaptConfig(method=args.method, dims=tuple(args.dims),
+                         positive_radius_m=args.positive_radius,
+                         validation_queries=args.validation_queries, min_gain=args.min_gain,
+                         seed=args.seed)
+    db = MapDB.open(args.map)
+    choice = adapt_map(db, config, device=args.device, dry_run=args.dry_run)
+    report = choice.report
+    if choice.table:
+        print(f'held-out validation of {args.map}: {report["pseudo_queries"]} pseudo-queries '
+              f'from map thumbnails, {report["folds"]} spatial folds, right place within '
+              f'{report["right_place_m"]:.2f} m, {report["pairs"]} map pairs within '
+              f'{config.positive_radius_m:g} m')
+        print(f'  {"method":<7}{"dim":>6}{"R@1":>8}{"R@5":>8}')
+        chosen = (choice.method, choice.dim)
+        order = sorted(choice.table, key=lambda r: (r['method'] != 'none', r['method'], r['dim']))
+        for row in order:
+            mark = '  <- chosen' if (row['method'], row['dim']) == chosen else ''
+            print(f'  {row["method"]:<7}{row["dim"]:>6}{row["recall@1"]:>8.3f}'
+                  f'{row["recall@5"]:>8.3f}{mark}')
+    print(f'adaptation: {report["reason"]}'
+          + (f' ({report["seconds"]:.1f} s)' if 'seconds' in report else ''))
+    if args.dry_run:
+        print('dry run: nothing stored')
+    else:
+        print(f'stored in {args.map}')
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(args.json, {'method': choice.method, 'dim': choice.dim,
+                                      'validation': choice.table, 'report': report})
+    return 0
