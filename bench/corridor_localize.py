@@ -36,7 +36,8 @@ import time
 
 import numpy as np
 import pymap3d
-from vpr_ros.calibration import calibrate_map, CalibrationConfig, nees_coverage
+from vpr_ros.calibration import (calibrate_map, CalibrationConfig, nees_coverage,
+                                 store_calibration)
 from vpr_ros.geo import wgs84_to_enu
 from vpr_ros.images import load_image
 from vpr_ros.localizer import Localizer, LocalizerConfig
@@ -147,7 +148,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         loc = Localizer(MapDB.open(path), model, base)
         cal, report = calibrate_map(loc, CalibrationConfig(), progress=False)
-        MapDB.open(path).update_manifest(calibration=cal.to_dict())
+        store_calibration(MapDB.open(path), cal, report)
         cal_s = time.perf_counter() - t0
         run('calibrated, features', base)
         run('calibrated, features, weighted', base.replace(estimator='weighted'))
@@ -165,6 +166,8 @@ def main(argv=None) -> int:
               f'{100 * r["nees_3sigma"]:.0f} % |')
     print(f'\nbuild {build_s:.1f} s, fit-geowarp {fit_s:.1f} s ({args.fit_iterations} steps), '
           f'calibrate {cal_s:.1f} s; calibration (pseudo-queries) {report["nees_coverage"]}')
+    if report.get('rerank_fusion'):
+        print(f'GeoWarp fusion: {report["rerank_fusion"]["reason"]}')
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + '\n')
     return 0

@@ -35,7 +35,7 @@ class TinyMap:
 
 def build_tiny_map(folder: Path, frames: int = MAP_FRAMES) -> TinyMap:
     """Build and calibrate a ``tiny-test`` map of a synthetic route (about 20 s on 2 cores)."""
-    from vpr_ros.calibration import calibrate_map, CalibrationConfig
+    from vpr_ros.calibration import calibrate_map, CalibrationConfig, store_calibration
     from vpr_ros.localizer import Localizer
     from vpr_ros.mapdb.build import build_map, BuildConfig
     from vpr_ros.synth import SynthConfig, SynthRoute, write_csv_source
@@ -46,9 +46,9 @@ def build_tiny_map(folder: Path, frames: int = MAP_FRAMES) -> TinyMap:
     path = build_map(csv, folder / 'route.vprmap', BuildConfig(model='tiny-test', device='cpu'),
                      progress=False)
     localizer = Localizer.open(path, device='cpu')
-    cal, _ = calibrate_map(localizer, CalibrationConfig(pseudo_queries=frames, bins=3,
-                                                        min_per_bin=5), progress=False)
-    localizer.map.update_manifest(calibration=cal.to_dict())
+    cal, report = calibrate_map(localizer, CalibrationConfig(pseudo_queries=frames, bins=3,
+                                                             min_per_bin=5), progress=False)
+    store_calibration(localizer.map, cal, report)
     info = [{'name': f.name, 'lat': f.lat, 'lon': f.lon, 'alt': f.alt} for f in passes]
     (folder / 'frames.json').write_text(json.dumps(info))
     return TinyMap(path, folder / 'src', info)

@@ -217,3 +217,76 @@ def test_python_api_without_ros(tiny_map):
     assert one.candidates[0].index == 8
     many = vpr_ros.localize([texture(1), texture(2)], tiny_map, device='cpu')
     assert [e.candidates[0].index for e in many] == [1, 2]
+
+
+def test_fused_order_moves_from_the_global_to_the_geowarp_order():
+    from vpr_ros.localizer import fused_order
+
+    glob = np.array([0.9, 0.8, 0.7, 0.6])
+    rerank = np.array([0.1, 0.5, 0.3, np.nan])       # the 4th was not re-ranked
+    assert list(fused_order(glob, rerank, 0.0)) == [0, 1, 2, 3]
+    assert list(fused_order(glob, rerank, 1.0)) == [1, 2, 0, 3]
+    # (1 - w) g + w r at w = 0.3: 0.66, 0.71, 0.58 -> 1, 0, 2
+    assert list(fused_order(glob, rerank, 0.3)) == [1, 0, 2, 3]
+
+
+def test_reorder_equals_localizing_with_that_weight(tiny_map, model):
+    image = texture(5)
+    loc = _localizer(tiny_map, model, rerank_weight=1.0)
+    est = loc.localize(image)
+    for weight in (0.0, 0.4, 1.0):
+        loc.config = loc.config.replace(rerank_weight=weight)
+        again = loc.reorder(est)
+        fresh = loc.localize(image)
+        assert [c.index for c in again.candidates] == [c.index for c in fresh.candidates]
+        assert again.features == pytest.approx(fresh.features, abs=1e-6)
+        assert (again.lat, again.lon) == pytest.approx((fresh.lat, fresh.lon), abs=1e-9)
+
+
+def _estimate_with(loc, ranking):
+    """Make an estimate whose candidates are (entry, global score, GeoWarp score), in order."""
+    from vpr_ros.localizer import Candidate, Estimate
+
+    cands = tuple(Candidate(j, loc.map.names[j], 0.0, 0.0, 0.0, g, r) for j, g, r in ranking)
+    return Estimate(0.0, 0.0, 0.0, np.eye(3), 'fix', 0.0, 1.0, cands, {'score': 0.0})
+
+
+def test_fusion_weight_is_kept_only_where_geowarp_finds_the_right_place(tiny_map, model):
+    from vpr_ros.calibration import fit_rerank_weight
+
+    loc = _localizer(tiny_map, model)
+    pos = route(N)
+    truth = pos[:20, :2]
+    # GeoWarp right, global wrong: the true entry i is second globally, first by GeoWarp.
+    helps = [_estimate_with(loc, [((i + 10) % N, 0.9, 0.2), (i, 0.8, 0.7)]) for i in range(20)]
+    weight, report = fit_rerank_weight(loc, helps, truth, right_m=1.0)
+    assert weight > 0 and report['right_place_rate']['0'] == 0.0
+    assert report['right_place_rate']['1'] == 1.0
+    # GeoWarp wrong, global right: the global order is kept (weight 0).
+    hurts = [_estimate_with(loc, [(i, 0.9, 0.2), ((i + 10) % N, 0.8, 0.7)]) for i in range(20)]
+    weight, report = fit_rerank_weight(loc, hurts, truth, right_m=1.0)
+    assert weight == 0.0 and 'global order kept' in report['reason']
+    assert loc.config.rerank_weight == -1.0                 # the localizer is left as it was
+
+
+def test_calibrate_stores_the_fusion_weight_the_localizer_then_uses(tiny_map, tmp_path):
+    import shutil
+
+    from vpr_ros.calibration import calibrate_map, CalibrationConfig, store_calibration
+    from vpr_ros.localizer import FUSION_KEY
+
+    path = tmp_path / 'fused.vprmap'
+    shutil.copytree(tiny_map, path)
+    loc = Localizer.open(path, device='cpu')
+    assert loc.rerank_weight == 1.0                        # no fusion fitted yet: GeoWarp order
+    cal, report = calibrate_map(loc, CalibrationConfig(pseudo_queries=N, min_per_bin=5, bins=2),
+                                progress=False)
+    fusion = report['rerank_fusion']
+    assert set(fusion['right_place_rate']) >= {'0', '1'}
+    store_calibration(loc.map, cal, report)
+    again = Localizer.open(path, device='cpu')
+    assert again.map.manifest[FUSION_KEY]['weight'] == fusion['weight']
+    assert again.rerank_weight == fusion['weight']
+    assert again.calibration is not None
+    forced = Localizer.open(path, LocalizerConfig(rerank_weight=0.5), device='cpu')
+    assert forced.rerank_weight == 0.5

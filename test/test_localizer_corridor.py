@@ -27,7 +27,7 @@ import sys
 
 import numpy as np
 import pytest
-from vpr_ros.calibration import calibrate_map, CalibrationConfig
+from vpr_ros.calibration import calibrate_map, CalibrationConfig, store_calibration
 from vpr_ros.images import load_image
 from vpr_ros.localizer import Localizer, LocalizerConfig
 from vpr_ros.mapdb import MapDB
@@ -53,7 +53,7 @@ def test_corridor(shared_data, tmp_path):
                 progress=False)
     loc = Localizer(MapDB.open(path), model, base)
     cal, report = calibrate_map(loc, CalibrationConfig(), progress=False)
-    MapDB.open(path).update_manifest(calibration=cal.to_dict())
+    store_calibration(MapDB.open(path), cal, report)
     reranked = evaluate(Localizer(MapDB.open(path), model, base), images, positives, truth)
     print(f'corridor: global {plain}\nre-ranked + calibrated {reranked}\n{report}')
     assert reranked['R@1'] >= plain['R@1']

@@ -49,6 +49,8 @@ FEATURES = ('score', 'global_score', 'margin', 'log_spread', 'rerank_gain')
 #: Ideal share of a 2-D Gaussian within k sigma: 1 - exp(-k^2 / 2).
 IDEAL_COVERAGE = {k: 1.0 - math.exp(-k * k / 2.0) for k in (1, 2, 3)}
 VERSION = 1
+#: GeoWarp fusion weights ``vpr-ros calibrate`` tries (0: global order, 1: GeoWarp order).
+FUSION_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.85, 1.0)
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,11 @@ class CalibrationConfig(Config):
     min_per_bin: int = option(20, 'fewest frames per bin', min=5)
     min_sigma_m: float = option(0.1, 'smallest sigma ever reported (m)', min=0.01)
     seed: int = option(0, 'seed of the pseudo-query sampling and augmentation')
+    fit_rerank_weight: bool = option(True, 'choose the GeoWarp fusion weight on the same '
+                                     'frames (kept at 0, the global order, unless '
+                                     're-ranking raises the right-place rate)')
+    right_place_spacings: float = option(3.0, 'fusion weight: a top-1 within this many place '
+                                         'spacings of the truth is the right place', min=0.5)
 
 
 @dataclass(frozen=True)
@@ -257,30 +264,102 @@ def place_spacing_m(enu: np.ndarray) -> float:
     return max(0.5, float(np.median(np.sqrt(np.maximum(dist[:, 1], 0.0)))))
 
 
-def calibration_frames(localizer: Any, images: Sequence[Any], truth_lat_lon: np.ndarray, *,
-                       exclude: Sequence[Sequence[int]] | None = None,
-                       progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Localize frames with known positions: ``(features (N, F), errors_en (N, 2) m)``."""
+def localize_frames(localizer: Any, images: Sequence[Any], *,
+                    exclude: Sequence[Sequence[int]] | None = None,
+                    progress: bool = True) -> list[Any]:
+    """Localize frames in batches of 16 with a tqdm bar; return the estimates."""
     from tqdm import tqdm
-    from vpr_ros.geo import wgs84_to_enu
 
-    feats, errs = [], []
-    origin = localizer.map.origin
+    out = []
     step = 16
     for start in tqdm(range(0, len(images), step), disable=not progress, desc='calibrate',
                       unit='batch'):
         chunk = list(images[start:start + step])
         excl = exclude[start:start + step] if exclude is not None else None
-        for j, est in enumerate(localizer.localize_batch(chunk, exclude=excl)):
-            if not est.features:
-                continue
-            lat, lon = truth_lat_lon[start + j]
-            truth = wgs84_to_enu(lat, lon, 0.0, origin)[:2]
-            got = wgs84_to_enu(est.lat, est.lon, 0.0, origin)[:2]
-            feats.append([est.features[f] for f in FEATURES])
-            errs.append(got - truth)
+        out.extend(localizer.localize_batch(chunk, exclude=excl))
+    return out
+
+
+def frame_errors(localizer: Any, estimates: Sequence[Any], truth_lat_lon: np.ndarray,
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """``(features (N, F), errors_en (N, 2) m)`` of the estimates that have features."""
+    from vpr_ros.geo import wgs84_to_enu
+
+    feats, errs = [], []
+    origin = localizer.map.origin
+    for est, (lat, lon) in zip(estimates, np.asarray(truth_lat_lon).reshape(-1, 2)):
+        if not est.features:
+            continue
+        truth = wgs84_to_enu(lat, lon, 0.0, origin)[:2]
+        got = wgs84_to_enu(est.lat, est.lon, 0.0, origin)[:2]
+        feats.append([est.features[f] for f in FEATURES])
+        errs.append(got - truth)
     return np.asarray(feats, np.float64).reshape(-1, len(FEATURES)), \
         np.asarray(errs, np.float64).reshape(-1, 2)
+
+
+def calibration_frames(localizer: Any, images: Sequence[Any], truth_lat_lon: np.ndarray, *,
+                       exclude: Sequence[Sequence[int]] | None = None,
+                       progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Localize frames with known positions: ``(features (N, F), errors_en (N, 2) m)``."""
+    estimates = localize_frames(localizer, images, exclude=exclude, progress=progress)
+    return frame_errors(localizer, estimates, truth_lat_lon)
+
+
+def fit_rerank_weight(localizer: Any, estimates: Sequence[Any], truth_lat_lon: np.ndarray,
+                      right_m: float, *, weights: Sequence[float] = FUSION_WEIGHTS,
+                      min_gain: float = 0.01, seed: int = 0) -> tuple[float, dict[str, Any]]:
+    """Choose the GeoWarp fusion weight on frames with known positions; 0 unless it helps.
+
+    For each weight the estimates are re-ordered (no new forward) and scored by the share of
+    frames whose top-1 lies within ``right_m`` of the truth. The weight is chosen on one half
+    of the frames and scored on the other, both ways (2-fold, split by frame), and a weight
+    above 0 is kept only when its held-out rate beats the global order (weight 0) by
+    ``min_gain``: re-ranking that cannot show a gain on the map's own data does not reorder.
+    Returns ``(weight, report)``.
+    """
+    import dataclasses
+
+    from vpr_ros.geo import wgs84_to_enu
+
+    origin = localizer.map.origin
+    truth = np.asarray(truth_lat_lon, np.float64).reshape(-1, 2)
+    truth_en = np.stack([wgs84_to_enu(lat, lon, 0.0, origin)[:2] for lat, lon in truth])
+    saved = localizer.config
+    right = np.zeros((len(weights), len(estimates)), bool)
+    try:
+        for w, weight in enumerate(weights):
+            localizer.config = dataclasses.replace(saved, rerank_weight=float(weight))
+            for i, est in enumerate(estimates):
+                if not est.candidates:
+                    continue
+                top = localizer.reorder(est).candidates[0].index
+                pos = localizer.map.positions_enu(top)
+                right[w, i] = np.linalg.norm(pos - truth_en[i]) <= right_m
+    finally:
+        localizer.config = saved
+    rates = right.mean(axis=1)
+    halves = np.array_split(np.random.default_rng(seed).permutation(len(estimates)), 2)
+    held_out = np.zeros(len(estimates), bool)
+    for a, b in ((0, 1), (1, 0)):
+        pick = int(np.argmax(right[:, halves[a]].mean(axis=1)))
+        held_out[halves[b]] = right[pick, halves[b]]
+    best = int(np.argmax(rates))
+    base = float(rates[list(weights).index(0.0)]) if 0.0 in weights else float(rates.min())
+    cv_rate = float(held_out.mean())
+    keep = weights[best] > 0 and cv_rate >= base + min_gain and rates[best] >= base + min_gain
+    weight = float(weights[best]) if keep else 0.0
+    report = {
+        'weight': weight, 'right_place_m': float(right_m), 'frames': int(len(estimates)),
+        'right_place_rate': {f'{w:g}': float(r) for w, r in zip(weights, rates)},
+        'global_order_rate': base, 'chosen_rate_cross_validated': cv_rate,
+        'reason': (f'weight {weight:g}: top-1 right place {base:.3f} -> {rates[best]:.3f} '
+                   f'(2-fold held out {cv_rate:.3f})' if keep else
+                   f're-ranking does not raise the right-place rate on these frames by '
+                   f'{min_gain:g} (global {base:.3f}, best {rates[best]:.3f} at weight '
+                   f'{weights[best]:g}, held out {cv_rate:.3f}): global order kept'),
+    }
+    return weight, report
 
 
 def calibrate_map(localizer: Any, config: CalibrationConfig | None = None, *,
@@ -318,8 +397,15 @@ def calibrate_map(localizer: Any, config: CalibrationConfig | None = None, *,
         truth = np.asarray(truth, np.float64).reshape(-1, 2)
         exclude = None
         source = f'{len(truth)} calibration frames with positions'
-    feats, errs = calibration_frames(localizer, images, truth, exclude=exclude,
-                                     progress=progress)
+    estimates = localize_frames(localizer, images, exclude=exclude, progress=progress)
+    fusion = None
+    if localizer.rerank and config.fit_rerank_weight:
+        weight, fusion = fit_rerank_weight(localizer, estimates, truth,
+                                           config.right_place_spacings * spacing,
+                                           seed=config.seed)
+        localizer.config = dataclasses.replace(localizer.config, rerank_weight=weight)
+        estimates = [localizer.reorder(est) for est in estimates]
+    feats, errs = frame_errors(localizer, estimates, truth)
     norms = np.linalg.norm(errs, axis=1)
     cal = fit(feats, norms, config, floor_m=spacing, info={})
     report = {
@@ -333,7 +419,20 @@ def calibrate_map(localizer: Any, config: CalibrationConfig | None = None, *,
             feats, errs, config, floor_m=spacing, seed=config.seed).items()}
         if len(norms) >= 2 * config.min_per_bin else {},
         'rerank': bool(localizer.rerank),
+        'rerank_fusion': fusion,
         'geowarp_mode': localizer.config.geowarp.mode,
     }
     cal = dataclasses.replace(cal, info=report)
     return cal, report
+
+
+def store_calibration(db: Any, calibration: Calibration, report: Mapping[str, Any]) -> None:
+    """Store the calibration and the fusion weight it was fitted with, in one manifest write.
+
+    The sigma mapping is only valid for the candidate order it saw, so the two go together;
+    a calibration without a fusion fit leaves the localizer's default (GeoWarp order).
+    """
+    from vpr_ros.localizer import FUSION_KEY
+
+    db.update_manifest(**{'calibration': calibration.to_dict(),
+                          FUSION_KEY: dict(report.get('rerank_fusion') or {})})

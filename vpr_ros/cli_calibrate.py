@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vpr_ros.calibration import calibrate_map, CalibrationConfig, IDEAL_COVERAGE
+from vpr_ros.calibration import (calibrate_map, CalibrationConfig, IDEAL_COVERAGE,
+                                 store_calibration)
 from vpr_ros.localizer import Localizer, LocalizerConfig
 
 
@@ -69,7 +70,7 @@ def main(args: argparse.Namespace) -> int:
     if args.dry_run:
         print('dry run: the map is unchanged')
         return 0
-    localizer.map.update_manifest(calibration=cal.to_dict())
+    store_calibration(localizer.map, cal, report)
     print(f'calibration stored in {args.map / "manifest.json"}')
     return 0
 

@@ -324,7 +324,7 @@ def bag_info(path: Path, config: DemoConfig) -> dict[str, Any]:
 def build_demo_map(csv: Path, map_path: Path, config: DemoConfig, steps: Steps,
                    progress: bool = True) -> dict[str, Any]:
     """build-map, fit-geowarp and calibrate, each as its own step; return what they report."""
-    from vpr_ros.calibration import calibrate_map, CalibrationConfig
+    from vpr_ros.calibration import calibrate_map, CalibrationConfig, store_calibration
     from vpr_ros.localizer import Localizer, LocalizerConfig
     from vpr_ros.mapdb import build_map, BuildConfig
     from vpr_ros.training.geowarp_trainer import fit_geowarp, GeoWarpFitConfig, work_dir_for
@@ -354,7 +354,7 @@ def build_demo_map(csv: Path, map_path: Path, config: DemoConfig, steps: Steps,
         cal, report = calibrate_map(
             localizer, CalibrationConfig(pseudo_queries=config.pseudo_queries),
             progress=progress)
-        localizer.map.update_manifest(calibration=cal.to_dict())
+        store_calibration(localizer.map, cal, report)
         cov = report.get('nees_coverage_cv') or report['nees_coverage']
         steps.say(f'  pseudo-query error median {report["error_m"]["median"]:.2f} m, '
                   f'p95 {report["error_m"]["p95"]:.2f} m; coverage at 1/2/3 sigma '

@@ -65,6 +65,11 @@ class LocalizerConfig(Config):
     # doubles the costliest step (bench/bench_localize.py) for little gain (bench/README.md).
     geowarp: GeoWarpConfig = option(GeoWarpConfig(symmetric=False),
                                     'GeoWarp re-ranking (seed 004)')
+    rerank_weight: float = option(
+        -1.0, 'weight w of the GeoWarp score in the re-ranked order, score = (1 - w) global + '
+              'w GeoWarp: 1 orders by GeoWarp alone, 0 keeps the global order; -1 takes the '
+              'weight vpr-ros calibrate validated on the map (1 when it has none)',
+        min=-1.0, max=1.0, runtime=True)
     estimator: str = option('top1', 'position: the re-ranked top-1, or the score-weighted '
                             'mean of the candidates within cluster_radius_m of it',
                             choices=ESTIMATORS, runtime=True)
@@ -182,6 +187,30 @@ class Localizer:
         cal = map_db.manifest.get('calibration') or {}
         self.calibration = Calibration.from_dict(cal) if cal else None
 
+    @property
+    def rerank_weight(self) -> float:
+        """Weight of the GeoWarp score in the order: the config's, else the map's validated one."""
+        if self.config.rerank_weight >= 0:
+            return float(self.config.rerank_weight)
+        fusion = self.map.manifest.get(FUSION_KEY) or {}
+        return float(fusion.get('weight', 1.0))
+
+    def reorder(self, estimate: Estimate) -> Estimate:
+        """Recompute order, position and confidence of an estimate with the current settings.
+
+        Uses the candidates' stored global and GeoWarp scores (no forward, no re-ranking):
+        ``vpr-ros calibrate`` tries fusion weights this way.
+        """
+        if not estimate.candidates:
+            return estimate
+        cands = sorted(estimate.candidates, key=lambda c: -c.score)   # retrieval order
+        idx = np.array([c.index for c in cands])
+        glob = np.array([c.score for c in cands], np.float64)
+        rerank = np.array([c.rerank_score for c in cands], np.float64)
+        order = (fused_order(glob, rerank, self.rerank_weight) if np.isfinite(rerank).any()
+                 else np.arange(len(idx)))
+        return self._estimate(idx, glob, rerank, order, dict(estimate.timings))
+
     @classmethod
     def open(cls, map_path: str | Path,  # noqa: A003 - mirrors MapDB.open
              config: LocalizerConfig | None = None, *,
@@ -297,8 +326,7 @@ class Localizer:
         if self.rerank and small is not None:
             p = min(cfg.geowarp.num_reranked, len(idx))
             rerank[:p] = self._rerank_scores(small, idx[:p]) / 225.0
-            order = np.concatenate([np.argsort(-rerank[:p], kind='stable'),
-                                    np.arange(p, len(idx))])
+            order = fused_order(glob, rerank, self.rerank_weight)
         t2 = time.perf_counter()
         timings['rerank'] = (t2 - t1) * 1e3
         estimate = self._estimate(idx, glob, rerank, order, timings)
@@ -399,6 +427,22 @@ class Localizer:
                         float('inf'), (), {}, timings, reason)
 
 
+#: Manifest key of the re-ranking fusion weight that ``vpr-ros calibrate`` validated.
+FUSION_KEY = 'rerank_fusion'
+
+
+def fused_order(glob: np.ndarray, rerank: np.ndarray, weight: float) -> np.ndarray:
+    """Order candidates: re-ranked ones by ``(1 - w) global + w GeoWarp``, the others after.
+
+    ``rerank`` is NaN for candidates that were not re-ranked (they keep the retrieval order
+    after the re-ranked ones); ``weight`` 1 is the published GeoWarp order, 0 the global one.
+    """
+    done = np.isfinite(rerank)
+    p = int(done.sum())
+    fused = (1.0 - weight) * glob[:p] + weight * rerank[:p]
+    return np.concatenate([np.argsort(-fused, kind='stable'), np.arange(p, len(glob))])
+
+
 def localize(images: Any, map_path: str | Path, *, config: LocalizerConfig | None = None,
              device: str = 'auto') -> Estimate | list[Estimate]:
     """Localize one image (path, array, tensor) or a list of them against a map file."""
@@ -408,5 +452,5 @@ def localize(images: Any, map_path: str | Path, *, config: LocalizerConfig | Non
     return localizer.localize_batch(list(images))
 
 
-__all__ = ['Candidate', 'Estimate', 'FIX', 'localize', 'Localizer', 'LocalizerConfig',
-           'NO_FIX']
+__all__ = ['Candidate', 'Estimate', 'FIX', 'fused_order', 'FUSION_KEY', 'localize', 'Localizer',
+           'LocalizerConfig', 'NO_FIX']
