@@ -106,8 +106,9 @@ class Projection:
         """Return the same projection cut to its first ``dim`` output dimensions."""
         return Projection(self.method, self.mean, self.matrix[:dim])
 
-    def apply(self, descriptors: np.ndarray, chunk: int = 65536) -> np.ndarray:
-        """Project ``(N, D)`` descriptors to ``(N, d)`` float32, L2-normalised."""
+    def apply(self, descriptors: np.ndarray, chunk: int = 65536, *,
+              normalise: bool = True) -> np.ndarray:
+        """Project ``(N, D)`` descriptors to ``(N, d)`` float32, L2-normalised (by default)."""
         x = np.atleast_2d(np.asarray(descriptors, np.float32))
         if x.shape[1] != self.input_dim:
             raise MapError(f'adaptation: descriptors have {x.shape[1]} dimensions, the '
@@ -115,8 +116,7 @@ class Projection:
         out = np.empty((len(x), self.dim), np.float32)
         for start in range(0, len(x), chunk):
             y = (x[start:start + chunk] - self.mean) @ self.matrix.T
-            out[start:start + chunk] = y / np.maximum(
-                np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
+            out[start:start + chunk] = _normalise(y) if normalise else y
         return out
 
 
@@ -131,12 +131,20 @@ def _eigh_desc(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.maximum(values[order], 1e-12), vectors[:, order]
 
 
+def _covariance(x: np.ndarray, mean: np.ndarray, chunk: int = 16384) -> np.ndarray:
+    """``cov(x)`` about ``mean`` in float64, accumulated in chunks (big maps stay float32)."""
+    cov = np.zeros((x.shape[1], x.shape[1]))
+    for start in range(0, len(x), chunk):
+        part = np.asarray(x[start:start + chunk], np.float64) - mean
+        cov += part.T @ part
+    return cov / len(x)
+
+
 def fit_pcaw(descriptors: np.ndarray, dim: int, *, shrinkage: float = 0.1) -> Projection:
     """PCA whitening of ``descriptors`` (Jégou and Chum, ECCV 2012), ``dim`` outputs."""
-    x = np.asarray(descriptors, np.float64)
-    mean = x.mean(axis=0)
-    xc = x - mean
-    values, vectors = _eigh_desc(_shrink(xc.T @ xc / len(x), shrinkage))
+    x = np.asarray(descriptors, np.float32)
+    mean = x.mean(axis=0, dtype=np.float64)
+    values, vectors = _eigh_desc(_shrink(_covariance(x, mean), shrinkage))
     matrix = (vectors[:, :dim] / np.sqrt(values[:dim])).T
     return Projection('pcaw', mean.astype(np.float32), matrix.astype(np.float32))
 
@@ -148,16 +156,15 @@ def fit_lw(descriptors: np.ndarray, pairs: np.ndarray, dim: int, *,
     ``P = eig(C_S^-1/2 cov(x) C_S^-1/2)^T C_S^-1/2`` with ``C_S`` the covariance of the
     differences of matching pairs; the first ``dim`` rows are kept.
     """
-    x = np.asarray(descriptors, np.float64)
+    x = np.asarray(descriptors, np.float32)
     pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
     if len(pairs) == 0:
         raise DataError('learnt whitening needs matching pairs of map images; none found')
-    mean = x[pairs[:, 0]].mean(axis=0)
-    diff = x[pairs[:, 0]] - x[pairs[:, 1]]
+    mean = x[pairs[:, 0]].mean(axis=0, dtype=np.float64)
+    diff = np.asarray(x[pairs[:, 0]], np.float64) - x[pairs[:, 1]]
     cov_s = _shrink(diff.T @ diff / len(diff), shrinkage)
     whiten = np.linalg.inv(np.linalg.cholesky(cov_s))    # C_S^-1/2 (up to a rotation)
-    xw = (x - mean) @ whiten.T
-    _, vectors = _eigh_desc(xw.T @ xw / len(x))
+    _, vectors = _eigh_desc(whiten @ _covariance(x, mean) @ whiten.T)
     matrix = vectors[:, :dim].T @ whiten
     return Projection('lw', mean.astype(np.float32), matrix.astype(np.float32))
 
@@ -290,8 +297,8 @@ def choose_adaptation(descriptors: np.ndarray, enu: np.ndarray, queries: np.ndar
                 full = fit_lw(x[train], pairs, max(dims), shrinkage=config.shrinkage)
             else:
                 full = fit_pcaw(x[train], max(dims), shrinkage=config.shrinkage)
-            px_full = (x - full.mean) @ full.matrix.T
-            pq_full = (qx[held] - full.mean) @ full.matrix.T
+            px_full = full.apply(x, normalise=False)
+            pq_full = full.apply(qx[held], normalise=False)
             for dim in dims:
                 db_k = _normalise(px_full[:, :dim])
                 q_k = _normalise(pq_full[:, :dim])

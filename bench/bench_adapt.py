@@ -1,0 +1,98 @@
+# Copyright 2026 vpr_ros maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Cost of map-side adaptation: ``vpr-ros adapt`` on a 10k-entry map, and per query.
+
+Descriptors are route-like (``vpr_ros.mapdb.synthetic``, 1280-D like the default model), 2 m
+apart; the validation pseudo-queries are perturbed map descriptors (the forward passes that
+make real pseudo-queries from thumbnails are timed separately with the default model, as
+per-image time x the pseudo-query count). Per query: projecting one descriptor vs one forward
+of the default model at 480x640, in the same run.
+
+    bash scripts/env.sh run python bench/bench_adapt.py [--entries 10000] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+from vpr_ros.mapdb.adaptation import AdaptConfig, choose_adaptation
+from vpr_ros.mapdb.synthetic import route_descriptors, route_queries
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--entries', type=int, default=10000)
+    parser.add_argument('--dim', type=int, default=1280)
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--json')
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    config = AdaptConfig()
+    x = route_descriptors(args.entries, args.dim, seed=0)
+    enu = np.stack([2.0 * np.arange(args.entries), np.zeros(args.entries)], axis=1)
+    queries, sources = route_queries(x, config.validation_queries, seed=1,
+                                     cos_range=(0.6, 0.85))
+    t0 = time.perf_counter()
+    choice = choose_adaptation(x, enu, queries, sources, config)
+    fit_s = time.perf_counter() - t0
+
+    from vpr_ros.models.api import get_model
+    model = get_model('effnet-lite0-gem').to('cpu').eval()
+    thumbs = torch.rand(16, 3, 96, 128)
+    frame = torch.rand(1, 3, 480, 640)
+    with torch.inference_mode():
+        model.embed(model.resize(thumbs))
+        t0 = time.perf_counter()
+        model.embed(model.resize(thumbs))
+        thumb_ms = (time.perf_counter() - t0) * 1e3 / len(thumbs)
+        forward = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            desc = model.embed(model.resize(frame)).numpy()
+            forward.append((time.perf_counter() - t0) * 1e3)
+    projection = choice.projection
+    if projection is None:   # the bench measures the cost of a kept projection regardless
+        from vpr_ros.mapdb.adaptation import fit_pcaw
+        projection = fit_pcaw(x, 512)
+    proj = []
+    for _ in range(200):
+        t0 = time.perf_counter()
+        projection.apply(desc)
+        proj.append((time.perf_counter() - t0) * 1e3)
+    result = {
+        'entries': args.entries, 'dim': args.dim, 'threads': args.threads,
+        'choice': f'{choice.method}-{choice.dim}', 'reason': choice.report['reason'],
+        'validation': choice.table,
+        'fit_and_validate_s': round(fit_s, 2),
+        'pseudo_query_forwards_s': round(thumb_ms * config.validation_queries / 1e3, 2),
+        'adapt_total_s': round(fit_s + thumb_ms * config.validation_queries / 1e3, 2),
+        'forward_480x640_ms': round(float(np.median(forward)), 2),
+        'projection_per_query_ms': round(float(np.median(proj)), 4),
+        'projection_vs_forward': round(float(np.median(proj) / np.median(forward)), 5),
+    }
+    print(json.dumps(result, indent=2))
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(result, f, indent=2)
+            f.write('\n')
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
