@@ -47,7 +47,7 @@ def main() -> int:
     x = route_descriptors(args.entries, args.dim, seed=0)
     enu = np.stack([2.0 * np.arange(args.entries), np.zeros(args.entries)], axis=1)
     queries, sources = route_queries(x, config.validation_queries, seed=1,
-                                     cos_range=(0.6, 0.85))
+                                     cos_range=(0.9, 0.97))
     t0 = time.perf_counter()
     choice = choose_adaptation(x, enu, queries, sources, config)
     fit_s = time.perf_counter() - t0
