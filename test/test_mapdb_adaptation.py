@@ -134,6 +134,18 @@ def test_gate_keeps_plain_descriptors_when_nothing_helps():
     assert forced.method == 'pcaw' and 'forced' in forced.report['reason']
 
 
+def test_build_map_validates_on_pseudo_queries_from_its_source_images(tmp_path):
+    forced = AdaptConfig(method='pcaw', dims=(8,), validation_queries=24, folds=2)
+    path = textured_map(tmp_path, 48, adapt=forced)
+    db = MapDB.open(path)
+    record = db.manifest['adaptation']
+    assert record['method'] == 'pcaw' and record['dim'] == 8       # forced, so kept
+    assert record['report']['pseudo_queries_from'] == 'source images'
+    assert record['report']['pseudo_queries'] == 24
+    assert {(r['method'], r['dim']) for r in record['validation']} == {
+        ('none', db.descriptor_dim), ('pcaw', 8)}
+
+
 def test_too_small_or_unplaced_maps_are_clear_errors():
     rng = np.random.default_rng(3)
     x = _unit(rng.normal(size=(20, 64)).astype(np.float32))
@@ -244,6 +256,11 @@ def test_adapt_cli_reports_the_validation_and_refuses_a_map_without_thumbnails(
     found = {(r['method'], r['dim']) for r in table}
     assert found >= {('none', dim), ('pcaw', 4), ('pcaw', 8)}
     assert MapDB.open(path).manifest.get('adaptation') is None      # dry run
+    proc = _vpr_ros('adapt', path, '--dims', '8', '--validation-queries', '24', '--dry-run',
+                    '--source', plain_map.parent / 'src' / 'route.csv')
+    assert 'pseudo-queries from source images' in proc.stdout
+    proc = _vpr_ros('adapt', path, '--source', tmp_path, check=False)
+    assert proc.returncode != 0 and 'Traceback' not in proc.stderr
     bare = textured_map(tmp_path / 'bare', 12, thumbnail_size=(0, 0),
                         adapt=AdaptConfig(method='none'))
     proc = _vpr_ros('adapt', bare, check=False)

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -206,23 +206,43 @@ def spatial_folds(enu: np.ndarray, folds: int, *, seed: int = 0) -> np.ndarray:
 
 
 def describe_pseudo_queries(db: Any, model: Any, count: int, *, seed: int = 0,
-                            batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """Raw descriptors of ``count`` pseudo-queries made from map thumbnails, and their entries."""
+                            batch_size: int = 16,
+                            images: Callable[[int], np.ndarray] | None = None,
+                            resize_max: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Raw descriptors of ``count`` pseudo-queries and the map entries they were made from.
+
+    ``images(i)`` loads entry i at full resolution (the map's source, as at build time, shrunk
+    to ``resize_max`` like the build did); the map's thumbnails are used without it.
+    """
     import torch
 
     from vpr_ros.calibration import pseudo_query
-    from vpr_ros.images import to_tensor
+    from vpr_ros.images import check_rgb, thumbnail, to_tensor
 
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(len(db), size=min(count, len(db)), replace=False))
-    views = [pseudo_query(db.thumbnails(int(i)), rng) for i in chosen]
-    out = []
+    out = np.empty((len(chosen), int(model.descriptor_dim)), np.float32)
+    pending: dict[tuple[int, ...], list[tuple[int, Any]]] = {}
+
+    def flush(shape: tuple[int, ...]) -> None:
+        rows = pending.pop(shape)
+        batch = torch.stack([t for _, t in rows]).to(model.device)
+        out[[r for r, _ in rows]] = model.embed(model.resize(batch)).float().cpu().numpy()
+
     with torch.inference_mode():
-        for start in range(0, len(views), batch_size):
-            batch = torch.stack([to_tensor(v) for v in views[start:start + batch_size]])
-            batch = batch.to(model.device)
-            out.append(model.embed(model.resize(batch)).float().cpu().numpy())
-    return np.concatenate(out).astype(np.float32), chosen
+        for row, i in enumerate(chosen):
+            if images is None:
+                source = db.thumbnails(int(i))
+            else:
+                source = check_rgb(images(int(i)), where=f'map entry {db.names[int(i)]}')
+                source = thumbnail(source, resize_max) if resize_max else source
+            tensor = to_tensor(pseudo_query(source, rng))
+            pending.setdefault(tuple(tensor.shape), []).append((row, tensor))
+            if len(pending[tuple(tensor.shape)]) >= batch_size:
+                flush(tuple(tensor.shape))
+        for shape in list(pending):
+            flush(shape)
+    return out, chosen
 
 
 @dataclass
@@ -370,25 +390,33 @@ def _recall_rows(queries: np.ndarray, database: np.ndarray, sources: np.ndarray,
 
 
 def adapt_map(db: Any, config: AdaptConfig | None = None, *, model: Any = None,
-              device: str = 'auto', dry_run: bool = False) -> AdaptationChoice:
+              device: str = 'auto', dry_run: bool = False,
+              images: Callable[[int], np.ndarray] | None = None,
+              resize_max: int = 0) -> AdaptationChoice:
     """Choose, fit and store the adaptation of an open map (``MapDB``); return the choice.
 
-    ``method='none'`` removes a stored adaptation. Pseudo-queries need the map's thumbnails
-    and positions; without them this is a :class:`DataError` (nothing is stored).
+    ``method='none'`` removes a stored adaptation. Pseudo-queries are made from the map's
+    source images when ``images(i)`` loads entry i (build-map passes them; they keep the
+    camera's resolution), else from its thumbnails; positions are needed. Without either, a
+    :class:`DataError` (nothing is stored).
     """
     config = config or AdaptConfig()
     if config.method == 'none':
         choice = AdaptationChoice(None, 'none', int(db.descriptor_dim), [],
                                   {'reason': 'adaptation switched off (method none)'})
     else:
-        if not db.manifest.get('thumbnails'):
+        if images is None and not db.manifest.get('thumbnails'):
             raise DataError(f'{db.path} has no thumbnails to make validation pseudo-queries '
-                            f'from; rebuild it with thumbnails to adapt it')
+                            "from; give the map's source images (--source) or rebuild it "
+                            'with thumbnails')
         model = model if model is not None else db.load_model(device)
         queries, sources = describe_pseudo_queries(db, model, config.validation_queries,
-                                                   seed=config.seed)
+                                                   seed=config.seed, images=images,
+                                                   resize_max=resize_max)
         choice = choose_adaptation(np.asarray(db.descriptors), db.positions_enu(
             np.arange(len(db))), queries, sources, config)
+        choice.report['pseudo_queries_from'] = ('source images' if images is not None
+                                                else 'map thumbnails')
     if not dry_run:
         store_adaptation(db, choice, config)
     return choice

@@ -371,17 +371,26 @@ def build_map(source: str | Path | SourceReport, out: str | Path,
     shutil.rmtree(work, ignore_errors=True)
     log.info('map written to %s (%d entries)', out, n)
     if config.adapt.method != 'none':
-        _adapt_built_map(out, config.adapt, model)
+        _adapt_built_map(out, config, model, entries)
     return out
 
 
-def _adapt_built_map(out: Path, config: AdaptConfig, model: Any) -> None:
-    """Fit the map's adaptation; a map it cannot adapt stays plain, with the reason logged."""
+def _adapt_built_map(out: Path, config: BuildConfig, model: Any,
+                     entries: Sequence[Entry]) -> None:
+    """Fit the map's adaptation; a map it cannot adapt stays plain, with the reason logged.
+
+    The validation pseudo-queries are made from the source images (found by entry name), at
+    the camera's resolution, as the queries will be.
+    """
     from vpr_ros.mapdb.adaptation import adapt_map
     from vpr_ros.mapdb.database import MapDB
 
     try:
-        choice = adapt_map(MapDB.open(out, fast=True), config, model=model)
+        db = MapDB.open(out, fast=True)
+        by_name = {e.name: e for e in entries}
+        choice = adapt_map(db, config.adapt, model=model,
+                           images=lambda i: by_name[db.names[i]].load(),
+                           resize_max=config.resize_max)
     except (DataError, MapError) as exc:
         log.warning('%s: no descriptor adaptation (%s); the map uses plain descriptors', out,
                     exc)

@@ -42,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--min-gain', type=float, default=d.min_gain,
                         help=f'keep a projection only if held-out recall@1 rises this much '
                              f'(default {d.min_gain:g})')
+    parser.add_argument('--source', type=Path,
+                        help='the folder or CSV the map was built from: validation '
+                             'pseudo-queries are made from these full-resolution images '
+                             '(default: from the map thumbnails; build-map uses its source)')
     parser.add_argument('--seed', type=int, default=d.seed, help='folds and pseudo-queries')
     parser.add_argument('--device', default='auto', help='auto (default), cpu, cuda, cuda:N')
     parser.add_argument('--dry-run', action='store_true', help='validate and report, store '
@@ -60,11 +64,25 @@ def main(args: argparse.Namespace) -> int:
                          validation_queries=args.validation_queries, min_gain=args.min_gain,
                          seed=args.seed)
     db = MapDB.open(args.map)
-    choice = adapt_map(db, config, device=args.device, dry_run=args.dry_run)
+    images = None
+    if args.source:
+        from vpr_ros.errors import DataError
+        from vpr_ros.mapdb.sources import open_source
+
+        by_name = {e.name: e for e in open_source(args.source).entries}
+        missing = [n for n in db.names if n not in by_name]
+        if missing:
+            raise DataError(f'{args.source} does not hold {len(missing)} of the map entries '
+                            f'(e.g. {missing[0]!r}); give the source the map was built from')
+        images = lambda i: by_name[db.names[i]].load()   # noqa: E731
+    resize_max = int((db.manifest.get('build') or {}).get('resize_max') or 0)
+    choice = adapt_map(db, config, device=args.device, dry_run=args.dry_run, images=images,
+                       resize_max=resize_max)
     report = choice.report
     if choice.table:
         print(f'held-out validation of {args.map}: {report["pseudo_queries"]} pseudo-queries '
-              f'from map thumbnails, {report["folds"]} spatial folds, right place within '
+              f'from {report["pseudo_queries_from"]}, {report["folds"]} spatial folds, right '
+              f'place within '
               f'{report["right_place_m"]:.2f} m, {report["pairs"]} map pairs within '
               f'{config.positive_radius_m:g} m')
         print(f'  {"method":<7}{"dim":>6}{"R@1":>8}{"R@5":>8}')
