@@ -118,7 +118,9 @@ def test_calibrate_cli_stores_a_fit_the_localizer_uses(tmp_path, capsys):
                      '--device', 'cpu']) == 0
     out = capsys.readouterr().out
     assert 'nees_coverage' in out and 'calibration stored' in out
+    assert 'GeoWarp fusion: ' in out
     db = MapDB.open(path)                              # checksums still verify
+    assert db.manifest['rerank_fusion']['weight'] in (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.85, 1.0)
     stored = db.manifest['calibration']
     assert stored['info']['frames'] == 24
     assert stored['info']['source'].startswith('24 pseudo-queries')

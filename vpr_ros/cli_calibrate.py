@@ -67,6 +67,8 @@ def main(args: argparse.Namespace) -> int:
                               for k, v in report[name].items())
             print(f'  {name}: {cells}')
     print(f'  sigma knots (m): {", ".join(f"{s:.2f}" for s in cal.knots_sigma)}')
+    if report.get('rerank_fusion'):
+        print(f'  GeoWarp fusion: {report["rerank_fusion"]["reason"]}')
     if args.dry_run:
         print('dry run: the map is unchanged')
         return 0
