@@ -42,7 +42,7 @@ setup(
     entry_points={
         'console_scripts': [
             'vpr-ros = vpr_ros.cli:main',
-            'localizer = vpr_ros.ros.localizer_node:main',
+            'localizer = vpr_ros.ros.entry:localizer',
         ],
     },
 )
