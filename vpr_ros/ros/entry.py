@@ -17,7 +17,7 @@
 Importing the node pulls in torch and rclpy (seconds); a SIGINT or SIGTERM in that time must
 still be a clean exit 0, so the handlers are installed before (:mod:`vpr_ros.ros.stop`).
 ``--lifecycle`` (the launch file's ``lifecycle:=true``) runs the managed variant
-(:mod:`vpr_ros.ros.lifecycle_node`).
+(:mod:`vpr_ros.ros.lifecycle_node`); ``--autostart`` configures and activates it at once.
 """
 
 from __future__ import annotations
@@ -28,18 +28,21 @@ from typing import Sequence
 from vpr_ros.ros.stop import StopSignals
 
 LIFECYCLE_FLAG = '--lifecycle'
+AUTOSTART_FLAG = '--autostart'
 
 
 def localizer(args: Sequence[str] | None = None) -> int:
     """Run the localizer node (``--lifecycle``: the managed node) until SIGINT/SIGTERM."""
     stop = StopSignals.install()
     argv = list(sys.argv if args is None else args)
-    managed = LIFECYCLE_FLAG in argv
-    argv = [a for a in argv if a != LIFECYCLE_FLAG]
+    managed, autostart = LIFECYCLE_FLAG in argv, AUTOSTART_FLAG in argv
+    argv = [a for a in argv if a not in (LIFECYCLE_FLAG, AUTOSTART_FLAG)]
     if managed:
-        from vpr_ros.ros.lifecycle_node import main
-    else:
-        from vpr_ros.ros.localizer_node import main
+        from vpr_ros.ros.lifecycle_node import main as managed_main
+        if stop.requested:
+            return 0
+        return managed_main(argv, stop=stop, autostart=autostart)
+    from vpr_ros.ros.localizer_node import main
     if stop.requested:
         return 0
     return main(argv, stop=stop)
