@@ -167,7 +167,7 @@ def test_fixes_carry_stamp_frame_status_and_calibrated_covariance(
         sigma = math.sqrt(pose.pose.covariance[0])
         assert math.hypot(pose.pose.pose.position.x - east,
                           pose.pose.pose.position.y - north) <= 3 * sigma
-        assert pose.header.frame_id == 'map'
+        assert pose.header.frame_id == 'vpr_map'
 
         # Runtime parameters: thresholds change, fixed ones and invalid values are refused.
         results = set_parameters(node, NODE, **{'localizer.top_k': 3})
