@@ -31,7 +31,7 @@ setup(
         ('share/' + package_name + '/launch', glob('launch/*.launch.py')),
         ('share/' + package_name + '/config', glob('config/*.yaml')),
     ],
-    python_requires='>=3.11',
+    python_requires='>=3.10',
     install_requires=['setuptools'],
     extras_require={'test': ['pytest']},
     zip_safe=False,
