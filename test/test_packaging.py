@@ -202,6 +202,15 @@ def test_colcon_build_and_test_in_a_scratch_workspace(tmp_path):
         assert (install / 'share' / 'vpr_ros' / name).is_file(), name
     assert (install / 'share' / 'ament_index' / 'resource_index' / 'packages'
             / 'vpr_ros').is_file()
+    # The README's distro recipe: source the workspace, the CLI through `ros2 run`.
+    if shutil.which('ros2'):
+        doctor = subprocess.run(
+            ['bash', '-c', 'source install/setup.bash && ros2 run vpr_ros vpr-ros doctor && '
+             'ros2 run vpr_ros localizer --ros-args -p device:=tpu'],
+            cwd=ws, env=env, capture_output=True, text=True, timeout=300)
+        assert doctor.stdout.startswith('vpr_ros            0.1.0'), doctor.stdout + doctor.stderr
+        assert str(ws / 'install' / 'vpr_ros') in doctor.stdout   # AMENT_PREFIX_PATH
+        assert doctor.returncode == 1 and "unknown device 'tpu'" in doctor.stderr
     test = subprocess.run([colcon, 'test', '--base-paths', 'src', '--pytest-args',
                            'test/test_config.py', 'test/test_linters.py'],
                           cwd=ws, env=env, capture_output=True, text=True, timeout=600)
