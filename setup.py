@@ -31,7 +31,7 @@ setup(
         ('share/' + package_name + '/launch', glob('launch/*.launch.py')),
         ('share/' + package_name + '/config', glob('config/*.yaml')),
     ],
-    python_requires='>=3.11',
+    python_requires='>=3.10',
     install_requires=['setuptools'],
     extras_require={'test': ['pytest']},
     zip_safe=False,
@@ -42,7 +42,7 @@ setup(
     entry_points={
         'console_scripts': [
             'vpr-ros = vpr_ros.cli:main',
-            'localizer = vpr_ros.ros.localizer_node:main',
+            'localizer = vpr_ros.ros.entry:localizer',
         ],
     },
 )

@@ -6,8 +6,9 @@
 #   bash scripts/env.sh setup          set up only; prints the lines to `source` for a shell
 #   bash scripts/env.sh run CMD...     set up, then run CMD inside the environment
 #
-# The virtual environment lives outside the work tree, in
-#   ${VPR_ROS_CACHE:-${XDG_CACHE_HOME:-~/.cache}/vpr_ros}/venv-py<X.Y>-<sha256(requirements.lock)[:16]>
+# ROS_DISTRO picks the lock (and so the ROS 2 wheels): kilted (default) -> requirements.lock,
+# jazzy -> requirements-jazzy.lock. The virtual environment lives outside the work tree, in
+#   ${VPR_ROS_CACHE:-${XDG_CACHE_HOME:-~/.cache}/vpr_ros}/venv-py<X.Y>-<sha256(lock)[:16]>
 # so a second run (or a second clone with the same lock) reuses it. A venv is only used once it
 # carries its completion marker, so an interrupted install is redone from scratch, never half-used.
 set -euo pipefail
@@ -49,16 +50,24 @@ ensure_venv_module() {
 PY="$(find_python)" || die "need Python >= 3.11 (python3.11, python3.12 or python3.13 on PATH)"
 ensure_venv_module
 PYVER="$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
-LOCK_HASH="$(sha256sum "$REPO/requirements.lock" | cut -c1-16)"
+case "${ROS_DISTRO:-kilted}" in
+  kilted) LOCK="$REPO/requirements.lock" ;;
+  jazzy) LOCK="$REPO/requirements-jazzy.lock" ;;
+  *) die "ROS_DISTRO=$ROS_DISTRO: locks exist for kilted (default) and jazzy; for another distro" \
+       "use its own ROS 2 install (README: On a machine with a ROS 2 distribution)" ;;
+esac
+export ROS_DISTRO="${ROS_DISTRO:-kilted}"
+LOCK_HASH="$(sha256sum "$LOCK" | cut -c1-16)"
 VENV="$CACHE/venv-py$PYVER-$LOCK_HASH"
 MARKER="$VENV/.vpr_ros_complete"
 
 build_venv() {
   local start=$SECONDS
-  log "creating $VENV (first run: installs torch, ROS 2 wheels, ... several minutes)"
+  log "creating $VENV for ROS 2 $ROS_DISTRO (first run: installs torch, ROS 2 wheels, ..." \
+    "several minutes)"
   rm -rf "$VENV"
   "$PY" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REPO/requirements.lock"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$LOCK"
   if [ -d "$VENDOR" ]; then
     log "installing the ROS 2 CLI/launch packages from $VENDOR"
     bash "$VENDOR/install.sh" "$VENV/bin/python" >/dev/null

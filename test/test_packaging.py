@@ -107,6 +107,77 @@ def test_ros2_launch_localizes_an_injected_image_and_stops_on_sigint(
     assert 'Traceback' not in launch.output()
 
 
+def test_ros2_launch_exits_non_zero_when_the_node_fails(tmp_path):
+    ros2 = _require('ros2')
+    out = subprocess.run([ros2, 'launch', 'vpr_ros', 'localize.launch.py',
+                          'map:=/nonexistent/route.vprmap', 'device:=cpu'],
+                         capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, OMP_NUM_THREADS='1'))
+    text = out.stdout + out.stderr
+    assert out.returncode == 1, text
+    assert '/nonexistent/route.vprmap does not exist' in text
+    assert 'the vpr_ros localizer (localizer-1) exited with code 1' in text
+
+
+def _launch_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location('localize_launch',
+                                                  REPO / 'launch' / 'localize.launch.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _launched(**arguments):
+    """Run the launch file's logic with ``arguments``; return {executable: its arguments}."""
+    from launch import LaunchContext
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch.substitutions import TextSubstitution
+
+    context = LaunchContext()
+    context.launch_configurations.update(arguments)
+    actions = []
+    for entity in _launch_module().generate_launch_description().entities:
+        if isinstance(entity, DeclareLaunchArgument):
+            entity.execute(context)   # sets the defaults of the arguments not given
+        elif isinstance(entity, OpaqueFunction):
+            actions += entity.execute(context)
+    nodes = {}
+    for action in actions:
+        if hasattr(action, 'node_executable'):
+            cmd = action.process_description.cmd[1:]
+            nodes[f'{action.node_package}/{action.node_executable}'] = [
+                ''.join(s.text for s in part) for part in cmd
+                if all(isinstance(s, TextSubstitution) for s in part)]
+    return nodes
+
+
+def test_launch_arguments_lifecycle_and_camera_tf(tmp_path):
+    pytest.importorskip('launch_ros')
+    plain = _launched(map='/m.vprmap')
+    assert list(plain) == ['vpr_ros/localizer']
+    assert '--lifecycle' not in plain['vpr_ros/localizer']
+    managed = _launched(map='/m.vprmap', lifecycle='true', autostart='true')
+    assert managed['vpr_ros/localizer'][:2] == ['--lifecycle', '--autostart']
+    assert _launched(lifecycle='true')['vpr_ros/localizer'][:2] == ['--lifecycle', '--ros-args']
+    # camera_tf: base_link -> the fixes' frame_id, from the argument, the params file or the
+    # node default, in that order.
+    tf = 'tf2_ros/static_transform_publisher'
+    nodes = _launched(camera_tf='0.1 0 0.5 1.5708 0 0')
+    assert nodes[tf][:16] == ['--x', '0.1', '--y', '0.0', '--z', '0.5', '--yaw', '1.5708',
+                              '--pitch', '0.0', '--roll', '0.0', '--frame-id', 'base_link',
+                              '--child-frame-id', 'vpr_camera']
+    params = tmp_path / 'p.yaml'
+    params.write_text('/**:\n  ros__parameters:\n    frame_id: "front_cam"\n')
+    nodes = _launched(camera_tf='0 0 1 0 0 0', params_file=str(params), base_frame='chassis')
+    assert nodes[tf][12:16] == ['--frame-id', 'chassis', '--child-frame-id', 'front_cam']
+    nodes = _launched(camera_tf='0 0 1 0 0 0', params_file=str(params), frame_id='cam2')
+    assert nodes[tf][15] == 'cam2'
+    with pytest.raises(ValueError, match='6 numbers'):
+        _launched(camera_tf='0 0 1')
+
+
 @pytest.mark.slow
 def test_colcon_build_and_test_in_a_scratch_workspace(tmp_path):
     colcon = _require('colcon')
@@ -131,6 +202,15 @@ def test_colcon_build_and_test_in_a_scratch_workspace(tmp_path):
         assert (install / 'share' / 'vpr_ros' / name).is_file(), name
     assert (install / 'share' / 'ament_index' / 'resource_index' / 'packages'
             / 'vpr_ros').is_file()
+    # The README's distro recipe: source the workspace, the CLI through `ros2 run`.
+    if shutil.which('ros2'):
+        doctor = subprocess.run(
+            ['bash', '-c', 'source install/setup.bash && ros2 run vpr_ros vpr-ros doctor && '
+             'ros2 run vpr_ros localizer --ros-args -p device:=tpu'],
+            cwd=ws, env=env, capture_output=True, text=True, timeout=300)
+        assert doctor.stdout.startswith('vpr_ros            0.1.0'), doctor.stdout + doctor.stderr
+        assert str(ws / 'install' / 'vpr_ros') in doctor.stdout   # AMENT_PREFIX_PATH
+        assert doctor.returncode == 1 and "unknown device 'tpu'" in doctor.stderr
     test = subprocess.run([colcon, 'test', '--base-paths', 'src', '--pytest-args',
                            'test/test_config.py', 'test/test_linters.py'],
                           cwd=ws, env=env, capture_output=True, text=True, timeout=600)

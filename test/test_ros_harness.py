@@ -29,11 +29,12 @@ import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
+from vpr_ros.ros.compat import ros_session
 
 rng = np.random.default_rng(7)
 pixels = rng.integers(0, 256, size=(48, 64, 3), dtype=np.uint8)
 try:
-    with rclpy.init():
+    with ros_session(rclpy_signals=True):
         node = rclpy.create_node('test_image_publisher')
         pub = node.create_publisher(Image, 'camera/image_raw',
                                     QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))

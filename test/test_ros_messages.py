@@ -260,4 +260,5 @@ def test_launch_file_declares_the_documented_arguments():
     description = module.generate_launch_description()
     names = [e.name for e in description.entities if isinstance(e, DeclareLaunchArgument)]
     assert names == ['map', 'params_file', 'image_topic', 'compressed', 'device', 'namespace',
-                     'use_sim_time', 'log_level']
+                     'use_sim_time', 'log_level', 'frame_id', 'lifecycle', 'autostart',
+                     'camera_tf', 'base_frame']

@@ -167,7 +167,7 @@ def test_fixes_carry_stamp_frame_status_and_calibrated_covariance(
         sigma = math.sqrt(pose.pose.covariance[0])
         assert math.hypot(pose.pose.pose.position.x - east,
                           pose.pose.pose.position.y - north) <= 3 * sigma
-        assert pose.header.frame_id == 'map'
+        assert pose.header.frame_id == 'vpr_map'
 
         # Runtime parameters: thresholds change, fixed ones and invalid values are refused.
         results = set_parameters(node, NODE, **{'localizer.top_k': 3})
@@ -263,19 +263,48 @@ def test_compressed_images(tiny_map, rclpy_context, tmp_path):
     from sensor_msgs.msg import NavSatFix
     from vpr_ros.geo import haversine_m
 
+    # image_transport naming: the node remapped to `image` subscribes `image/compressed`.
     with start_node(tiny_map, tmp_path / 'node.log', 'compressed:=true') as node_proc, \
-            start_camera(tiny_map, tmp_path / 'camera.log', [18], topic='/image',
+            start_camera(tiny_map, tmp_path / 'camera.log', [18], topic='/image/compressed',
                          period_s=0.5, kind='compressed'):
         node = rclpy.create_node('test_jpeg_listener', context=rclpy_context)
         fixes = collect(node, NavSatFix, '/vpr/fix', bool, timeout=120)
         node.destroy_node()
         assert node_proc.stop(signal.SIGINT) == 0
     assert fixes, node_proc.output()
-    assert '(CompressedImage, ' in node_proc.output()
+    assert '/image/compressed (CompressedImage, ' in node_proc.output()
     truth = tiny_map.frames[18]
     error = float(haversine_m(fixes[0].latitude, fixes[0].longitude, truth['lat'],
                               truth['lon']))
     assert error <= 3.0 * math.sqrt(fixes[0].position_covariance[0])
+
+
+def test_a_wrong_image_type_is_an_error_in_diagnostics_and_logs(
+        tiny_map, rclpy_context, tmp_path):
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+
+    # A JPEG camera on the raw topic: DDS matches nothing; the node must say so.
+    with start_node(tiny_map, tmp_path / 'node.log') as node_proc, \
+            start_camera(tiny_map, tmp_path / 'camera.log', [2], topic='/image',
+                         period_s=0.2, kind='compressed'):
+        node = rclpy.create_node('test_type_listener', context=rclpy_context)
+
+        def flagged(got):
+            return any(diagnostics_values(m).get('_level') == DiagnosticStatus.ERROR
+                       for m in got)
+        diags = collect(node, DiagnosticArray, '/diagnostics', flagged, timeout=60)
+        node.destroy_node()
+        assert node_proc.stop(signal.SIGINT) == 0
+    values = [v for v in map(diagnostics_values, diags) if v]
+    assert values and flagged(diags), node_proc.output()
+    last = [v for v in values if v['_level'] == DiagnosticStatus.ERROR][-1]
+    assert last['_message'] == (
+        'wrong message type on /image: published as sensor_msgs/msg/CompressedImage, the node '
+        'subscribes sensor_msgs/msg/Image (set compressed:=true)')
+    assert last['input_problem'] == last['_message']
+    assert int(last['frames_received']) == 0
+    assert 'wrong message type on /image' in node_proc.output()
 
 
 @pytest.mark.parametrize('params, message', [

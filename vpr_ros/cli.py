@@ -54,6 +54,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'train': ('vpr_ros.training.cli_train',
               'train a descriptor model on geotagged images (triplets, hard negatives)'),
 }
+# Commands that run until SIGINT/SIGTERM: the signals become a stop request before their module
+# (rclpy, rosbags) is imported, so a signal at any moment ends them cleanly (vpr_ros.ros.stop).
+STOPPABLE = frozenset({'play', 'record'})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,6 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if known.command is None:
         parser.print_help()
         return 2
+    stop = None
+    if known.command in STOPPABLE:
+        from vpr_ros.ros.stop import StopSignals
+
+        stop = StopSignals.install()
     module = importlib.import_module(known._module)
     full = argparse.ArgumentParser(prog=f'vpr-ros {known.command}',
                                    description=COMMANDS[known.command][1])
@@ -89,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rest = argv[argv.index(known.command) + 1:]
     args = full.parse_args(rest)
     args.verbose = args.verbose or known.verbose
+    if stop is not None:
+        args.stop = stop
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format='%(levelname)s %(name)s: %(message)s')
     logging.getLogger('faiss.loader').setLevel(logging.WARNING)  # chatty about CPU features

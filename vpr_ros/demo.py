@@ -219,7 +219,7 @@ def node_command(map_path: Path, config: DemoConfig, compressed: bool) -> tuple[
         if compressed:
             cmd.append('compressed:=true')
         return cmd, launcher
-    cmd = [sys.executable, '-m', 'vpr_ros.ros.localizer_node', '--ros-args',
+    cmd = [sys.executable, '-m', 'vpr_ros.ros.entry', '--ros-args',
            '-p', f'map:={map_path}', '-p', f'device:={config.device}',
            '-r', f'image:={config.image_topic}']
     if compressed:

@@ -18,7 +18,8 @@ A thin shell over :class:`vpr_ros.localizer.Localizer`: parameters are declared 
 dataclasses (:mod:`vpr_ros.ros.params`), frames go to a worker thread that keeps only the newest
 one (:mod:`vpr_ros.ros.worker`), estimates become messages in :mod:`vpr_ros.ros.messages`, and
 ``/diagnostics`` reports health once a period. Topics (relative, so namespaces and remapping
-work): subscribes ``image``; publishes ``vpr/fix``, ``vpr/pose`` (optional), ``/diagnostics``.
+work): subscribes ``image`` (``image/compressed`` with ``compressed``, as image_transport names
+it); publishes ``vpr/fix``, ``vpr/pose`` (optional), ``/diagnostics``.
 """
 
 from __future__ import annotations
@@ -29,11 +30,10 @@ import sys
 import time
 from typing import Any, Callable
 
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseWithCovarianceStamped
 import numpy as np
 from rcl_interfaces.msg import SetParametersResult
-import rclpy
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 import rclpy.logging
@@ -45,9 +45,12 @@ from vpr_ros.errors import ConfigError, DataError, VprError
 from vpr_ros.image_codec import msg_to_rgb
 from vpr_ros.localizer import Localizer
 from vpr_ros.ros import messages
+from vpr_ros.ros.compat import ros_session, spin_until_stopped
+from vpr_ros.ros.inputs import image_topic, input_problem, sibling_topic
 from vpr_ros.ros.params import configs_from_values, descriptor, parameter_specs
 from vpr_ros.ros.qos import diagnostics_qos, fix_qos, image_qos
 from vpr_ros.ros.stats import FrameStats
+from vpr_ros.ros.stop import StopSignals
 from vpr_ros.ros.worker import Worker
 
 NODE_NAME = 'vpr_localizer'
@@ -120,7 +123,9 @@ class LocalizerNode(Node):
         self.add_post_set_parameters_callback(self._apply_parameters)
         msg_type = CompressedImage if self.config.compressed else Image
         self.image_sub = self.create_subscription(
-            msg_type, 'image', self._on_image, image_qos(self.config.image_reliability))
+            msg_type, image_topic(self.resolve_topic_name('image'), self.config.compressed),
+            self._on_image, image_qos(self.config.image_reliability))
+        self.input_problem: str | None = None
         self.create_timer(self.config.diagnostics_period_s, self._publish_diagnostics)
         self.worker.start()
         log = self.get_logger()
@@ -267,10 +272,23 @@ class LocalizerNode(Node):
         values, snap = self.diagnostics()
         level, message = messages.diagnostic_level(snap,
                                                    stale_input_s=self.config.stale_input_s)
+        if self._check_input():
+            level, message = DiagnosticStatus.ERROR, self.input_problem
+            values['input_problem'] = self.input_problem
         status = messages.diagnostic_status(f'{self.get_fully_qualified_name()}: localizer',
                                             self.device_name, level, message, values)
         self.diag_pub.publish(messages.diagnostic_array(self.get_clock().now().to_msg(),
                                                         [status]))
+
+    def _check_input(self) -> str | None:
+        """Look at the publishers of the image topic (and its sibling); log what is wrong."""
+        topic = self.image_sub.topic_name
+        types = {t: [i.topic_type for i in self.get_publishers_info_by_topic(t)]
+                 for t in (topic, sibling_topic(topic, self.config.compressed))}
+        self.input_problem = input_problem(topic, self.config.compressed, types)
+        if self.input_problem:
+            self._warn_throttled(self.input_problem, error=True)
+        return self.input_problem
 
     # -- shutdown -----------------------------------------------------------------------
 
@@ -286,28 +304,32 @@ class LocalizerNode(Node):
             f'{s["frames_dropped"]} dropped, {s["fixes"]} fixes, {s["bad_frames"]} bad')
 
 
-def main(args: list[str] | None = None) -> int:
-    """Run the node until SIGINT/SIGTERM; exit 1 on a configuration error."""
+def main(args: list[str] | None = None, stop: StopSignals | None = None) -> int:
+    """Run the node until SIGINT/SIGTERM (exit 0); exit 1 on a configuration error.
+
+    ``stop`` comes from :func:`vpr_ros.ros.entry.localizer`, which installs it before the heavy
+    imports; a signal at any moment is answered at the next safe point (after the step of the
+    start-up in progress, or within one spin slice).
+    """
+    stop = stop or StopSignals.install()
     try:
-        with rclpy.init(args=args):
+        with ros_session(args):
+            if stop.requested:
+                return 0
             try:
                 node = LocalizerNode()
             except VprError as exc:
                 print(f'vpr_ros localizer: error: {exc}', file=sys.stderr)
                 return 1
-            except Exception:
-                if not rclpy.ok():  # SIGINT/SIGTERM arrived while starting: a clean stop
-                    return 0
-                raise
             executor = SingleThreadedExecutor()
             executor.add_node(node)
             try:
-                executor.spin()
+                spin_until_stopped(executor, stop)
             finally:
                 node.close()
                 executor.shutdown()
                 node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except ExternalShutdownException:
         pass
     return 0
 

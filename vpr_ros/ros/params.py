@@ -68,8 +68,9 @@ class NodeConfig(Config):
                                   runtime=True)
     publish_pose: bool = option(False, 'also publish geometry_msgs/PoseWithCovarianceStamped '
                                 'on vpr/pose, in a local ENU frame at the map origin')
-    pose_frame_id: str = option('map', 'header.frame_id of vpr/pose: the ENU frame whose '
-                                'origin is the map origin', runtime=True)
+    pose_frame_id: str = option('vpr_map', 'header.frame_id of vpr/pose: the ENU frame whose '
+                                'origin is the map origin (kept apart from the robot map frame)',
+                                runtime=True)
     diagnostics_period_s: float = option(1.0, 'period of the /diagnostics messages (s)',
                                          min=0.1, max=60.0)
     stale_input_s: float = option(2.0, 'diagnostics warn when no image arrived for this long '

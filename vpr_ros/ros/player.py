@@ -41,6 +41,8 @@ from rosidl_runtime_py.utilities import get_message
 from vpr_ros.bags import (has_header, header_stamp_ns, open_reader, playback_offsets_s,
                           PlayConfig, select_connections, shift_header_stamp)
 from vpr_ros.errors import DataError
+from vpr_ros.ros.compat import ros_session
+from vpr_ros.ros.stop import StopSignals
 
 
 def _publisher_qos(config: PlayConfig) -> Any:
@@ -49,9 +51,13 @@ def _publisher_qos(config: PlayConfig) -> Any:
     return QoSProfile(depth=config.depth, reliability=ReliabilityPolicy.RELIABLE)
 
 
-def _sleep_until(deadline: float, context: Any) -> bool:
-    """Sleep until the monotonic ``deadline`` in short steps; False when ROS shut down."""
-    while context.ok():
+def _running(context: Any, stop: StopSignals | None) -> bool:
+    return context.ok() and not (stop is not None and stop.requested)
+
+
+def _sleep_until(deadline: float, context: Any, stop: StopSignals | None = None) -> bool:
+    """Sleep until the monotonic ``deadline`` in short steps; False when asked to stop."""
+    while _running(context, stop):
         left = deadline - time.monotonic()
         if left <= 0:
             return True
@@ -68,7 +74,8 @@ def _restamp(raw: bytes, t0: int, wall_start: int, rate: float) -> bytes:
 
 
 def _publish_pass(reader: Any, conns: list[Any], pubs: dict[str, Any], clock_pub: Any,
-                  config: PlayConfig, context: Any, bar: Any) -> tuple[int, bool]:
+                  config: PlayConfig, context: Any, bar: Any,
+                  stop: StopSignals | None = None) -> tuple[int, bool]:
     """Publish the bag once at its pace; return (messages published, completed)."""
     start = time.monotonic()
     wall_start = time.time_ns()
@@ -78,7 +85,7 @@ def _publish_pass(reader: Any, conns: list[Any], pubs: dict[str, Any], clock_pub
         if t0 is None:
             t0 = log_time
         due = float(playback_offsets_s([t0, log_time], config.rate)[1])
-        if not _sleep_until(start + due, context):
+        if not _sleep_until(start + due, context, stop):
             return count, False
         if clock_pub is not None:
             clock = Clock()
@@ -94,9 +101,9 @@ def _publish_pass(reader: Any, conns: list[Any], pubs: dict[str, Any], clock_pub
 
 
 def _wait_for_subscribers(pubs: dict[str, Any], timeout_s: float, context: Any,
-                          node: Any) -> None:
+                          node: Any, stop: StopSignals | None = None) -> None:
     deadline = time.monotonic() + timeout_s
-    while (time.monotonic() < deadline and context.ok()
+    while (time.monotonic() < deadline and _running(context, stop)
            and not all(p.get_subscription_count() > 0 for p in pubs.values())):
         time.sleep(0.05)
     lonely = sorted(t for t, p in pubs.items() if p.get_subscription_count() == 0)
@@ -105,11 +112,11 @@ def _wait_for_subscribers(pubs: dict[str, Any], timeout_s: float, context: Any,
 
 
 def play(bag: Path, config: PlayConfig, topics: Sequence[str] | None = None, *,
-         progress: bool = True, context: Any = None) -> int:
+         progress: bool = True, context: Any = None, stop: StopSignals | None = None) -> int:
     """Publish the bag (selected ``topics``, all by default); return the messages published.
 
     Needs an initialised rclpy ``context`` (the default one when None). Returns early, without
-    error, when the context shuts down or SIGINT arrives.
+    error, when the context shuts down or ``stop`` is requested (SIGINT/SIGTERM).
     """
     context = context or rclpy.get_default_context()
     reader = open_reader(bag)
@@ -129,24 +136,21 @@ def play(bag: Path, config: PlayConfig, topics: Sequence[str] | None = None, *,
             pubs[topic] = node.create_publisher(msg_class, topic, qos)
         clock_pub = node.create_publisher(Clock, '/clock', 10) if config.clock else None
         if config.wait_for_subscribers_s > 0:
-            _wait_for_subscribers(pubs, config.wait_for_subscribers_s, context, node)
+            _wait_for_subscribers(pubs, config.wait_for_subscribers_s, context, node, stop)
         if progress:
             from tqdm import tqdm
 
             bar = tqdm(total=sum(c.msgcount for c in conns), unit='msg',
                        desc=f'play {Path(bag).name}')
-        try:
-            while context.ok():
-                count, completed = _publish_pass(reader, conns, pubs, clock_pub, config,
-                                                 context, bar)
-                published += count
-                if not (completed and config.loop):
-                    break
-                if bar is not None:
-                    bar.reset()
-        except KeyboardInterrupt:
-            pass
-        if config.qos == 'reliable' and context.ok():
+        while _running(context, stop):
+            count, completed = _publish_pass(reader, conns, pubs, clock_pub, config,
+                                             context, bar, stop)
+            published += count
+            if not (completed and config.loop):
+                break
+            if bar is not None:
+                bar.reset()
+        if config.qos == 'reliable' and _running(context, stop):
             for pub in pubs.values():  # let reliable readers get the tail before we exit
                 pub.wait_for_all_acked(Duration(seconds=5))
     finally:
@@ -181,11 +185,14 @@ def main(args: argparse.Namespace) -> int:
     config = PlayConfig(rate=args.rate, loop=args.loop, clock=args.clock, qos=args.qos,
                         wait_for_subscribers_s=args.wait_for_subscribers_s,
                         restamp=args.restamp)
+    stop = getattr(args, 'stop', None) or StopSignals.install()
     count = 0
     try:
-        with rclpy.init():
-            count = play(args.bag, config, args.topics, progress=not args.no_progress)
-    except (KeyboardInterrupt, ExternalShutdownException):
+        with ros_session() as context:
+            if not stop.requested:
+                count = play(args.bag, config, args.topics, progress=not args.no_progress,
+                             context=context, stop=stop)
+    except ExternalShutdownException:
         pass
     print(f'played {count} messages from {args.bag}', file=sys.stderr)
     return 0

@@ -38,6 +38,8 @@ from rosidl_runtime_py.utilities import get_message
 
 from vpr_ros.bags import BagWriter, message_class, RecordConfig
 from vpr_ros.errors import DataError
+from vpr_ros.ros.compat import ros_session, spin_until_stopped
+from vpr_ros.ros.stop import StopSignals
 
 IGNORED_TOPICS = ('/rosout', '/parameter_events')
 
@@ -105,8 +107,9 @@ class Recorder(Node):
 
 
 def record(out: Path, topics: Sequence[str] | None, config: RecordConfig, *,
-           context: Any = None, log: Callable[[str], None] = print) -> dict[str, int]:
-    """Record until the rclpy context shuts down (SIGINT/SIGTERM); return counts per topic.
+           context: Any = None, log: Callable[[str], None] = print,
+           stop: StopSignals | None = None) -> dict[str, int]:
+    """Record until ``stop`` is requested or the context shuts down; return counts per topic.
 
     The output bag must not exist. It is closed (readable) whatever ends the recording.
     """
@@ -117,7 +120,10 @@ def record(out: Path, topics: Sequence[str] | None, config: RecordConfig, *,
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
         try:
-            executor.spin()
+            if stop is None:
+                executor.spin()
+            else:
+                spin_until_stopped(executor, stop, context)
         except (KeyboardInterrupt, ExternalShutdownException):
             pass
         finally:
@@ -146,11 +152,14 @@ def main(args: argparse.Namespace) -> int:
     def log(text: str) -> None:
         print(text, flush=True)
 
+    stop = getattr(args, 'stop', None) or StopSignals.install()
     counts: dict[str, int] = {}
     try:
-        with rclpy.init():
-            counts = record(args.out, args.topics, config, log=log)
-    except (KeyboardInterrupt, ExternalShutdownException):
+        with ros_session() as context:
+            if not stop.requested:
+                counts = record(args.out, args.topics, config, log=log, context=context,
+                                stop=stop)
+    except ExternalShutdownException:
         pass
     total = sum(counts.values())
     detail = ', '.join(f'{t}: {n}' for t, n in sorted(counts.items()))
