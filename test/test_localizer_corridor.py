@@ -60,4 +60,5 @@ def test_corridor(shared_data, tmp_path):
     assert reranked['R@1'] >= 0.7
     assert reranked['median_m'] <= 2.0
     assert reranked['no_fix_rate'] <= 0.1
-    assert 0.76 <= reranked['nees_2sigma'] <= 0.96
+    # 2-sigma coverage within 10 points of the 2-D Gaussian 86.5 % (the project's window).
+    assert abs(reranked['nees_2sigma'] - 0.865) <= 0.10
