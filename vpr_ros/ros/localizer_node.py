@@ -203,7 +203,8 @@ class LocalizerNode(Node):
 
     def _on_image(self, msg: Image | CompressedImage) -> None:
         dropped = self.worker.submit((msg, time.monotonic()))
-        self.stats.received(dropped)
+        stamp = msg.header.stamp
+        self.stats.received(dropped, stamp.sec * 1_000_000_000 + stamp.nanosec)
 
     def _process(self, item: tuple[Any, float]) -> None:
         msg, received = item
@@ -280,7 +281,8 @@ class LocalizerNode(Node):
         keys = ('input_rate_hz', 'output_rate_hz', 'latency_p50_ms', 'latency_p95_ms',
                 'localize_p50_ms',
                 'frames_received', 'frames_processed', 'frames_dropped', 'fixes', 'no_fixes',
-                'published', 'bad_frames', 'errors', 'last_status', 'last_score',
+                'published', 'bad_frames', 'errors', 'camera_rate_hz',
+                'frames_lost_transport', 'transport_loss_pct', 'last_status', 'last_score',
                 'last_sigma_m', 'last_bad_frame', 'last_error')
         return {'device': self.device_name, 'map': Path(self.config.map).name,
                 'map_places': len(self.localizer.map),
