@@ -250,3 +250,29 @@ def test_diagnostics_show_frames_lost_in_transport(make_node, tiny_map):
     level, text = messages.diagnostic_level(snap, stale_input_s=10.0)
     assert level == DiagnosticStatus.WARN
     assert text.startswith('56 % of the camera frames lost in transport (camera 20.0 Hz)')
+
+
+def test_node_survives_every_malformed_raw_frame(make_node, tiny_map):
+    """Already handled before issue 15 (kept as a regression test): each is a counted bad frame."""
+    from sensor_msgs.msg import NavSatFix
+
+    node = make_node()
+    fixes = []
+    node.create_subscription(NavSatFix, 'vpr/fix', fixes.append, 10)
+    malformed = []
+    for change in ({'encoding': 'yuv422'}, {'encoding': ''}, {'data': b''}, {'step': 10},
+                   {'height': 0}, {'width': 100000}, {'height': 30000, 'width': 30000},
+                   {'encoding': 'mono16', 'step': 8}, {'data': bytes(7)}):
+        msg = image_msg(np.zeros((8, 8, 3), np.uint8))
+        for key, value in change.items():
+            setattr(msg, key, value)
+        malformed.append(msg)
+    for i, msg in enumerate(malformed):
+        node._on_image(msg)
+        assert wait_for(lambda: node.stats.snapshot()['bad_frames']
+                        + node.stats.snapshot()['frames_processed'] == i + 1), msg
+    assert node.stats.snapshot()['bad_frames'] == len(malformed)
+    assert node.stats.snapshot()['errors'] == 0
+    node._on_image(image_msg(map_frame(tiny_map, 7), sec=1007))
+    spin_until(node, lambda: bool(fixes))
+    assert node.worker.alive and [f.header.stamp.sec for f in fixes] == [1007]
