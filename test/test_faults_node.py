@@ -276,3 +276,26 @@ def test_node_survives_every_malformed_raw_frame(make_node, tiny_map):
     node._on_image(image_msg(map_frame(tiny_map, 7), sec=1007))
     spin_until(node, lambda: bool(fixes))
     assert node.worker.alive and [f.header.stamp.sec for f in fixes] == [1007]
+
+
+@pytest.mark.slow
+def test_node_refuses_a_hostile_manifest_with_exit_1(tiny_map, tmp_path):
+    """Row 10 in the node. Before: a deeply nested manifest gave a RecursionError traceback."""
+    import json
+    import shutil
+    import subprocess
+
+    from test_ros_node import _env, _exe, STARTUP_S
+
+    bad = tmp_path / 'deep.vprmap'
+    shutil.copytree(tiny_map.path, bad)
+    manifest = json.loads((bad / 'manifest.json').read_text())
+    manifest['calibration'] = '@'
+    (bad / 'manifest.json').write_text(json.dumps(manifest).replace('"@"', '[' * 50000
+                                                                    + ']' * 50000))
+    out = subprocess.run([_exe('localizer'), '--ros-args', '-p', f'map:={bad}', '-p',
+                          'device:=cpu'], capture_output=True, text=True, timeout=STARTUP_S,
+                         env=_env())
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert 'manifest.json is nested more than 32 levels deep' in out.stderr
+    assert 'Traceback' not in out.stderr + out.stdout
