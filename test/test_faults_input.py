@@ -215,6 +215,26 @@ def test_ragged_or_duplicate_csv_rows_name_the_line(tmp_path, edit, match):
         open_source(csv)
 
 
+@pytest.mark.parametrize('image, lat, match', [
+    ('../outside.png', None, 'leaves the CSV folder'),
+    ('/etc/hostname', None, 'leaves the CSV folder'),
+    (None, 'nan', r'route.csv:3: .*lat'),
+    (None, '91.0', r'route.csv:3: .*lat'),
+])
+def test_csv_paths_stay_inside_and_positions_are_valid(tmp_path, image, lat, match):
+    """Already handled before issue 15 (kept as a regression test)."""
+    csv = write_csv_source(tmp_path / 'src', 3)
+    (tmp_path / 'outside.png').write_bytes((tmp_path / 'src/img/0000.png').read_bytes())
+    lines = csv.read_text().splitlines()
+    fields = lines[2].split(',')
+    fields[0] = image or fields[0]
+    fields[1] = lat or fields[1]
+    lines[2] = ','.join(fields)
+    csv.write_text('\n'.join(lines) + '\n')
+    with pytest.raises(DataError, match=match):
+        open_source(csv)
+
+
 def test_non_utf8_csv_names_the_line(tmp_path, capsys):
     csv = write_csv_source(tmp_path, 4)
     lines = csv.read_bytes().splitlines()
