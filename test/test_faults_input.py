@@ -197,6 +197,36 @@ def test_build_map_skip_bad_leaves_out_and_lists_bad_images(tmp_path, capsys):
     assert m['source']['entries'] == 4
 
 
+def test_chunks_of_a_skip_bad_run_do_not_skip_silently(tmp_path):
+    """A run without --skip-bad that resumes a --skip-bad run stops at the first bad image."""
+    from vpr_ros.mapdb import build_map, BuildConfig
+    from vpr_ros.mapdb.sources import Entry
+
+    csv = _source_with_bad_images(tmp_path / 'src')
+    config = BuildConfig(model='tiny-test', device='cpu', chunk_size=1, batch_size=1,
+                         thumbnail_size=(16, 16))
+    report = open_source(csv)
+    loads = []
+
+    def interrupting(load):
+        def run():
+            loads.append(1)
+            if len(loads) > 4:
+                raise KeyboardInterrupt   # killed once chunk 2 (0002, left out) is saved
+            return load()
+        return run
+    report.entries = [Entry(e.name, e.lat, e.lon, e.alt, interrupting(e.load))
+                      for e in report.entries]
+    out = tmp_path / 'r.vprmap'
+    with pytest.raises(KeyboardInterrupt):
+        build_map(report, out, config.replace(skip_bad=True), progress=False)
+    shutil.copy(csv.parent / 'img/0003.png', csv.parent / 'img/0004.png')   # 0004 repaired
+    with pytest.raises(DataError, match=r'img/0002.png: image .* is empty .*--skip-bad'):
+        build_map(csv, out, config, progress=False)
+    assert len(MapDB.open(build_map(csv, out, config.replace(skip_bad=True),
+                                    progress=False))) == 5
+
+
 # -- rows 5 and 8: CSV files --------------------------------------------------------------
 
 @pytest.mark.parametrize('edit, match', [

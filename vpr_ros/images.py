@@ -66,6 +66,8 @@ def header_size(data: np.ndarray | bytes) -> tuple[int, int] | None:
         return 1 << 20, 1 << 20   # beyond Pillow's own limit: certainly beyond ours
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         return None
+    except Exception:  # noqa: B902 - a header Pillow cannot parse: let OpenCV decide
+        return None
 
 
 def decode_image(data: np.ndarray, *, error: str, what: str = 'image',

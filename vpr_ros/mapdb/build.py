@@ -506,6 +506,10 @@ def _assemble(tmp: Path, chunks: Sequence[Path], report: SourceReport, model: An
     bad = {c * size + r: reason for c, path in enumerate(chunks)
            for r, reason in _bad_rows(path).items()}
     skipped = []
+    if bad and not config.skip_bad:   # chunks of an earlier --skip-bad run of this job
+        first = min(bad)
+        raise DataError(f'{report.entries[first].name}: {bad[first]} (build-map --skip-bad '
+                        f'leaves out images that cannot be read)')
     if bad:
         skipped = [{'name': report.entries[i].name, 'error': bad[i]}
                    for i in sorted(bad)[:MAX_LISTED_SKIPPED]]
