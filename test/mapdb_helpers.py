@@ -124,10 +124,12 @@ def have_real_models() -> bool:
 
 
 def write_bag(path: Path, frames, fixes, *, storage: str = 'sqlite3', compressed: bool = False,
-              image_topic: str = '/cam/image', fix_topic: str = '/gps/fix') -> Path:
+              image_topic: str = '/cam/image', fix_topic: str = '/gps/fix',
+              empty_frames: tuple[int, ...] = ()) -> Path:
     """Write a rosbag2 with rosbags; log time = header stamp + 1 ms.
 
-    ``frames`` = [(stamp_ns, rgb)], ``fixes`` = [(stamp_ns, lat, lon, alt, status)].
+    ``frames`` = [(stamp_ns, rgb)], ``fixes`` = [(stamp_ns, lat, lon, alt, status)]; the
+    frames whose index is in ``empty_frames`` get no data (a broken camera driver).
     """
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import get_typestore, Stores
@@ -150,8 +152,13 @@ def write_bag(path: Path, frames, fixes, *, storage: str = 'sqlite3', compressed
         iconn = writer.add_connection(image_topic, itype.__msgtype__, typestore=ts)
         fconn = writer.add_connection(fix_topic, NavSatFix.__msgtype__, typestore=ts)
         msgs = []
-        for stamp, image in frames:
-            if compressed:
+        for i, (stamp, image) in enumerate(frames):
+            if i in empty_frames:
+                msg = (CompressedImage(header=header(stamp), format='png',
+                                       data=np.zeros(0, np.uint8)) if compressed
+                       else Image(header=header(stamp), height=0, width=0, encoding='bgr8',
+                                  is_bigendian=0, step=0, data=np.zeros(0, np.uint8)))
+            elif compressed:
                 msg = CompressedImage(header=header(stamp), format='png', data=np.frombuffer(
                     rgb_to_compressed_data(image, 'png'), np.uint8))
             else:

@@ -66,7 +66,9 @@ rclpy.init()
 node = rclpy.create_node('test_camera')
 msgs = []
 for i, f in enumerate(files):
-    if f.startswith('bad:'):
+    if f.startswith('bad:') and kind == 'compressed':
+        msg = CompressedImage(format='jpeg', data=b'' if f == 'bad:empty' else b'garbage!')
+    elif f.startswith('bad:'):
         msg = Image(encoding='rgb8', height=8, width=8, step=24, data=bytes(192))
         what = f[4:]
         if what == 'encoding':

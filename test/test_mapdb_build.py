@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import shutil
 
 from mapdb_helpers import (describe_files, route, test_model, texture, write_bag,
                            write_csv_source)
@@ -158,8 +159,9 @@ def test_overwrite(tmp_path, model):
     out = build_map(path, tmp_path / 'r.vprmap', CFG, model=model, progress=False)
     with pytest.raises(MapError, match='exists already, not overwriting'):
         build_map(path, out, CFG, model=model, progress=False)
+    shutil.copy(path.parent / 'img/0000.png', path.parent / 'img/extra.png')
     with open(path, 'a', newline='') as f:
-        csv.writer(f).writerow(['img/0000.png', 47.5, 8.5, 400.0])
+        csv.writer(f).writerow(['img/extra.png', 47.5, 8.5, 400.0])
     build_map(path, out, CFG, model=model, overwrite=True, progress=False)
     assert len(MapDB.open(out)) == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ['r.vprmap', 'src']

@@ -23,14 +23,22 @@ Convention:
       (the bag's own timestamp), ``stamp_ns`` is the message's ``header.stamp``;
     - message types are ROS 2 names, ``sensor_msgs/msg/NavSatFix``; definitions come from the
       ROS 2 Kilted typestore of rosbags.
+
+A truncated mcap file (a recorder killed, a disk full) has no footer, and rosbags refuses it;
+:func:`open_reader` then reads a copy of its complete records with a new footer (rosbags scans
+such a file record by record) and warns how much of the file that is.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 import functools
+import logging
+import os
 from pathlib import Path
+import shutil
 import struct
+import tempfile
 from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
@@ -43,6 +51,10 @@ IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
 CLOCK_TYPE = 'rosgraph_msgs/msg/Clock'
 STORAGES = ('mcap', 'sqlite3')
 BAG_VERSION = 9
+MCAP_MAGIC = b'\x89MCAP0\r\n'
+# A footer that points to no summary section: readers scan the records instead.
+MCAP_BARE_FOOTER = b'\x02' + struct.pack('<Q', 20) + bytes(20) + MCAP_MAGIC
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -139,16 +151,108 @@ def _bag_dir(path: Path) -> Path:
     return path
 
 
+def _records(f: Any, start: int, stop: int) -> Iterator[tuple[int, int, int]]:
+    """Yield ``(opcode, start, end)`` of the complete MCAP records in ``[start, stop)``."""
+    pos = start
+    while pos + 9 <= stop:
+        f.seek(pos)
+        head = f.read(9)
+        end = pos + 9 + struct.unpack('<Q', head[1:])[0]
+        if end > stop:
+            return
+        yield head[0], pos, end
+        pos = end
+
+
+def write_readable_mcap(path: Path, out: Path) -> int:
+    """Write the complete records of a truncated MCAP file to ``out``; return the bytes kept.
+
+    Complete records are copied; of a chunk cut off by the truncation, the complete records
+    inside it are kept when the chunk is not compressed (the default of ``ros2 bag record``).
+    A footer without a summary section ends the copy, so readers scan it record by record.
+    """
+    size = path.stat().st_size
+    with open(path, 'rb') as f, open(out, 'wb') as dst:
+        if f.read(8) != MCAP_MAGIC:
+            raise DataError(f'{path} is not an MCAP file (bad magic)')
+        dst.write(MCAP_MAGIC)
+        kept = pos = 8
+        for op, start, end in _records(f, 8, size):
+            if op == 0x02:   # a footer
+                break
+            f.seek(start)
+            dst.write(f.read(end - start))
+            kept = pos = end
+        if pos + 9 + 36 < size:
+            f.seek(pos)
+            head = f.read(9 + 28)
+            f.seek(pos + 9 + 28)
+            (name_len,) = struct.unpack('<I', f.read(4))
+            if head[0] == 0x06 and name_len == 0:   # an uncompressed chunk, cut off
+                inner = pos + 9 + 28 + 4 + 8
+                for _, start, end in _records(f, inner, size):
+                    f.seek(start)
+                    dst.write(f.read(end - start))
+                    kept = end
+        dst.write(MCAP_BARE_FOOTER)
+    return kept
+
+
+def _truncated_mcaps(bag: Path) -> list[Path]:
+    out = []
+    for path in sorted(bag.glob('*.mcap')):
+        with open(path, 'rb') as f:
+            f.seek(max(0, path.stat().st_size - len(MCAP_MAGIC)))
+            if f.read() != MCAP_MAGIC:
+                out.append(path)
+    return out
+
+
+def _readable_copy(bag: Path, truncated: list[Path]) -> Path:
+    """Copy ``bag`` to a temporary directory, the truncated files cut to complete records."""
+    copy = Path(tempfile.mkdtemp(prefix=f'{bag.name}.readable-'))
+    try:
+        for path in bag.iterdir():
+            if path.is_file() and path not in truncated:
+                os.symlink(path.resolve(), copy / path.name)
+        for path in truncated:
+            kept = write_readable_mcap(path, copy / path.name)
+            size = path.stat().st_size
+            log.warning('%s is truncated (no footer): reading its complete records, %d of %d '
+                        'bytes (%.0f %%)', path, kept, size, 100.0 * kept / max(1, size))
+    except BaseException:
+        shutil.rmtree(copy, ignore_errors=True)
+        raise
+    return copy
+
+
 def open_reader(path: Path) -> Any:
-    """Open a rosbag2 directory with rosbags' AnyReader (Kilted types as the default store)."""
+    """Open a rosbag2 directory with rosbags' AnyReader (Kilted types as the default store).
+
+    A truncated mcap file is read up to its last complete record, with a warning.
+    """
     from rosbags.highlevel import AnyReader
+    import weakref
 
     bag = _bag_dir(path)
     try:
         reader = AnyReader([bag], default_typestore=typestore())
         reader.open()
+        return reader
     except Exception as exc:  # noqa: BLE001 - rosbags raises several types; name the bag
-        raise DataError(f'cannot open bag {bag}: {exc}') from None
+        error = exc
+    truncated = _truncated_mcaps(bag)
+    if not truncated:
+        raise DataError(f'cannot open bag {bag}: {error}')
+    copy = _readable_copy(bag, truncated)
+    try:
+        reader = AnyReader([copy], default_typestore=typestore())
+        reader.open()
+    except Exception as exc:  # noqa: BLE001
+        shutil.rmtree(copy, ignore_errors=True)
+        raise DataError(f'cannot open bag {bag} ({error}), nor its readable part: {exc}'
+                        ) from None
+    weakref.finalize(reader, shutil.rmtree, copy, True)
     return reader
 
 

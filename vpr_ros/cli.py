@@ -107,6 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VprError as exc:
         print(f'vpr-ros {known.command}: error: {exc}', file=sys.stderr)
         return 1
+    except OSError as exc:  # read-only folder, disk full, ...: one line naming the file
+        where = f': {exc.filename}' if exc.filename else ''
+        print(f'vpr-ros {known.command}: error: {exc.strerror or exc}{where}', file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f'vpr-ros {known.command}: interrupted', file=sys.stderr)
         return 130

@@ -20,7 +20,10 @@ import argparse
 import json
 from pathlib import Path
 import sys
+from typing import Any, Iterator
 
+from vpr_ros.errors import DataError
+from vpr_ros.images import load_image
 from vpr_ros.localizer import Localizer, LocalizerConfig
 
 
@@ -53,15 +56,43 @@ def config_from_args(args: argparse.Namespace) -> LocalizerConfig:
     return config
 
 
+BATCH = 16
+
+
+def _estimates(localizer: Localizer, paths: list[Path]) -> Iterator[tuple[Path, Any]]:
+    """Yield ``(path, Estimate or DataError)`` in order; an unreadable image stops nothing."""
+    for start in range(0, len(paths), BATCH):
+        loaded: list[tuple[Path, Any]] = []
+        for path in paths[start:start + BATCH]:
+            try:
+                loaded.append((path, load_image(path)))
+            except DataError as exc:
+                loaded.append((path, exc))
+        good = [image for _, image in loaded if not isinstance(image, DataError)]
+        estimates = iter(localizer.localize_batch(good, batch_size=BATCH))
+        for path, image in loaded:
+            yield path, image if isinstance(image, DataError) else next(estimates)
+
+
 def main(args: argparse.Namespace) -> int:
-    """Localize every image; exit 0 when all got a fix, 3 when some are NO_FIX."""
+    """Localize every image; exit 0 when all got a fix, 3 when some are NO_FIX, 4 unreadable.
+
+    An image that cannot be read is reported (stderr, or a JSON line with ``error``) and the
+    others are still localised.
+    """
     localizer = Localizer.open(args.map, config_from_args(args), device=args.device)
     if localizer.calibration is None:
         print(f'warning: {args.map} is not calibrated, sigma is the fixed '
               f'{localizer.config.uncalibrated_sigma_m:g} m (run vpr-ros calibrate)',
               file=sys.stderr)
-    all_fix = True
-    for path, est in zip(args.images, localizer.localize_batch(args.images)):
+    all_fix, unreadable = True, 0
+    for path, est in _estimates(localizer, list(args.images)):
+        if isinstance(est, DataError):
+            unreadable += 1
+            if args.json:
+                print(json.dumps({'image': str(path), 'error': str(est)}))
+            print(f'vpr-ros localize: error: {est}', file=sys.stderr)
+            continue
         all_fix &= est.ok
         if args.json:
             print(json.dumps({'image': str(path), **est.to_dict()}))
@@ -72,4 +103,8 @@ def main(args: argparse.Namespace) -> int:
         for rank, c in enumerate(est.candidates[:args.show], 1):
             rerank = '' if c.rerank_score != c.rerank_score else f' rerank {c.rerank_score:.3f}'
             print(f'  {rank}. {c.name} ({c.lat:.7f}, {c.lon:.7f}) score {c.score:.3f}{rerank}')
+    if unreadable:
+        print(f'vpr-ros localize: {unreadable} of {len(args.images)} image(s) could not be '
+              f'read', file=sys.stderr)
+        return 4
     return 0 if all_fix else 3

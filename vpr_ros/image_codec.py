@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from vpr_ros.errors import DataError
-from vpr_ros.images import decode_image
+from vpr_ros.images import decode_image, MAX_IMAGE_PIXELS
 
 # encoding -> (channels, dtype, cv2 conversion to RGB or None)
 RAW_ENCODINGS: dict[str, tuple[int, str, int | None]] = {
@@ -57,6 +57,9 @@ def image_msg_to_rgb(msg: Any) -> np.ndarray:
     row_bytes = w * channels * dtype.itemsize
     data = np.frombuffer(bytes(msg.data) if not isinstance(msg.data, np.ndarray) else msg.data,
                          np.uint8)
+    if h * w > MAX_IMAGE_PIXELS:
+        raise DataError(f'image message of {w}x{h} pixels is over the limit of '
+                        f'{MAX_IMAGE_PIXELS / 1e6:g} MP')
     if h < 1 or w < 1 or step < row_bytes or data.size < step * (h - 1) + row_bytes:
         raise DataError(f'image message of {w}x{h} {encoding} with step {step} has '
                         f'{data.size} bytes of data, not enough')
@@ -75,8 +78,9 @@ def compressed_msg_to_rgb(msg: Any) -> np.ndarray:
     """Decode a ``sensor_msgs/CompressedImage`` (jpeg, png, ...) to ``(H, W, 3)`` RGB."""
     data = np.frombuffer(bytes(msg.data) if not isinstance(msg.data, np.ndarray) else msg.data,
                          np.uint8)
-    return decode_image(data, error=f'cannot decode compressed image (format {msg.format!r}, '
-                                    f'{data.size} bytes)')
+    return decode_image(data, what=f'compressed image (format {msg.format!r})',
+                        error=f'cannot decode compressed image (format {msg.format!r}, '
+                              f'{data.size} bytes)')
 
 
 def msg_to_rgb(msg: Any) -> np.ndarray:

@@ -21,8 +21,10 @@ Normalisation (ImageNet mean/std) and resizing belong to the model, not to calle
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 import typing
+import warnings
 
 import cv2
 import numpy as np
@@ -33,20 +35,59 @@ if typing.TYPE_CHECKING:
     import torch
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
+# Larger images are refused from their header, before decoding (a 12000x12000 JPEG costs 10 s
+# and 4 GB to decode). 64 MP: an 8000x8000 or 9248x6936 photo still passes.
+MAX_IMAGE_PIXELS = 64_000_000
 
 
-def load_image(path: str | Path) -> np.ndarray:
+def load_image(path: str | Path, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """Read an image file as ``(H, W, 3)`` uint8 RGB; a clear :class:`DataError` otherwise."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f'image not found: {path}')
-    return decode_image(np.fromfile(path, dtype=np.uint8),
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise DataError(f'cannot read image {path}: {exc.strerror or exc}') from None
+    return decode_image(data, what=f'image {path}', max_pixels=max_pixels,
                         error=f'cannot decode image {path} (not a readable image file)')
 
 
-def decode_image(data: np.ndarray, *, error: str) -> np.ndarray:
-    """Decode encoded bytes (jpeg, png, ...) to ``(H, W, 3)`` uint8 RGB; raise ``error`` if not."""
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+def header_size(data: np.ndarray | bytes) -> tuple[int, int] | None:
+    """Return ``(width, height)`` read from the header only, None if the format is unknown."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(memoryview(data))) as image:
+                return int(image.size[0]), int(image.size[1])
+    except Image.DecompressionBombError:
+        return 1 << 20, 1 << 20   # beyond Pillow's own limit: certainly beyond ours
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return None
+    except Exception:  # noqa: B902 - a header Pillow cannot parse: let OpenCV decide
+        return None
+
+
+def decode_image(data: np.ndarray, *, error: str, what: str = 'image',
+                 max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Decode encoded bytes (jpeg, png, ...) to ``(H, W, 3)`` uint8 RGB; raise ``error`` if not.
+
+    Empty data and images over ``max_pixels`` (read from the header, before decoding) are
+    refused with a :class:`DataError` that starts with ``what`` (e.g. ``image <path>``).
+    """
+    data = np.asarray(data, np.uint8).reshape(-1)
+    if data.size == 0:
+        raise DataError(f'{what} is empty (0 bytes)')
+    size = header_size(data)
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise DataError(f'{what} is {size[0]}x{size[1]} pixels, more than the limit of '
+                        f'{max_pixels / 1e6:g} MP: shrink it first')
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        raise DataError(f'{error}: {str(exc).strip().splitlines()[-1]}') from None
     if image is None:
         raise DataError(error)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

@@ -30,7 +30,6 @@ the positives directly: :func:`recall_from_positives` is the same count without 
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -38,6 +37,7 @@ from typing import Sequence
 import numpy as np
 
 from vpr_ros.errors import DataError
+from vpr_ros.mapdb.sources import read_csv_rows
 
 DEFAULT_RECALL_VALUES = (1, 5, 10, 20)
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png')
@@ -164,23 +164,23 @@ def load_vprbench_csv(path: Path, ref_names: Sequence[str] | None = None) -> Ind
         ref_names = _image_names(ref_dir)
     index = {name: i for i, name in enumerate(ref_names)}
     queries, positives = [], []
-    try:
-        with open(path, newline='') as f:
-            reader = csv.DictReader(f)
-            if reader.fieldnames is None or \
-                    not {'query', 'ref_matches'} <= set(reader.fieldnames):
-                raise DataError(f'{path}: expected the header query,ref_matches, got '
-                                f'{reader.fieldnames}')
-            for line, row in enumerate(reader, start=2):
-                names = [n.strip() for n in (row['ref_matches'] or '').split(';') if n.strip()]
-                unknown = [n for n in names if n not in index]
-                if unknown:
-                    raise DataError(f'{path}:{line}: reference(s) {unknown[:3]} not among the '
-                                    f'{len(index)} reference images')
-                queries.append(row['query'].strip())
-                positives.append(np.array(sorted(index[n] for n in names), np.int64))
-    except OSError as exc:
-        raise DataError(f'cannot read {path}: {exc.strerror}') from None
+    header, rows = read_csv_rows(path)
+    if not {'query', 'ref_matches'} <= set(header):
+        raise DataError(f'{path}: expected the header query,ref_matches, got {header or None}')
+    seen: dict[str, int] = {}
+    for line, row in rows:
+        names = [n.strip() for n in (row['ref_matches'] or '').split(';') if n.strip()]
+        unknown = [n for n in names if n not in index]
+        if unknown:
+            raise DataError(f'{path}:{line}: reference(s) {unknown[:3]} not among the '
+                            f'{len(index)} reference images')
+        query = row['query'].strip()
+        if query in seen:
+            raise DataError(f'{path}:{line}: query {query!r} is listed already on line '
+                            f'{seen[query]}')
+        seen[query] = line
+        queries.append(query)
+        positives.append(np.array(sorted(index[n] for n in names), np.int64))
     return IndexGroundTruth(tuple(queries), tuple(ref_names), tuple(positives))
 
 

@@ -409,6 +409,11 @@ def adapt_map(db: Any, config: AdaptConfig | None = None, *, model: Any = None,
             raise DataError(f'{db.path} has no thumbnails to make validation pseudo-queries '
                             "from; give the map's source images (--source) or rebuild it "
                             'with thumbnails')
+        train = len(db) * (config.folds - 1) // config.folds
+        if not any(0 < int(k) < min(int(db.descriptor_dim), train) for k in config.dims):
+            raise DataError(f'adaptation: no output dimension in {list(config.dims)} is below '
+                            f'the about {train} entries a fold trains on; the map is too small '
+                            f'to fit a projection')
         model = model if model is not None else db.load_model(device)
         queries, sources = describe_pseudo_queries(db, model, config.validation_queries,
                                                    seed=config.seed, images=images,

@@ -24,11 +24,19 @@ bit, because chunk and batch boundaries do not depend on where the build stopped
 When all chunks exist the map is assembled in a temporary directory beside the output
 (descriptors and thumbnails streamed chunk by chunk, so memory stays bounded), the index is
 built, ``manifest.json`` is written last, and the directory is renamed into place.
+
+One build of an output at a time: ``.route.vprmap.lock`` beside it is held (``flock``) for the
+whole build, so a second ``build-map`` to the same ``--out`` is refused at once; every chunk
+carries the key of its job, so chunks of another build are never mixed in. Temporary folders
+that a killed build left are removed by the next build of the same output.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+from dataclasses import dataclass, field
+import fcntl
+import glob
 import hashlib
 import json
 import logging
@@ -52,6 +60,7 @@ from vpr_ros.mapdb.index import build_index, IndexConfig
 from vpr_ros.mapdb.sources import Entry, open_source, SourceConfig, SourceReport
 
 log = logging.getLogger(__name__)
+MAX_LISTED_SKIPPED = 1000   # unreadable images named in the manifest (all are counted)
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,8 @@ class BuildConfig(Config):
     index: IndexConfig = option(IndexConfig(), 'FAISS index of the map')
     adapt: AdaptConfig = option(AdaptConfig(), 'descriptor adaptation learnt on the finished '
                                 'map (vpr-ros adapt); method none: off')
+    skip_bad: bool = option(False, 'leave out images that cannot be read (listed in the '
+                                   'manifest, skipped_images) instead of stopping')
 
     def validate(self) -> None:
         h, w = self.thumbnail_size
@@ -83,27 +94,39 @@ class BuildConfig(Config):
 
 @dataclass(frozen=True)
 class ChunkResult:
-    """Output of :func:`extract_chunk`: descriptors ``(n, D)`` and thumbnails ``(n, h, w, 3)``."""
+    """Output of :func:`extract_chunk`: descriptors ``(n, D)`` and thumbnails ``(n, h, w, 3)``.
+
+    ``bad``: row in the chunk -> reason, for images left out (``skip_bad``); the arrays hold
+    the other rows, in order.
+    """
 
     descriptors: np.ndarray
     thumbnails: np.ndarray
+    bad: dict[int, str] = field(default_factory=dict)
 
 
 class _EntryImages:
     """Map-style dataset: image tensor + thumbnail of each entry (picklable for workers)."""
 
     def __init__(self, entries: Sequence[Entry], resize_max: int,
-                 thumbnail_size: tuple[int, int]) -> None:
+                 thumbnail_size: tuple[int, int], skip_bad: bool = False) -> None:
         self.entries = list(entries)
         self.resize_max = resize_max
         self.thumbnail_size = thumbnail_size
+        self.skip_bad = skip_bad
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def __getitem__(self, i: int):
         entry = self.entries[i]
-        image = check_rgb(entry.load(), where=entry.name)
+        try:
+            image = check_rgb(entry.load(), where=entry.name)
+        except DataError as exc:
+            if self.skip_bad:
+                return None, str(exc)
+            raise DataError(f'{exc} (build-map --skip-bad leaves out images that cannot be '
+                            f'read)') from None
         h, w = self.thumbnail_size
         thumb = (cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA) if h
                  else np.zeros((0, 0, 3), np.uint8))
@@ -142,13 +165,15 @@ def _describe_batch(model: Any, batch: list, device: Any) -> list[np.ndarray]:
 
 
 def _chunk_result(model: Any, descriptors: list[np.ndarray], thumbs: list[np.ndarray],
-                  count: int) -> ChunkResult:
-    out = np.concatenate(descriptors) if descriptors else np.zeros((0, 0), np.float32)
+                  count: int, bad: dict[int, str] | None = None) -> ChunkResult:
+    out = (np.concatenate(descriptors) if descriptors
+           else np.zeros((0, int(model.descriptor_dim)), np.float32))
     if out.shape != (count, int(model.descriptor_dim)) or not np.isfinite(out).all():
         raise DataError(f'model returned descriptors of shape {out.shape} (finite: '
                         f'{bool(np.isfinite(out).all())}) for {count} images; expected '
                         f'({count}, {model.descriptor_dim})')
-    return ChunkResult(out, np.stack(thumbs) if thumbs else np.zeros((0, 0, 0, 3), np.uint8))
+    return ChunkResult(out, np.stack(thumbs) if thumbs else np.zeros((0, 0, 0, 3), np.uint8),
+                       dict(bad or {}))
 
 
 def _chunk_batches(n: int, chunk_size: int, batch_size: int,
@@ -164,13 +189,14 @@ def _chunk_batches(n: int, chunk_size: int, batch_size: int,
 
 def describe_chunks(model: Any, entries: Sequence[Entry], chunk_ids: Sequence[int], *,
                     chunk_size: int, batch_size: int = 16, resize_max: int = 0,
-                    thumbnail_size: tuple[int, int] = (96, 128), num_workers: int = 0
-                    ) -> Iterator[tuple[int, ChunkResult]]:
+                    thumbnail_size: tuple[int, int] = (96, 128), num_workers: int = 0,
+                    skip_bad: bool = False) -> Iterator[tuple[int, ChunkResult]]:
     """Yield ``(chunk id, result)`` for the chunks ``chunk_ids`` of ``entries``, in order.
 
     One DataLoader serves every chunk, so with ``num_workers`` its processes start once and
     decode the next batches (across chunk boundaries) while the model describes this one.
-    Each result equals :func:`extract_chunk` of that chunk's entries.
+    Each result equals :func:`extract_chunk` of that chunk's entries. With ``skip_bad`` an
+    image that cannot be read is left out and named in the result's ``bad``.
     """
     import torch
     from torch.utils.data import DataLoader
@@ -178,24 +204,29 @@ def describe_chunks(model: Any, entries: Sequence[Entry], chunk_ids: Sequence[in
     batches = _chunk_batches(len(entries), chunk_size, batch_size, chunk_ids)
     if not batches:
         return
-    loader = DataLoader(_EntryImages(entries, resize_max, thumbnail_size),
+    loader = DataLoader(_EntryImages(entries, resize_max, thumbnail_size, skip_bad),
                         batch_sampler=batches, num_workers=num_workers, collate_fn=_collate)
     device = _model_device(model)
     was_training = getattr(model, 'training', False)
     model.eval()
     try:
-        chunk, descriptors, thumbs = None, [], []
+        chunk, descriptors, thumbs, bad = None, [], [], {}
         with torch.inference_mode():
             for rows, batch in zip(batches, loader):
                 c = rows[0] // chunk_size
                 if chunk is not None and c != chunk:
                     yield chunk, _chunk_result(model, descriptors, thumbs,
-                                               sum(len(d) for d in descriptors))
-                    descriptors, thumbs = [], []
+                                               sum(len(d) for d in descriptors), bad)
+                    descriptors, thumbs, bad = [], [], {}
                 chunk = c
-                descriptors += _describe_batch(model, batch, device)
-                thumbs.extend(th for _, th in batch)
-        yield chunk, _chunk_result(model, descriptors, thumbs, sum(len(d) for d in descriptors))
+                good = [item for item in batch if item[0] is not None]
+                bad.update({row - c * chunk_size: item[1] for row, item in zip(rows, batch)
+                            if item[0] is None})
+                if good:
+                    descriptors += _describe_batch(model, good, device)
+                thumbs.extend(th for _, th in good)
+        yield chunk, _chunk_result(model, descriptors, thumbs, sum(len(d) for d in descriptors),
+                                   bad)
     finally:
         model.train(was_training)
 
@@ -239,9 +270,88 @@ def _save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def _load_chunk(path: Path) -> ChunkResult:
+def _load_chunk(path: Path, key: str) -> ChunkResult:
     with np.load(path, allow_pickle=False) as data:
-        return ChunkResult(data['descriptors'], data['thumbnails'])
+        if 'job' in data.files and str(data['job']) != key:
+            raise MapError(f'{path} belongs to another build (source, model or settings '
+                           f'differ); remove {path.parent} and build again')
+        bad = (dict(zip(data['bad_rows'].tolist(), data['bad_reasons'].tolist()))
+               if 'bad_rows' in data.files else {})
+        return ChunkResult(data['descriptors'], data['thumbnails'], bad)
+
+
+def _bad_rows(path: Path) -> dict[int, str]:
+    """Row -> reason of the images a chunk left out (reads only those two arrays)."""
+    with np.load(path, allow_pickle=False) as data:
+        if 'bad_rows' not in data.files:
+            return {}
+        return dict(zip(data['bad_rows'].tolist(), data['bad_reasons'].tolist()))
+
+
+@contextlib.contextmanager
+def build_lock(out: Path) -> Iterator[None]:
+    """Hold ``.<out>.lock`` (flock) while building ``out``; a second build is refused at once.
+
+    The kernel releases the lock when the process ends, even on ``kill -9``. The file is
+    removed at the end while still locked; a build that locked a file removed meanwhile sees
+    that the path no longer names its file and takes the new one.
+    """
+    lock = out.with_name(f'.{out.name}.lock')
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MapError(f'cannot create {out.parent}: {exc.strerror}') from None
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise MapError(f'cannot write in {out.parent}: {exc.strerror} (the map, its work '
+                           f'directory and its lock file go there)') from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors='replace').strip() or '?'
+            os.close(fd)
+            raise MapError(f'{out} is being built by another build-map (process {holder}); '
+                           f'wait for it to finish or choose another --out') from None
+        try:
+            current = os.stat(lock).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(fd).st_ino:
+            break
+        os.close(fd)   # the file was removed by the build that just ended: take the new one
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f'{os.getpid()}\n'.encode(), 0)
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def remove_stale(out: Path) -> list[Path]:
+    """Remove what killed builds of ``out`` left (call with :func:`build_lock` held).
+
+    Temporary map folders ``.<out>.tmp-PID`` and temporary chunk files in the work directory
+    go; a ``.<out>.old-PID`` (the previous map, moved aside by ``--overwrite``) goes only once
+    ``out`` exists again. Returns what was removed.
+    """
+    stale = sorted(out.parent.glob(f'.{glob.escape(out.name)}.tmp-*'))
+    if out.exists():
+        stale += sorted(out.parent.glob(f'.{glob.escape(out.name)}.old-*'))
+    work = work_dir_for(out)
+    if work.is_dir():
+        stale += sorted(work.glob('.*.tmp-*'))
+    for path in stale:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    if stale:
+        log.info('removed %d left-overs of an interrupted build: %s', len(stale),
+                 ', '.join(p.name for p in stale))
+    return stale
 
 
 def work_dir_for(out: Path) -> Path:
@@ -314,10 +424,21 @@ def build_map(source: str | Path | SourceReport, out: str | Path,
     Returns:
         The path of the finished map.
     """
-    from tqdm import tqdm
-
     config = config or BuildConfig()
     out = Path(out)
+    try:
+        with build_lock(out):
+            remove_stale(out)
+            return _build_locked(source, out, config, model, overwrite, progress)
+    except OSError as exc:  # read-only folder, disk full, ...: name the file, no traceback
+        raise MapError(f'cannot build {out}: {exc.strerror or exc}'
+                       + (f': {exc.filename}' if exc.filename else '')) from None
+
+
+def _build_locked(source: str | Path | SourceReport, out: Path, config: BuildConfig,
+                  model: Any, overwrite: bool, progress: bool) -> Path:
+    from tqdm import tqdm
+
     if out.exists() and not overwrite:
         raise MapError(f'{out} exists already, not overwriting (use --overwrite)')
     report = source if isinstance(source, SourceReport) else open_source(source, config.source)
@@ -329,7 +450,8 @@ def build_map(source: str | Path | SourceReport, out: str | Path,
     fingerprint = str(model.fingerprint())
     device = str(_model_device(model))
     work = work_dir_for(out)
-    _prepare_work_dir(work, _job_key(report, fingerprint, config, device))
+    key = _job_key(report, fingerprint, config, device)
+    _prepare_work_dir(work, key)
 
     n, size = len(entries), config.chunk_size
     chunks = [work / f'chunk-{i:06d}.npz' for i in range(math.ceil(n / size))]
@@ -343,13 +465,19 @@ def build_map(source: str | Path | SourceReport, out: str | Path,
                                          batch_size=config.batch_size,
                                          resize_max=config.resize_max,
                                          thumbnail_size=config.thumbnail_size,
-                                         num_workers=config.num_workers):
+                                         num_workers=config.num_workers,
+                                         skip_bad=config.skip_bad):
             expected = min(size, n - i * size)
-            if len(result.descriptors) != expected:
+            if len(result.descriptors) + len(result.bad) != expected:
                 raise DataError(f'chunk {i}: described {len(result.descriptors)} of '
                                 f'{expected} images')
+            for row, reason in sorted(result.bad.items()):
+                log.warning('skipped %s: %s', entries[i * size + row].name, reason)
+            rows = sorted(result.bad)
             _save_npz_atomic(chunks[i], descriptors=result.descriptors,
-                             thumbnails=result.thumbnails)
+                             thumbnails=result.thumbnails, job=np.array(key),
+                             bad_rows=np.array(rows, np.int64),
+                             bad_reasons=np.array([result.bad[r] for r in rows], np.str_))
             bar.update(expected)
     elapsed = time.perf_counter() - started
     if n > done:
@@ -362,14 +490,14 @@ def build_map(source: str | Path | SourceReport, out: str | Path,
     tmp.mkdir(parents=True)
     try:
         manifest_fields = _assemble(tmp, chunks, report, model, fingerprint, config,
-                                    model_spec)
+                                    model_spec, key)
         fmt.write_json_atomic(tmp / fmt.MANIFEST, fmt.make_manifest(tmp, **manifest_fields))
         _move_into_place(tmp, out, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     shutil.rmtree(work, ignore_errors=True)
-    log.info('map written to %s (%d entries)', out, n)
+    log.info('map written to %s (%d entries)', out, manifest_fields['entries'])
     if config.adapt.method != 'none':
         _adapt_built_map(out, config, model, entries)
     return out
@@ -399,9 +527,26 @@ def _adapt_built_map(out: Path, config: BuildConfig, model: Any,
 
 
 def _assemble(tmp: Path, chunks: Sequence[Path], report: SourceReport, model: Any,
-              fingerprint: str, config: BuildConfig, model_spec: str) -> dict[str, Any]:
+              fingerprint: str, config: BuildConfig, model_spec: str,
+              key: str) -> dict[str, Any]:
     """Write every file of the map except the manifest; return the manifest's fields."""
+    size = config.chunk_size
+    bad = {c * size + r: reason for c, path in enumerate(chunks)
+           for r, reason in _bad_rows(path).items()}
+    skipped = []
+    if bad and not config.skip_bad:   # chunks of an earlier --skip-bad run of this job
+        first = min(bad)
+        raise DataError(f'{report.entries[first].name}: {bad[first]} (build-map --skip-bad '
+                        f'leaves out images that cannot be read)')
+    if bad:
+        skipped = [{'name': report.entries[i].name, 'error': bad[i]}
+                   for i in sorted(bad)[:MAX_LISTED_SKIPPED]]
+        report = SourceReport(report.kind, report.path,
+                              [e for i, e in enumerate(report.entries) if i not in bad],
+                              {**report.skipped, 'unreadable_image': len(bad)})
     entries = report.entries
+    if not entries:
+        raise DataError(f'none of the {len(bad)} images of {report.path} could be read')
     n, d = len(entries), int(model.descriptor_dim)
     th, tw = config.thumbnail_size
     desc = np.lib.format.open_memmap(tmp / fmt.DESCRIPTORS, mode='w+', dtype=np.float32,
@@ -410,7 +555,9 @@ def _assemble(tmp: Path, chunks: Sequence[Path], report: SourceReport, model: An
                                         shape=(n, th, tw, 3)) if th else None)
     row = 0
     for path in chunks:
-        part = _load_chunk(path)
+        part = _load_chunk(path, key)
+        if not len(part.descriptors):
+            continue
         desc[row:row + len(part.descriptors)] = part.descriptors
         if thumbs is not None:
             thumbs[row:row + len(part.descriptors)] = part.thumbnails
@@ -450,6 +597,7 @@ def _assemble(tmp: Path, chunks: Sequence[Path], report: SourceReport, model: An
         'thumbnails': ({'height': th, 'width': tw, 'bytes_per_entry': th * tw * 3,
                         'file': fmt.THUMBNAILS} if th else None),
         'source': report.summary(),
+        **({'skipped_images': skipped} if skipped else {}),
         'build': {**{k: v for k, v in config.to_dict().items() if k != 'num_workers'},
                   'model': model_spec},
     }

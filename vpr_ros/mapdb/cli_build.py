@@ -23,6 +23,7 @@ from pathlib import Path
 from vpr_ros.config import Config
 from vpr_ros.mapdb.adaptation import METHODS
 from vpr_ros.mapdb.build import build_map, BuildConfig
+from vpr_ros.mapdb.format import read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--adapt', choices=METHODS, dest='adapt_method',
                         help='descriptor adaptation fitted on the finished map (default auto: '
                              'kept only if it helps on held-out places; none: off)')
+    parser.add_argument('--allow-duplicates', action='store_true', default=None,
+                        help='CSV: keep images listed more than once (warned) instead of '
+                             'refusing the CSV')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing map')
+    parser.add_argument('--skip-bad', action='store_true', default=None,
+                        help='leave out images that cannot be read (listed in the manifest) '
+                             'instead of stopping')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
 
 
@@ -70,10 +77,11 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
     """Turn the command line into a validated BuildConfig."""
     config = BuildConfig.from_yaml(args.config) if args.config else BuildConfig()
     source = _override(config.source, args, ('utm_zone', 'image_topic', 'fix_topic',
-                                             'fix_tolerance_s', 'min_spacing_m'))
+                                             'fix_tolerance_s', 'min_spacing_m',
+                                             'allow_duplicates'))
     index = config.index.replace(kind=args.index) if args.index else config.index
     config = _override(config, args, ('model', 'batch_size', 'device', 'num_workers',
-                                      'chunk_size', 'resize_max'))
+                                      'chunk_size', 'resize_max', 'skip_bad'))
     if args.adapt_method is not None:
         config = config.replace(adapt=config.adapt.replace(method=args.adapt_method))
     if args.thumbnail_size is not None:
@@ -88,4 +96,12 @@ def main(args: argparse.Namespace) -> int:
     out = build_map(args.source, args.out, config, overwrite=args.overwrite,
                     progress=not args.no_progress)
     print(f'map written: {out}')
+    manifest = read_manifest(out)
+    skipped = manifest.get('skipped_images') or []
+    if skipped:
+        count = manifest['source']['skipped'].get('unreadable_image', len(skipped))
+        print(f'skipped {count} image(s) that could not be read (listed in '
+              f'{out / "manifest.json"}, skipped_images):')
+        for item in skipped[:20]:
+            print(f'  {item["name"]}: {item["error"]}')
     return 0

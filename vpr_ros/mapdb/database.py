@@ -86,6 +86,9 @@ class MapDB:
         if positions.shape != (n, 3) or positions.dtype != np.float64:
             raise MapError(f'{path / fmt.POSITIONS}: {positions.dtype} {positions.shape}, '
                            f'expected float64 ({n}, 3)')
+        check_positions(path / fmt.POSITIONS, positions)
+        if not fast:
+            check_descriptors(path / fmt.DESCRIPTORS, descriptors)
         names, stamps = _read_entries(path / fmt.ENTRIES, n)
         try:
             raw_index = faiss.read_index(str(path / fmt.INDEX))
@@ -287,6 +290,27 @@ def _load_adaptation(path: Path, manifest: dict[str, Any],
         raise MapError(f'{path / files["adapted-index"]}: {index.ntotal} x {index.d}, '
                        f'expected {n} x {dim}')
     return projection, MapIndex(index, info, adapted)
+
+
+def check_positions(path: Path, positions: np.ndarray) -> None:
+    """Raise :class:`MapError` unless lat/lon are finite WGS84, alt finite or NaN (unknown)."""
+    lat, lon, alt = positions[:, 0], positions[:, 1], positions[:, 2]
+    bad = ~(np.isfinite(lat) & np.isfinite(lon) & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
+            & ~np.isinf(alt))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise MapError(f'{path}: entry {i} has position {positions[i].tolist()} ({int(bad.sum())}'
+                       f' bad): latitude/longitude must be finite WGS84 degrees, altitude '
+                       f'finite or NaN (unknown)')
+
+
+def check_descriptors(path: Path, descriptors: np.ndarray, rows: int = 1 << 16) -> None:
+    """Raise :class:`MapError` if any descriptor value is NaN or infinite (read in blocks)."""
+    for start in range(0, len(descriptors), rows):
+        block = np.asarray(descriptors[start:start + rows])
+        if not np.isfinite(block).all():
+            i = start + int(np.flatnonzero(~np.isfinite(block).all(axis=1))[0])
+            raise MapError(f'{path}: descriptor {i} is not finite')
 
 
 def _read_entries(path: Path, n: int) -> tuple[list[str], list[int | None]]:

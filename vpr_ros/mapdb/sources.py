@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
+import io
+import logging
 import math
 from pathlib import Path
 from typing import Any, Callable
@@ -45,6 +47,7 @@ from vpr_ros.geo import check_lat_lon, haversine_m, utm_to_wgs84
 from vpr_ros.images import IMAGE_SUFFIXES, load_image
 
 SOURCE_KINDS = ('auto', 'folder', 'csv', 'bag')
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,8 @@ class SourceConfig(Config):
                                          'it is interpolated from (s)', min=0.0)
     min_spacing_m: float = option(0.0, 'drop entries closer than this to the previous kept '
                                        'one (m); 0 keeps all', min=0.0)
+    allow_duplicates: bool = option(False, 'CSV: keep an image listed more than once (with a '
+                                           'warning) instead of refusing the CSV')
 
 
 @dataclass(frozen=True)
@@ -146,22 +151,57 @@ def folder_source(folder: Path, config: SourceConfig) -> SourceReport:
     return SourceReport('folder', str(folder), [e for _, e in entries], {})
 
 
-def csv_source(path: Path, config: SourceConfig) -> SourceReport:
-    """Read ``image,lat,lon[,alt][,heading]`` rows; image paths must stay in the CSV's folder."""
-    root = path.parent.resolve()
+def read_csv_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """Return the header and ``(line number, row)`` of each row of a UTF-8 CSV.
+
+    A :class:`DataError` names the line of bytes that are not UTF-8, of malformed quoting and
+    of a row whose field count differs from the header's.
+    """
     try:
-        with open(path, newline='', encoding='utf-8') as f:
-            rows = list(csv.DictReader(f))
+        data = path.read_bytes()
     except OSError as exc:
         raise DataError(f'cannot read {path}: {exc.strerror}') from None
+    try:
+        text = data.decode('utf-8-sig')
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b'\n') + 1
+        raise DataError(f'{path}:{line}: not UTF-8 text (byte {data[exc.start]:#04x}); save '
+                        f'the CSV as UTF-8') from None
+    reader = csv.reader(io.StringIO(text, newline=''))
+    rows: list[tuple[int, dict[str, str]]] = []
+    try:
+        header = next(reader, None)
+        if header is None:
+            return [], []
+        header = [h.strip() for h in header]
+        for fields in reader:
+            if not fields:
+                continue   # a blank line
+            if len(fields) != len(header):
+                raise DataError(f'{path}:{reader.line_num}: {len(fields)} fields, the header '
+                                f'has {len(header)} ({",".join(header)})')
+            rows.append((reader.line_num, dict(zip(header, fields))))
+    except csv.Error as exc:
+        raise DataError(f'{path}:{reader.line_num}: malformed CSV: {exc}') from None
+    return header, rows
+
+
+def csv_source(path: Path, config: SourceConfig) -> SourceReport:
+    """Read ``image,lat,lon[,alt][,heading]`` rows; image paths must stay in the CSV's folder.
+
+    An image listed twice is refused (``allow_duplicates``: kept, with a warning).
+    """
+    root = path.parent.resolve()
+    header, rows = read_csv_rows(path)
     if not rows:
         raise DataError(f'{path}: no rows (expected a header image,lat,lon[,alt][,heading])')
-    missing = {'image', 'lat', 'lon'} - set(rows[0])
+    missing = {'image', 'lat', 'lon'} - set(header)
     if missing:
         raise DataError(f'{path}: missing column(s) {sorted(missing)}; header must have '
                         f'image,lat,lon and may have alt,heading')
     entries = []
-    for line, row in enumerate(rows, start=2):
+    seen: dict[Path, int] = {}
+    for line, row in rows:
         where = f'{path}:{line}'
         image = (row['image'] or '').strip()
         if not image:
@@ -171,6 +211,12 @@ def csv_source(path: Path, config: SourceConfig) -> SourceReport:
             raise DataError(f'{where}: image path {image!r} leaves the CSV folder {root}')
         if not target.is_file():
             raise DataError(f'{where}: image {image!r} not found')
+        if target in seen:
+            text = f'{where}: image {image!r} is listed already on line {seen[target]}'
+            if not config.allow_duplicates:
+                raise DataError(f'{text} (duplicate rows; --allow-duplicates keeps them)')
+            log.warning('%s; kept (allow_duplicates)', text)
+        seen.setdefault(target, line)
         lat = _float(row['lat'], where=where)
         lon = _float(row['lon'], where=where)
         check_lat_lon(lat, lon, where=where)

@@ -57,6 +57,7 @@ NODE_NAME = 'vpr_localizer'
 FIX_TOPIC = 'vpr/fix'
 POSE_TOPIC = 'vpr/pose'
 WARN_EVERY_S = 5.0
+WATCHDOG_PERIOD_S = 0.5
 
 
 def make_decoder() -> tuple[Callable[[Any], np.ndarray], str]:
@@ -113,6 +114,8 @@ class LocalizerNode(Node):
         self._warm_up()
         self.stats = FrameStats()
         self._warned: dict[str, float] = {}
+        self._consecutive_errors = 0
+        self.fatal: str | None = None   # set by the worker: the watchdog ends the node
         self.worker = Worker(self._process, self._on_worker_error)
         self.fix_pub = self.create_publisher(NavSatFix, FIX_TOPIC, fix_qos())
         self.pose_pub = (self.create_publisher(PoseWithCovarianceStamped, POSE_TOPIC, fix_qos())
@@ -127,6 +130,7 @@ class LocalizerNode(Node):
             self._on_image, image_qos(self.config.image_reliability))
         self.input_problem: str | None = None
         self.create_timer(self.config.diagnostics_period_s, self._publish_diagnostics)
+        self.create_timer(WATCHDOG_PERIOD_S, self._watchdog)
         self.worker.start()
         log = self.get_logger()
         if self.localizer.device.type == 'cpu' and self.config.device == 'auto':
@@ -204,7 +208,8 @@ class LocalizerNode(Node):
 
     def _on_image(self, msg: Image | CompressedImage) -> None:
         dropped = self.worker.submit((msg, time.monotonic()))
-        self.stats.received(dropped)
+        stamp = msg.header.stamp
+        self.stats.received(dropped, stamp.sec * 1_000_000_000 + stamp.nanosec)
 
     def _process(self, item: tuple[Any, float]) -> None:
         msg, received = item
@@ -227,6 +232,7 @@ class LocalizerNode(Node):
         if self.pose_pub is not None and estimate.ok:
             self.pose_pub.publish(messages.pose_with_covariance(
                 estimate, self.localizer.map.origin, msg.header.stamp, config.pose_frame_id))
+        self._consecutive_errors = 0
         latency_ms = (time.monotonic() - received) * 1e3
         self.stats.processed(latency_ms, estimate.status, estimate.score, estimate.sigma_m,
                              publish, localize_ms)
@@ -243,15 +249,34 @@ class LocalizerNode(Node):
         if len(self._warned) > 64:
             self._warned.clear()
         self._warned[text] = now
-        log = self.get_logger()
-        (log.error if error else log.warning)(text)
+        # One call site per severity: rclpy refuses a call site whose severity changes
+        # ("Logger severity cannot be changed between calls").
+        if error:
+            self.get_logger().error(text)
+        else:
+            self.get_logger().warning(text)
 
     def _on_worker_error(self, exc: BaseException) -> None:
+        """Count and log a frame the localizer raised on; too many in a row is fatal."""
         if not self.context.ok():  # shutting down: the publisher is gone
             return
-        self.stats.error(f'{type(exc).__name__}: {exc}')
-        self._warn_throttled(f'localizer failed on a frame: {type(exc).__name__}: {exc}',
-                             error=True)
+        reason = f'{type(exc).__name__}: {exc}'
+        self.stats.error(reason)
+        self._consecutive_errors += 1
+        self._warn_throttled(f'localizer failed on a frame: {reason}', error=True)
+        limit = self.config.max_consecutive_errors
+        if limit and self._consecutive_errors >= limit and self.fatal is None:
+            self.fatal = (f'the localizer failed on {self._consecutive_errors} frames in a row '
+                          f'(last: {reason}); stopping so that a supervisor can restart the '
+                          f'node')
+
+    def _watchdog(self) -> None:
+        """End the process (exit 1, clear message) when it could only idle: never a zombie."""
+        if self.fatal is None and not self.worker.alive and not self.worker.slot.closed:
+            self.fatal = 'the worker thread ended unexpectedly'
+        if self.fatal is not None:
+            self.get_logger().fatal(f'vpr_ros localizer: fatal: {self.fatal}')
+            raise SystemExit(1)
 
     # -- diagnostics --------------------------------------------------------------------
 
@@ -261,12 +286,15 @@ class LocalizerNode(Node):
         keys = ('input_rate_hz', 'output_rate_hz', 'latency_p50_ms', 'latency_p95_ms',
                 'localize_p50_ms',
                 'frames_received', 'frames_processed', 'frames_dropped', 'fixes', 'no_fixes',
-                'published', 'bad_frames', 'errors', 'last_status', 'last_score',
+                'published', 'bad_frames', 'errors', 'camera_rate_hz',
+                'frames_lost_transport', 'transport_loss_pct', 'last_status', 'last_score',
                 'last_sigma_m', 'last_bad_frame', 'last_error')
         return {'device': self.device_name, 'map': Path(self.config.map).name,
                 'map_places': len(self.localizer.map),
                 'calibrated': self.localizer.calibration is not None,
-                'decoder': self.decoder_name, **{k: snap[k] for k in keys}}, snap
+                'decoder': self.decoder_name, 'worker_alive': self.worker.alive,
+                'consecutive_errors': self._consecutive_errors,
+                **{k: snap[k] for k in keys}}, snap
 
     def _publish_diagnostics(self) -> None:
         values, snap = self.diagnostics()

@@ -39,6 +39,7 @@ from vpr_ros.localizer import Estimate, FIX
 MIN_VARIANCE_M2 = 1e-4
 #: Variance standing in for "unknown" (m^2, rad^2): non-finite inputs, the unobserved rotation.
 UNKNOWN_VARIANCE = 1e12
+TRANSPORT_LOSS_WARN_PCT = 20.0
 
 
 def covariance_enu(cov: Any) -> np.ndarray:
@@ -131,7 +132,8 @@ def diagnostic_level(stats: Mapping[str, Any], *, stale_input_s: float) -> tuple
     """Level and one-line summary of the node's health from a :class:`FrameStats` snapshot.
 
     ERROR: frames failed inside the localizer lately; WARN: no image for ``stale_input_s``,
-    bad frames lately, or no fix among the recent frames; OK otherwise.
+    bad frames lately, over ``TRANSPORT_LOSS_WARN_PCT`` of the camera's frames lost in
+    transport lately, or no fix among the recent frames; OK otherwise.
     """
     if stats['recent_errors']:
         return DiagnosticStatus.ERROR, f'localizer failed: {stats["last_error"]}'
@@ -141,6 +143,11 @@ def diagnostic_level(stats: Mapping[str, Any], *, stale_input_s: float) -> tuple
         return DiagnosticStatus.WARN, f'no image for {stats["input_age_s"]:.1f} s'
     if stats['recent_bad_frames']:
         return DiagnosticStatus.WARN, f'bad frames: {stats["last_bad_frame"]}'
+    loss = stats.get('transport_loss_pct', math.nan)
+    if loss > TRANSPORT_LOSS_WARN_PCT:
+        return DiagnosticStatus.WARN, (
+            f'{loss:.0f} % of the camera frames lost in transport (camera '
+            f'{stats["camera_rate_hz"]:.1f} Hz); try image_reliability: reliable')
     if stats['frames_processed'] and not stats['recent_fixes']:
         return DiagnosticStatus.WARN, 'no fix lately'
     return DiagnosticStatus.OK, 'localizing'

@@ -75,6 +75,9 @@ class NodeConfig(Config):
                                          min=0.1, max=60.0)
     stale_input_s: float = option(2.0, 'diagnostics warn when no image arrived for this long '
                                   '(s)', min=0.1, runtime=True)
+    max_consecutive_errors: int = option(50, 'end the node (exit 1, so a supervisor can '
+                                         'restart it) after this many frames in a row failed '
+                                         'inside the localizer; 0: never', min=0)
 
 
 @dataclass(frozen=True)

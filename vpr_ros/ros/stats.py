@@ -18,6 +18,10 @@ Thread-safe: the subscription callback, the worker thread and the diagnostics ti
 here. Rates and "recent" counts cover a sliding window; latencies are the last ``latencies``
 frames. Times come from a monotonic clock (never the ROS clock, which follows a bag under
 ``use_sim_time``).
+
+Frames lost in transport (a best-effort subscription drops what the network or the queue cannot
+take) never reach the node, so they cannot be counted; :class:`TransportLoss` estimates them
+from gaps in the header stamps of the frames that did arrive.
 """
 
 from __future__ import annotations
@@ -31,6 +35,52 @@ from typing import Any, Callable
 import numpy as np
 
 
+class TransportLoss:
+    """Camera frames that never arrived, estimated from the header stamps of those that did.
+
+    The camera period is the median of the recent stamp differences that are within 1.5x of the
+    smallest one (one frame apart); a difference of ``n`` periods means ``n - 1`` frames lost.
+    Stamps that go back (a bag restarting) restart the estimate; a gap over
+    ``max(pause_s, 5 periods)`` is a pause of the camera, not a loss.
+    """
+
+    def __init__(self, history: int = 200, pause_s: float = 1.0) -> None:
+        self._deltas: deque[int] = deque(maxlen=history)
+        self._last: int | None = None
+        self._pause_ns = int(pause_s * 1e9)
+        self.lost = 0
+
+    def period_ns(self) -> float:
+        """Return the camera period estimate (ns), NaN before two stamps."""
+        if not self._deltas:
+            return math.nan
+        d = np.asarray(self._deltas)
+        return float(np.median(d[d <= 1.5 * d.min()]))
+
+    def rate_hz(self) -> float:
+        """Return the camera frame rate estimate (Hz), NaN before two stamps."""
+        period = self.period_ns()
+        return 1e9 / period if period > 0 else math.nan
+
+    def add(self, stamp_ns: int) -> int:
+        """Take the stamp of a received frame; return the frames lost just before it."""
+        last, self._last = self._last, stamp_ns
+        if stamp_ns <= 0 or last is None or last <= 0:
+            return 0
+        dt = stamp_ns - last
+        if dt <= 0:
+            if dt < 0:
+                self._deltas.clear()
+            return 0
+        self._deltas.append(dt)
+        period = self.period_ns()
+        if dt > max(self._pause_ns, 5 * period):
+            return 0
+        lost = max(0, round(dt / period) - 1)
+        self.lost += lost
+        return lost
+
+
 class FrameStats:
     """What happened to the frames: received, dropped, processed, published, bad, failed."""
 
@@ -41,7 +91,8 @@ class FrameStats:
         self._lock = threading.Lock()
         self._start = clock()
         self._events: dict[str, deque] = {k: deque() for k in (
-            'received', 'published', 'fix', 'bad', 'error')}
+            'received', 'published', 'fix', 'bad', 'error', 'lost')}
+        self.transport = TransportLoss()
         self._latency_ms: deque[float] = deque(maxlen=latencies)
         self._localize_ms: deque[float] = deque(maxlen=latencies)
         self.counts = dict.fromkeys(('frames_received', 'frames_dropped', 'frames_processed',
@@ -57,14 +108,19 @@ class FrameStats:
         while events and events[0] < now - self.window_s:
             events.popleft()
 
-    def received(self, dropped: bool) -> None:
-        """Count an image; ``dropped`` when it replaced one the worker had not taken."""
+    def received(self, dropped: bool, stamp_ns: int = 0) -> None:
+        """Count an image; ``dropped`` when it replaced one the worker had not taken.
+
+        ``stamp_ns``: its header stamp, for the frames lost in transport (0: unknown).
+        """
         now = self._clock()
         with self._lock:
             self.counts['frames_received'] += 1
             self.counts['frames_dropped'] += int(dropped)
             self._last_input = now
             self._event('received', now)
+            for _ in range(min(self.transport.add(int(stamp_ns)), 1000)):
+                self._event('lost', now)
 
     def processed(self, latency_ms: float, status: str, score: float, sigma_m: float,
                   published: bool, localize_ms: float = math.nan) -> None:
@@ -109,6 +165,10 @@ class FrameStats:
     def _recent(self, kind: str, now: float) -> int:
         return sum(1 for t in self._events[kind] if t >= now - self.window_s)
 
+    def _loss_pct(self, now: float) -> float:
+        lost, got = self._recent('lost', now), self._recent('received', now)
+        return 100.0 * lost / (lost + got) if lost + got else math.nan
+
     def snapshot(self) -> dict[str, Any]:
         """Return every counter, the rates (Hz), latency p50/p95 (ms) and the last results."""
         now = self._clock()
@@ -128,6 +188,9 @@ class FrameStats:
                 'recent_fixes': self._recent('fix', now),
                 'recent_bad_frames': self._recent('bad', now),
                 'recent_errors': self._recent('error', now),
+                'camera_rate_hz': self.transport.rate_hz(),
+                'frames_lost_transport': self.transport.lost,
+                'transport_loss_pct': self._loss_pct(now),
                 'last_score': self.last['score'], 'last_sigma_m': self.last['sigma_m'],
                 'last_status': self.last['status'], 'last_bad_frame': self.last['bad_frame'],
                 'last_error': self.last['error'],

@@ -22,6 +22,7 @@ inference, whatever the camera rate.
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import Any, Callable
 
@@ -87,7 +88,12 @@ class Worker:
             try:
                 self._process(item)
             except Exception as exc:  # noqa: B902 - one bad frame must not end the node
-                self._on_error(exc)
+                try:
+                    self._on_error(exc)
+                except Exception as handler_exc:  # noqa: B902 - nor a failing error handler
+                    print(f'{self._thread.name}: error handler failed on '
+                          f'{type(exc).__name__}: {type(handler_exc).__name__}: {handler_exc}',
+                          file=sys.stderr, flush=True)
 
     def stop(self, timeout: float = 10.0) -> bool:
         """Close the slot and join the thread (after the frame in progress); True if joined."""
