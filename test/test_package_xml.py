@@ -44,7 +44,7 @@ PYTHON_KEYS = {
     'tqdm': 'python3-tqdm', 'matplotlib': 'python3-matplotlib', 'pyproj': 'python3-pyproj',
     'torch': 'python3-torch', 'torchvision': 'python3-torchvision', 'faiss': 'python3-faiss',
     'kornia': 'python3-kornia-pip', 'pymap3d': 'python3-pymap3d',
-    'rosbags': 'python3-rosbags-pip', 'pytest': 'python3-pytest',
+    'rosbags': 'python3-rosbags-pip', 'pytest': 'python3-pytest', 'PIL': 'python3-pil',
 }
 #: Modules with no rosdep key: requirements-distro.txt must install them (pip name).
 PIP_ONLY = {'efficientnet_lite_pytorch': 'efficientnet-lite-pytorch',
