@@ -183,7 +183,7 @@ def test_compressed_garbage_then_empty_data_then_a_good_frame(tiny_map, rclpy_co
 
     with start_node(tiny_map, tmp_path / 'node.log', 'compressed:=true') as node_proc, \
             start_camera(tiny_map, tmp_path / 'camera.log', ['bad:garbage', 'bad:empty', 18],
-                         period_s=0.4, kind='compressed'):
+                         topic='/image/compressed', period_s=0.4, kind='compressed'):
         node = rclpy.create_node('test_fault_listener', context=rclpy_context)
         fixes = collect(node, NavSatFix, '/vpr/fix',
                         lambda got: sum(m.header.stamp.sec == 1002 for m in got) >= 2,
