@@ -189,6 +189,19 @@ def matching_pairs(enu: np.ndarray, radius_m: float, *, limit: int = 50000,
     return pairs
 
 
+def fit_dims(config: AdaptConfig, d: int, train: int) -> list[int]:
+    """Output dimensions to try: those of ``config.dims`` below ``d`` and ``train`` entries.
+
+    A :class:`DataError` when there is none (the map is too small to fit a projection).
+    """
+    dims = sorted({int(k) for k in config.dims if 0 < int(k) < min(d, train)})
+    if not dims:
+        raise DataError(f'adaptation: no output dimension in {list(config.dims)} is below '
+                        f'the {train} entries a fold trains on (and the descriptor size '
+                        f'{d}); the map is too small to fit a projection')
+    return dims
+
+
 def spatial_folds(enu: np.ndarray, folds: int, *, seed: int = 0) -> np.ndarray:
     """Fold of each entry: k-means cells of the positions, dealt round-robin to the folds."""
     import faiss
@@ -291,11 +304,7 @@ def choose_adaptation(descriptors: np.ndarray, enu: np.ndarray, queries: np.ndar
                             f'within {config.positive_radius_m:g} m')
         methods.remove('lw')
     min_train = min(int((fold != f).sum()) for f in range(config.folds))
-    dims = sorted({int(k) for k in config.dims if 0 < int(k) < min(d, min_train)})
-    if methods and not dims:
-        raise DataError(f'adaptation: no output dimension in {list(config.dims)} is below '
-                        f'the {min_train} entries a fold trains on (and the descriptor size '
-                        f'{d}); the map is too small to fit a projection')
+    dims = fit_dims(config, d, min_train) if methods else []
     # hits[(method, dim)] = list of per-query right/wrong at 1 and 5, over all held-out folds.
     hits: dict[tuple[str, int], list[np.ndarray]] = {('none', d): []}
     qx = np.ascontiguousarray(queries, np.float32)
@@ -409,11 +418,8 @@ def adapt_map(db: Any, config: AdaptConfig | None = None, *, model: Any = None,
             raise DataError(f'{db.path} has no thumbnails to make validation pseudo-queries '
                             "from; give the map's source images (--source) or rebuild it "
                             'with thumbnails')
-        train = len(db) * (config.folds - 1) // config.folds
-        if not any(0 < int(k) < min(int(db.descriptor_dim), train) for k in config.dims):
-            raise DataError(f'adaptation: no output dimension in {list(config.dims)} is below '
-                            f'the about {train} entries a fold trains on; the map is too small '
-                            f'to fit a projection')
+        # Before any forward: the same check choose_adaptation makes with the real folds.
+        fit_dims(config, int(db.descriptor_dim), len(db) * (config.folds - 1) // config.folds)
         model = model if model is not None else db.load_model(device)
         queries, sources = describe_pseudo_queries(db, model, config.validation_queries,
                                                    seed=config.seed, images=images,

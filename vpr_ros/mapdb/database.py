@@ -70,8 +70,6 @@ class MapDB:
             model: if given, its ``fingerprint()`` and descriptor size must match the map's.
             fast: check file sizes only, not sha256 (for huge maps).
         """
-        import faiss
-
         path = Path(path)
         manifest = fmt.read_manifest(path)
         fmt.verify_files(path, manifest, fast=fast)
@@ -90,14 +88,7 @@ class MapDB:
         if not fast:
             check_descriptors(path / fmt.DESCRIPTORS, descriptors)
         names, stamps = _read_entries(path / fmt.ENTRIES, n)
-        try:
-            raw_index = faiss.read_index(str(path / fmt.INDEX))
-        except RuntimeError as exc:
-            raise MapError(f'{path / fmt.INDEX} is not a readable FAISS index: '
-                           f'{str(exc).splitlines()[0]}') from None
-        if raw_index.ntotal != n or raw_index.d != d:
-            raise MapError(f'{path / fmt.INDEX}: {raw_index.ntotal} x {raw_index.d}, the '
-                           f'manifest says {n} x {d}')
+        raw_index = _read_index(path / fmt.INDEX, n, d)
         thumbnails = None
         if manifest.get('thumbnails'):
             thumbnails = _load_npy(path / fmt.THUMBNAILS, mmap=True)
@@ -248,8 +239,6 @@ def check_model(path: Path, manifest: dict[str, Any], model: Any) -> None:
 def _load_adaptation(path: Path, manifest: dict[str, Any],
                      ) -> tuple[adaptation.Projection, MapIndex]:
     """Read the adaptation files the manifest lists; a MapError when they do not fit the map."""
-    import faiss
-
     record = manifest[adaptation.KEY]
     where = f'{path / fmt.MANIFEST}: {adaptation.KEY}'
     try:
@@ -281,15 +270,22 @@ def _load_adaptation(path: Path, manifest: dict[str, Any],
     if adapted.shape != (n, dim) or adapted.dtype != np.float32:
         raise MapError(f'{path / files["adapted-descriptors"]}: {adapted.dtype} '
                        f'{adapted.shape}, expected float32 ({n}, {dim})')
-    try:
-        index = faiss.read_index(str(path / files['adapted-index']))
-    except RuntimeError as exc:
-        raise MapError(f'{path / files["adapted-index"]} is not a readable FAISS index: '
-                       f'{str(exc).splitlines()[0]}') from None
-    if index.ntotal != n or index.d != dim:
-        raise MapError(f'{path / files["adapted-index"]}: {index.ntotal} x {index.d}, '
-                       f'expected {n} x {dim}')
+    index = _read_index(path / files['adapted-index'], n, dim)
     return projection, MapIndex(index, info, adapted)
+
+
+def _read_index(path: Path, n: int, d: int) -> Any:
+    """Read a FAISS index file that must hold ``n`` vectors of ``d`` dimensions."""
+    import faiss
+
+    try:
+        index = faiss.read_index(str(path))
+    except RuntimeError as exc:
+        raise MapError(f'{path} is not a readable FAISS index: '
+                       f'{str(exc).splitlines()[0]}') from None
+    if index.ntotal != n or index.d != d:
+        raise MapError(f'{path}: {index.ntotal} x {index.d}, the manifest says {n} x {d}')
+    return index
 
 
 def check_positions(path: Path, positions: np.ndarray) -> None:
