@@ -221,11 +221,14 @@ def spatial_folds(enu: np.ndarray, folds: int, *, seed: int = 0) -> np.ndarray:
 def describe_pseudo_queries(db: Any, model: Any, count: int, *, seed: int = 0,
                             batch_size: int = 16,
                             images: Callable[[int], np.ndarray] | None = None,
-                            resize_max: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                            resize_max: int = 0, candidates: np.ndarray | None = None,
+                            ) -> tuple[np.ndarray, np.ndarray]:
     """Raw descriptors of ``count`` pseudo-queries and the map entries they were made from.
 
     ``images(i)`` loads entry i at full resolution (the map's source, as at build time, shrunk
     to ``resize_max`` like the build did); the map's thumbnails are used without it.
+    ``candidates``: the entries to draw from (default: all). The same seed draws the same
+    entries and views, so two models can be compared on identical pseudo-queries.
     """
     import torch
 
@@ -233,7 +236,8 @@ def describe_pseudo_queries(db: Any, model: Any, count: int, *, seed: int = 0,
     from vpr_ros.images import check_rgb, thumbnail, to_tensor
 
     rng = np.random.default_rng(seed)
-    chosen = np.sort(rng.choice(len(db), size=min(count, len(db)), replace=False))
+    pool = np.arange(len(db)) if candidates is None else np.asarray(candidates, np.int64)
+    chosen = np.sort(rng.choice(pool, size=min(count, len(pool)), replace=False))
     out = np.empty((len(chosen), int(model.descriptor_dim)), np.float32)
     pending: dict[tuple[int, ...], list[tuple[int, Any]]] = {}
 
@@ -313,7 +317,7 @@ def choose_adaptation(descriptors: np.ndarray, enu: np.ndarray, queries: np.ndar
         if not held.any():
             continue
         train = np.flatnonzero(fold != f)
-        base = _recall_rows(qx[held], x, sources[held], enu, radius)
+        base = recall_rows(qx[held], x, sources[held], enu, radius)
         hits[('none', d)].append(base)
         for method in methods:
             if method == 'lw':
@@ -332,7 +336,7 @@ def choose_adaptation(descriptors: np.ndarray, enu: np.ndarray, queries: np.ndar
                 db_k = _normalise(px_full[:, :dim])
                 q_k = _normalise(pq_full[:, :dim])
                 hits.setdefault((method, dim), []).append(
-                    _recall_rows(q_k, db_k, sources[held], enu, radius))
+                    recall_rows(q_k, db_k, sources[held], enu, radius))
     table = []
     complete = len(hits[('none', d)])
     for (method, dim), parts in hits.items():
@@ -381,8 +385,8 @@ def _normalise(y: np.ndarray) -> np.ndarray:
     return y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
 
 
-def _recall_rows(queries: np.ndarray, database: np.ndarray, sources: np.ndarray,
-                 enu: np.ndarray, radius_m: float) -> np.ndarray:
+def recall_rows(queries: np.ndarray, database: np.ndarray, sources: np.ndarray,
+                enu: np.ndarray, radius_m: float) -> np.ndarray:
     """``(Q, 2)`` booleans: a right place at rank 1, within the top 5 (own entry left out)."""
     import faiss
 
@@ -478,4 +482,5 @@ def _save_npy(path: Any, array: np.ndarray) -> None:
 
 __all__ = ['adapt_map', 'AdaptConfig', 'AdaptationChoice', 'choose_adaptation',
            'describe_pseudo_queries', 'fit_lw', 'fit_pcaw', 'matching_pairs', 'METHODS',
+           'recall_rows',
            'Projection', 'spatial_folds', 'store_adaptation']

@@ -20,6 +20,7 @@ import argparse
 from pathlib import Path
 
 from vpr_ros.mapdb.adaptation import AdaptConfig, METHODS
+from vpr_ros.mapdb.finetune import FinetuneConfig, LAYERS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,10 +52,64 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--dry-run', action='store_true', help='validate and report, store '
                         'nothing')
     parser.add_argument('--json', type=Path, help='also write the validation table here')
+    f = FinetuneConfig()
+    tune = parser.add_argument_group(
+        "fine-tuning (--finetune): train the map's model on its own images, GPS weak "
+        'supervision; kept only if recall on held-out places rises')
+    tune.add_argument('--finetune', action='store_true',
+                      help='fine-tune the model, rebuild the map with it if it helps '
+                           '(the old map stays beside it as a backup)')
+    tune.add_argument('--layers', choices=LAYERS, default=f.layers,
+                      help='auto (default): the last backbone stage and the head on a CPU, '
+                           'everything on a GPU')
+    tune.add_argument('--epochs', type=int, default=f.epochs,
+                      help=f'passes over the map (default {f.epochs})')
+    tune.add_argument('--queries-per-epoch', type=int, default=f.queries_per_epoch,
+                      help='training queries per epoch (default 0: all)')
+    tune.add_argument('--lr', type=float, default=f.lr, help=f'Adam (default {f.lr:g})')
+    tune.add_argument('--work-dir', type=Path,
+                      help='checkpoints and the candidate map (default <map>.finetune; '
+                           'running again continues from there)')
+    tune.add_argument('--no-progress', action='store_true', help='no progress bars')
+
+
+def finetune(args: argparse.Namespace) -> int:
+    """Fine-tune, print before/after recall on held-out places and the decision."""
+    from vpr_ros.mapdb.finetune import finetune_map
+    from vpr_ros.mapdb.format import write_json_atomic
+
+    config = FinetuneConfig(layers=args.layers, epochs=args.epochs,
+                            queries_per_epoch=args.queries_per_epoch, lr=args.lr,
+                            validation_queries=args.validation_queries,
+                            min_gain=args.min_gain, seed=args.seed)
+    result = finetune_map(args.map, config, source=args.source, device=args.device,
+                          work_dir=args.work_dir, dry_run=args.dry_run,
+                          progress=not args.no_progress)
+    r = result.report
+    print(f'fine-tuned {r["layers"]} layers on {r["train_images"]} map images; '
+          f'{r["held_out_images"]} images of held-out places decide')
+    print(f'held-out places ({result.before["queries"]} pseudo-queries, right place within '
+          f'{result.before["right_place_m"]:.2f} m):')
+    print(f'  {"model":<12}{"R@1":>8}{"R@5":>8}')
+    for name, row in (('before', result.before), ('fine-tuned', result.after)):
+        print(f'  {name:<12}{row["recall@1"]:>8.3f}{row["recall@5"]:>8.3f}')
+    print(f'fine-tuning: {result.reason} ({r["seconds"]:.0f} s)')
+    if result.kept:
+        print(f'{args.map} rebuilt with the fine-tuned model; the old map is {result.backup}')
+        for key in ('adaptation', 'geowarp', 'calibration'):
+            if key in r:
+                print(f'  {key}: {r[key]}')
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(args.json, {'kept': result.kept, 'before': result.before,
+                                      'after': result.after, 'report': r})
+    return 0
 
 
 def main(args: argparse.Namespace) -> int:
     """Validate, print the table and the choice, store it in the map."""
+    if args.finetune:
+        return finetune(args)
     from vpr_ros.mapdb.adaptation import adapt_map
     from vpr_ros.mapdb.database import MapDB
     from vpr_ros.mapdb.format import write_json_atomic

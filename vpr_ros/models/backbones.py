@@ -229,6 +229,23 @@ class EfficientNetLiteTrunk(nn.Module):
 BACKBONES = ('resnet18', 'resnet50', 'vgg16', *EFFNET_PACKAGES)
 
 
+def final_stage(trunk: nn.Module) -> tuple[list[nn.Module], bool]:
+    """Return the modules after the second-to-last tap, and whether they follow the local stage.
+
+    Fine-tuning on a CPU trains only these (and the head): the last backbone stage holds the
+    most task-specific features, and gradients stop before it. When the final stage lies after
+    the stride-16 stage GeoWarp compares (EfficientNet-Lite), GeoWarp's fit stays valid.
+    """
+    if isinstance(trunk, EfficientNetLiteTrunk):
+        first = trunk.taps[-1] + 1
+        return [*list(trunk._blocks)[first:], trunk._conv_head, trunk._bn1], True
+    if isinstance(trunk, Trunk):
+        first = trunk.taps[-2] + 1
+        return [trunk._modules[str(i)] for i in range(first, trunk.n_layers)], \
+            trunk.taps[trunk.local_stage] < first
+    raise TypeError(f'final_stage: unknown backbone type {type(trunk).__name__}')
+
+
 def build_backbone(name: str, *, pretrained: bool = False, weights_path: str = '',
                    triplet_attention: bool = False) -> nn.Module:
     """Build backbone ``name``; with ``pretrained`` load its ImageNet weights (offline)."""

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 # command-line option -> TrainConfig field (None: keep the YAML / default value)
 OVERRIDES = ('model', 'out_dir', 'device', 'epochs', 'batch_size', 'lr', 'resume', 'seed',
-             'num_workers', 'queries_per_epoch')
+             'num_workers', 'queries_per_epoch', 'train_layers')
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--workers', dest='num_workers', type=int,
                         help='DataLoader processes building batches')
     parser.add_argument('--queries-per-epoch', dest='queries_per_epoch', type=int)
+    parser.add_argument('--train-layers', dest='train_layers', choices=('all', 'last'),
+                        help='all weights, or the last backbone stage and the head only')
     parser.add_argument('--resume', help='last.pt of an earlier run to continue from')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
 

@@ -98,6 +98,9 @@ class AugmentConfig(Config):
                                 max=0.5)
     perspective_p: float = option(0.5, 'probability of the perspective distortion',
                                   min=0.0, max=1.0)
+    blur_sigma: float = option(0.0, 'Gaussian blur (motion, focus): sigma up to this, in pixels '
+                                    'of the output size (0: off)', min=0.0, max=10.0)
+    blur_p: float = option(0.5, 'probability of the blur', min=0.0, max=1.0)
     size_scale: tuple[float, float] = option(
         (0.6, 1.4), 'each batch is drawn at the native size times a factor in this range '
                     '(arbitrary-size input for the AS-Geo resizer); (1, 1): native size')
@@ -299,7 +302,8 @@ def augment(image: np.ndarray, size: tuple[int, int], config: AugmentConfig,
     """Seed 002 augmentations of one image, drawn from ``rng``, output ``size`` = (H, W).
 
     Random resized crop (area ``crop_scale``, aspect change ``crop_ratio``), small rotation,
-    optional perspective distortion, then brightness / contrast / saturation / hue jitter.
+    optional perspective distortion, then brightness / contrast / saturation / hue jitter and
+    an optional Gaussian blur.
     """
     x = to_float(image)
     h, w = x.shape[-2:]
@@ -327,6 +331,10 @@ def augment(image: np.ndarray, size: tuple[int, int], config: AugmentConfig,
             x = fn(x, float(rng.uniform(1 - amount, 1 + amount)))
     if config.hue > 0:
         x = TF.adjust_hue(x, float(rng.uniform(-config.hue, config.hue)))
+    if config.blur_sigma > 0 and rng.uniform() < config.blur_p:
+        sigma = float(rng.uniform(0.1, config.blur_sigma))
+        kernel = 2 * math.ceil(3 * sigma) + 1
+        x = TF.gaussian_blur(x, [kernel, kernel], [sigma, sigma])
     return x.clamp_(0.0, 1.0)
 
 

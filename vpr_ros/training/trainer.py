@@ -53,6 +53,7 @@ from vpr_ros.config import Config, option
 from vpr_ros.device import describe_device, resolve_device
 from vpr_ros.errors import CheckpointError, ConfigError
 from vpr_ros.evaluation.recall import recall_from_positives
+from vpr_ros.models.backbones import final_stage
 from vpr_ros.models.checkpoints import (FORMAT, load_model, read_checkpoint,
                                         save_checkpoint, YAML_SUFFIXES)
 from vpr_ros.models.descriptor import DescriptorModel, ModelConfig, PRESETS
@@ -91,6 +92,8 @@ class TrainConfig(Config):
                               min=0)
     seed: int = option(0, 'random seed (split, query order, mining, augmentation)')
     resume: str = option('', 'last.pt of an earlier run to continue from')
+    train_layers: str = option('all', 'weights trained: all, or last (the last backbone stage '
+                                      'and the head; fast on a CPU)', choices=('all', 'last'))
     freeze_bn: bool = option(True, 'keep the backbone BatchNorm statistics fixed (small '
                                    'batches)')
     netvlad_init: str = option('auto', 'k-means init of NetVLAD/CRN centroids from training '
@@ -188,6 +191,17 @@ def set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
         for module in model.backbone.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.eval()
+
+
+def freeze_all_but_last(model: DescriptorModel) -> int:
+    """Train only the last backbone stage and the head; return the trainable parameter count."""
+    modules, _ = final_stage(model.backbone)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for module in [*modules, model.aggregation]:
+        for p in module.parameters():
+            p.requires_grad_(True)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def _is_checkpoint(spec: str) -> bool:
@@ -409,6 +423,9 @@ def _train(config: TrainConfig, data: TrainData | None, progress: bool,
             and not _is_checkpoint(config.model):
         init_netvlad_from_data(model, data.train, config.netvlad_init_images,
                                np.random.default_rng([config.seed, 0, 1]))
+    if config.train_layers == 'last':
+        log.info('training the last backbone stage and the head only (%d parameters)',
+                 freeze_all_but_last(model))
     haf = model.config.head == 'haf' and config.loss.haf_weight > 0
     forward: nn.Module = TrainForward(model, haf)
     if ctx.world_size > 1:
