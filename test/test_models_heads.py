@@ -68,7 +68,8 @@ def test_heads_backpropagate(name):
     for t in leaves:
         t.requires_grad_(True)
     head(x).sum().backward()
-    assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in leaves)
+    used = leaves[-2:] if name == 'gem_stages' else leaves      # pools the last two stages
+    assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in used)
     trainable = [p for p in head.parameters() if p.requires_grad]
     if trainable:
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trainable)
@@ -85,6 +86,18 @@ def test_gem_matches_formula_and_p1_is_average():
     torch.testing.assert_close(gem(x, 3.0), expected)
     torch.testing.assert_close(gem(x, 1.0), x.mean(dim=(2, 3), keepdim=True))
     assert (gem(x, 50.0) <= x.amax(dim=(2, 3), keepdim=True) + 1e-5).all()
+
+
+def test_gem_stages_is_two_gem_heads_concatenated():
+    torch.manual_seed(0)
+    head = build_head('gem_stages', C, STAGES, Cfg())
+    assert head.out_dim == STAGES[1] + STAGES[2]
+    x = head_input('gem_stages', 5, 6)
+    gem_head = GeMHead(1)
+    parts = [gem_head(t) for t in x[1:]]        # L2, GeM p=3, L2: the gem head per stage
+    want = torch.cat(parts, dim=1) / math.sqrt(2.0)
+    torch.testing.assert_close(head(x), want)
+    assert sorted(head.state_dict()) == ['pools.0.p', 'pools.1.p']
 
 
 def test_gem_head_key_layouts():

@@ -91,6 +91,7 @@ class ModelConfig(Config):
 PRESETS: dict[str, ModelConfig] = {
     'effnet-lite0-gem': ModelConfig(),
     'effnet-lite0-gem-480': ModelConfig(input_size=(480, 640)),
+    'effnet-lite0-gem-stages': ModelConfig(head='gem_stages'),
     'effnet-lite0-gem-asgeo': ModelConfig(resizer=True, triplet_attention=True),
     'effnet-lite0-netvlad': ModelConfig(head='netvlad'),
     'effnet-lite1-gem': ModelConfig(backbone='efficientnet-lite1'),

@@ -365,9 +365,42 @@ class HAF(nn.Module):
         return cls(stage_channels, cfg.haf_dim)
 
 
+class GeMStagesHead(nn.Module):
+    """GeM over the last two backbone stages, each L2-normalised, concatenated.
+
+    Mid-level features transfer better than the last, most ImageNet-specific stage to instance
+    retrieval (Razavian et al., "Visual Instance Retrieval with Deep Convolutional Networks",
+    ITE Trans. MTA 2016; Yue-Hei Ng et al., "Exploiting Local Features from Deep Networks for
+    Image Retrieval", CVPR Workshops 2015), while the last stage carries the most context. The
+    stride-16 stage is cheap to add: it is computed anyway, and pooling it costs nothing next
+    to the forward. Each stage is pooled as the ``gem`` head does (L2 over channels, GeM with
+    its own learnable p, L2), so each has the same weight in the cosine.
+    """
+
+    multiscale = True
+
+    def __init__(self, stage_channels: Sequence[int], p: float = 3.0) -> None:
+        super().__init__()
+        self.channels = tuple(int(c) for c in stage_channels[-2:])
+        self.pools = nn.ModuleList([GeM(p) for _ in self.channels])
+        self.out_dim = sum(self.channels)
+
+    def forward(self, stages: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Pool the last two stage maps and concatenate the unit vectors."""
+        parts = [l2n(pool(l2n(x, dim=1)).flatten(1), dim=1)
+                 for pool, x in zip(self.pools, stages[-2:])]
+        return l2n(torch.cat(parts, dim=1), dim=1)
+
+    @classmethod
+    def build(cls, channels: int, stage_channels: Sequence[int], cfg: Any) -> 'GeMStagesHead':
+        """Build from the backbone stage channels and the model config."""
+        return cls(stage_channels, cfg.gem_p)
+
+
 HEADS: dict[str, Any] = {
     'avg': AvgHead,
     'gem': GeMHead,
+    'gem_stages': GeMStagesHead,
     'gem_fc': GeMFCHead,
     'netvlad': NetVLAD,
     'crn': CRN,
