@@ -130,6 +130,7 @@ def test_finetune_cli_replaces_the_map_when_it_helps_and_keeps_a_backup(tiny_map
     image = load_image(tiny_map.parent / 'src' / 'img' / '0005.png')
     desc = model.describe(to_tensor(image)[None])
     np.testing.assert_allclose(desc[0], after.descriptors[5], atol=1e-5)
+    assert not (tmp_path / 'm.vprmap.finetune').exists()          # the model is in the map
     backups = list(tmp_path.glob('m.vprmap.before-finetune-*'))
     assert len(backups) == 1
     assert MapDB.open(backups[0]).manifest['model']['fingerprint'] == \

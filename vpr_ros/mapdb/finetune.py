@@ -253,6 +253,8 @@ def finetune_map(map_path: str | Path, config: FinetuneConfig | None = None, *,
             log.warning('adaptation of the fine-tuned map skipped: %s', exc)
     candidate.update_manifest(**{KEY: report})
     backup = _swap(map_path, candidate_path)
+    # The model now lives in the map; a later --finetune starts from it, not from these.
+    shutil.rmtree(work, ignore_errors=True)
     return FinetuneResult(True, before, after, reason, report, backup)
 
 
