@@ -76,7 +76,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def finetune(args: argparse.Namespace) -> int:
     """Fine-tune, print before/after recall on held-out places and the decision."""
     from vpr_ros.mapdb.finetune import finetune_map
-    from vpr_ros.mapdb.format import write_json_atomic
 
     config = FinetuneConfig(layers=args.layers, epochs=args.epochs,
                             queries_per_epoch=args.queries_per_epoch, lr=args.lr,
@@ -99,10 +98,8 @@ def finetune(args: argparse.Namespace) -> int:
         for key in ('adaptation', 'geowarp', 'calibration'):
             if key in r:
                 print(f'  {key}: {r[key]}')
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(args.json, {'kept': result.kept, 'before': result.before,
-                                      'after': result.after, 'report': r})
+    _write_json(args.json, {'kept': result.kept, 'before': result.before,
+                            'after': result.after, 'report': r})
     return 0
 
 
@@ -112,7 +109,6 @@ def main(args: argparse.Namespace) -> int:
         return finetune(args)
     from vpr_ros.mapdb.adaptation import adapt_map
     from vpr_ros.mapdb.database import MapDB
-    from vpr_ros.mapdb.format import write_json_atomic
 
     config = AdaptConfig(method=args.method, dims=tuple(args.dims),
                          positive_radius_m=args.positive_radius,
@@ -153,8 +149,15 @@ def main(args: argparse.Namespace) -> int:
         print('dry run: nothing stored')
     else:
         print(f'stored in {args.map}')
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(args.json, {'method': choice.method, 'dim': choice.dim,
-                                      'validation': choice.table, 'report': report})
+    _write_json(args.json, {'method': choice.method, 'dim': choice.dim,
+                            'validation': choice.table, 'report': report})
     return 0
+
+
+def _write_json(path: Path | None, data: dict) -> None:
+    """Write ``--json`` output (when asked) atomically."""
+    from vpr_ros.mapdb.format import write_json_atomic
+
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, data)
