@@ -88,8 +88,8 @@ class LocalizerConfig(Config):
     unknown_alt_sigma_m: float = option(1000.0, 'vertical sigma when the map has no '
                                         'altitude (then the altitude is the map origin one)',
                                         min=0.01, runtime=True)
-    feature_cache: int = option(4096, 'candidate GeoWarp features kept in memory (entries)',
-                                min=0)
+    feature_cache: int = option(4096, 'candidate GeoWarp features kept in memory (entries) '
+                                'when the map has no stored ones', min=0)
 
 
 @dataclass(frozen=True)
@@ -184,6 +184,12 @@ class Localizer:
         self.geowarp = (geowarp or self._map_geowarp()).to(self.device).eval()
         self.geowarp.config = self.config.geowarp
         self._cache = _LRU(self.config.feature_cache)
+        # Candidates' GeoWarp features stored in the map (float16): no backbone pass per
+        # candidate, so a first visit costs what a revisit costs.
+        self.stored_features = None
+        if self.rerank:
+            from vpr_ros.runtime.map_features import load_local_features
+            self.stored_features = load_local_features(map_db)
         cal = map_db.manifest.get('calibration') or {}
         self.calibration = Calibration.from_dict(cal) if cal else None
 
@@ -349,6 +355,9 @@ class Localizer:
         return scores.float().cpu().numpy().astype(np.float64)
 
     def _candidate_features(self, idx: np.ndarray) -> torch.Tensor:
+        if self.stored_features is not None:
+            rows = np.asarray(self.stored_features[np.asarray(idx, np.int64)], np.float32)
+            return torch.from_numpy(rows).to(self.device)
         found: dict[int, torch.Tensor] = {}
         for j in map(int, idx):
             if j in self._cache:
