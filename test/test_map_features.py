@@ -112,3 +112,27 @@ def test_fit_geowarp_adds_features_to_a_map_that_lacks_them(tmp_path):
     fit_geowarp(path, GeoWarpFitConfig(iterations=2, batch_size=2, device='cpu'),
                 progress=False)
     assert map_features.is_current(MapDB.open(path))
+
+
+@pytest.mark.parametrize('size', [(6, 8), (4, 6), (15, 15), (3, 20)])
+def test_folded_regression_equals_the_published_one(size):
+    from vpr_ros.models.geowarp import correlation, WarpingRegression
+    from vpr_ros.runtime.fold import channel_groups, FoldedRegression
+
+    torch.manual_seed(0)
+    regression = WarpingRegression().eval()
+    torch.nn.init.normal_(regression.linear.weight, std=0.1)        # not the identity warp
+    for m in regression.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            torch.nn.init.uniform_(m.running_mean, -0.1, 0.1)
+    folded = FoldedRegression(regression, size).eval()
+    keep, _ = channel_groups(*size)
+    assert len(keep) <= 225 and (len(keep) < 225) == (min(size) < 15)
+    if size == (6, 8):
+        assert len(keep) == 135                   # 96x128 thumbnails, stride 16: 40 % less
+    f_q, f_p = torch.randn(1, 32, *size), torch.randn(5, 32, *size)
+    corr = correlation(f_q, f_p)
+    with torch.no_grad():
+        np.testing.assert_allclose(folded(corr).numpy(), regression(corr).numpy(), atol=2e-5)
+        back = correlation(f_p, f_q)                # the other direction folds the same way
+        np.testing.assert_allclose(folded(back).numpy(), regression(back).numpy(), atol=2e-5)

@@ -186,8 +186,20 @@ class Localizer:
         self.rerank = self.config.rerank and self.thumb_size[0] > 0
         if self.config.rerank and not self.rerank:
             log.warning('%s has no thumbnails: GeoWarp re-ranking is off', map_db.path)
+        self._cache = _LRU(self.config.feature_cache)
+        # Candidates' GeoWarp features stored in the map (float16): no backbone pass per
+        # candidate, so a first visit costs what a revisit costs.
+        self.stored_features = None
+        if self.rerank:
+            from vpr_ros.runtime.map_features import load_local_features
+            self.stored_features = load_local_features(map_db)
         self.geowarp = (geowarp or self._map_geowarp()).to(self.device).eval()
         self.geowarp.config = self.config.geowarp
+        if self.rerank and geowarp is None:
+            # The map's GeoWarp sees only thumbnail-size maps: fold its first conv (exact).
+            from vpr_ros.runtime.fold import FoldedRegression
+            self.geowarp.regression = FoldedRegression(self.geowarp.regression,
+                                                       self._dense_size())
         #: torch, ONNX Runtime or TensorRT (``vpr_ros.runtime.backends``).
         self.runtime = select_runtime(self.config.backend, map_db, self.model, self.device)
         regression = self.runtime.regression()
@@ -197,13 +209,6 @@ class Localizer:
             else:
                 log.warning('a GeoWarp other than the one of the map was given: its '
                             'regression runs in torch')
-        self._cache = _LRU(self.config.feature_cache)
-        # Candidates' GeoWarp features stored in the map (float16): no backbone pass per
-        # candidate, so a first visit costs what a revisit costs.
-        self.stored_features = None
-        if self.rerank:
-            from vpr_ros.runtime.map_features import load_local_features
-            self.stored_features = load_local_features(map_db)
         cal = map_db.manifest.get('calibration') or {}
         self.calibration = Calibration.from_dict(cal) if cal else None
 
@@ -237,6 +242,14 @@ class Localizer:
              device: str = 'auto', fast: bool = False) -> 'Localizer':
         """Open a map and its stored model; ``fast`` skips the sha256 checks (huge maps)."""
         return cls(MapDB.open(map_path, fast=fast), config=config, device=device)
+
+    def _dense_size(self) -> tuple[int, int]:
+        """Size of the GeoWarp dense maps of a thumbnail (the stored features', else one pass)."""
+        if self.stored_features is not None:
+            return tuple(int(v) for v in self.stored_features.shape[-2:])
+        with torch.inference_mode():
+            probe = torch.zeros(1, 3, *self.thumb_size, device=self.device)
+            return tuple(int(v) for v in self.model.local_features(probe).shape[-2:])
 
     def _map_geowarp(self) -> GeoWarp:
         info = self.map.manifest.get('geowarp') or {}

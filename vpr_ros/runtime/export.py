@@ -21,7 +21,9 @@ architecture):
   descriptors: ImageNet normalisation, the resizer (bilinear or AS-Geo), backbone and head;
 - ``local_features``: thumbnails ``(N, 3, h, w)`` -> GeoWarp's stride-16 dense features;
 - ``geowarp``: correlation maps ``(N, 225, 15, 15)`` -> the regressed points ``(N, 8, 2)``
-  (the warping regression, the costliest step of re-ranking).
+  (the warping regression, the costliest step of re-ranking; its first convolution folded for
+  the map's thumbnail size, :mod:`vpr_ros.runtime.fold`, and verified against the unfolded
+  module).
 
 Exported with the torch.export-based exporter (``torch.onnx.export(dynamo=True)``, opset 18,
 dynamic batch and image size). Before anything is written, each graph runs in ONNX Runtime on
@@ -161,7 +163,7 @@ def export_map(map_path: str | Path, *, fp16: bool = False, device: str = 'cpu',
     from vpr_ros.localizer import Localizer, LocalizerConfig
 
     reference = Localizer(db, model, LocalizerConfig(backend='torch'))
-    geowarp = reference.geowarp
+    geowarp = reference.geowarp           # its regression folded (vpr_ros.runtime.fold)
     providers = verify_providers or backends.default_providers(precision)
     from vpr_ros.runtime.map_features import ensure_local_features
 
@@ -261,7 +263,8 @@ def _verify(db: MapDB, reference: Any, sessions: dict[str, Any], images: dict[st
 
     th, tw = reference.thumb_size
     worst = 0.0
-    geowarp = reference.geowarp
+    geowarp = reference._map_geowarp().to(model.device).eval()   # as fitted, not folded
+    geowarp.config = reference.geowarp.config
     for i in idx:
         cand = np.arange(i, min(len(db), i + 5))
         if len(cand) < 2:
