@@ -181,3 +181,10 @@ def test_fp16_export_is_verified_and_kept_beside_fp32(exported, tmp_path):
     assert export.export_status(db) == {'fp32': 'ok', 'fp16': 'ok'}
     # The CPU backend runs the fp32 graphs; fp16 is for the CUDA execution provider.
     assert select_runtime('onnxruntime', db, db.load_model('cpu')).precision == 'fp32'
+
+
+def test_export_of_a_map_without_thumbnails_is_a_clear_error(tmp_path, capsys):
+    path = textured_map(tmp_path, 3, thumbnail_size=(0, 0))
+    assert cli_main(['export', str(path)]) == 1
+    assert 'was built without thumbnails' in capsys.readouterr().err
+    assert export.KEY not in MapDB.open(path).manifest

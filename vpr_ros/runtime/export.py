@@ -107,10 +107,15 @@ def _export(module: nn.Module, args: tuple, path: Path, names: tuple[list[str], 
 
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter('ignore')
-        program = torch.onnx.export(module, args, dynamo=True, opset_version=OPSET,
-                                    input_names=names[0], output_names=names[1],
-                                    dynamic_shapes=dynamic, verbose=False,
-                                    report=False, optimize=True)
+        try:
+            program = torch.onnx.export(module, args, dynamo=True, opset_version=OPSET,
+                                        input_names=names[0], output_names=names[1],
+                                        dynamic_shapes=dynamic, verbose=False,
+                                        report=False, optimize=True)
+        except Exception as exc:  # noqa: B902 - torch.export raises many kinds
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ''
+            raise ExportError(f'{path.stem}: torch.onnx.export failed: {type(exc).__name__}: '
+                              f'{first}') from None
         program.save(str(path))
 
 
@@ -125,8 +130,9 @@ def _to_fp16(path: Path) -> None:
     onnx.save(model, str(path))
 
 
-def _verification_images(db: MapDB, model: Any, count: int = 12) -> dict[str, torch.Tensor]:
-    """Map thumbnails at the model input size and at 480x640 (the resizer at work)."""
+def _verification_images(db: MapDB, model: Any, count: int = 12,
+                         ) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+    """Return map thumbnails at the model input size and at 480x640, and their entries."""
     from vpr_ros.images import to_tensor
 
     idx = np.unique(np.linspace(0, len(db) - 1, min(count, len(db))).round().astype(int))
@@ -171,19 +177,22 @@ def export_map(map_path: str | Path, *, fp16: bool = False, device: str = 'cpu',
         log.info('%s: stored the GeoWarp features too', db.path)
     images, idx = _verification_images(db, model)
     th, tw = reference.thumb_size
-    c = model.backbone.forward_stages(torch.zeros(1, 3, th, tw, device=model.device),
-                                      stop=model.backbone.local_stage)[-1].shape[1]
+    with torch.inference_mode():
+        c = model.backbone.forward_stages(torch.zeros(1, 3, th, tw, device=model.device),
+                                          stop=model.backbone.local_stage)[-1].shape[1]
     work = Path(tempfile.mkdtemp(prefix='.export-', dir=db.path.parent))
     graphs = {}
     try:
         dim = torch.export.Dim
         n, hh, ww = dim('batch', min=1, max=1024), dim('height', min=32), dim('width', min=32)
-        sample = images[next(iter(images))][:2].to(model.device)
+        # Two example images (a batch of 1 would make torch.export fix the batch size).
+        first = images[next(iter(images))]
+        sample = torch.cat([first, first])[:2].to(model.device)
         log.info('exporting the descriptor network (%s, %s)', model.config.backbone,
                  model.config.head)
         _export(DescriptorGraph(model).eval(), (sample,), work / 'descriptor.onnx',
                 (['images'], ['descriptors']), ({0: n, 2: hh, 3: ww},))
-        thumbs = images[next(iter(images))][:2]
+        thumbs = sample.cpu()
         small = nn.functional.interpolate(thumbs, size=(th, tw), mode='area').to(model.device)
         log.info('exporting the local-feature network (%dx%d thumbnails)', th, tw)
         _export(LocalFeaturesGraph(model).eval(), (small,), work / 'local_features.onnx',
