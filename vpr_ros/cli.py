@@ -46,6 +46,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'localize': ('vpr_ros.cli_localize', 'positions of images against a map (text or JSON)'),
     'fit-geowarp': ('vpr_ros.training.cli_fit_geowarp',
                     'fit GeoWarp re-ranking on the map images and store it in the map'),
+    'export': ('vpr_ros.runtime.cli_export',
+               "export the map's networks to ONNX (verified against torch) for ONNX Runtime "
+               'and TensorRT'),
     'calibrate': ('vpr_ros.cli_calibrate',
                   'fit the confidence -> covariance calibration of a map and store it'),
     'eval-bag': ('vpr_ros.evaluation.cli_eval_bag',

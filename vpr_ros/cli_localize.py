@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--mode', choices=('features', 'image'), help='GeoWarp mode')
     parser.add_argument('--estimator', choices=('top1', 'weighted'))
     parser.add_argument('--device', default='auto', help='auto (default), cpu, cuda, cuda:N')
+    parser.add_argument('--backend', choices=('auto', 'torch', 'onnxruntime', 'tensorrt'),
+                        help="inference backend (default auto: the map's ONNX export in ONNX "
+                             'Runtime when it has one, else torch)')
     parser.add_argument('--show', type=int, default=3, help='candidates printed per image')
     parser.add_argument('--json', action='store_true', help='one JSON object per image')
 
@@ -53,6 +56,8 @@ def config_from_args(args: argparse.Namespace) -> LocalizerConfig:
         config = config.replace(geowarp=config.geowarp.replace(mode=args.mode))
     if args.estimator:
         config = config.replace(estimator=args.estimator)
+    if getattr(args, 'backend', None):
+        config = config.replace(backend=args.backend)
     return config
 
 

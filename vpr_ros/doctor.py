@@ -35,6 +35,8 @@ _PACKAGES = (
     ('opencv', 'cv2', ('opencv-python-headless', 'opencv-python')),
     ('rosbags', 'rosbags', ('rosbags',)),
     ('rclpy', 'rclpy', ('ros-rclpy', 'rclpy')),
+    # Optional: the onnxruntime / tensorrt backends (vpr-ros export).
+    ('onnxruntime', 'onnxruntime', ('onnxruntime', 'onnxruntime-gpu')),
 )
 
 
@@ -74,6 +76,8 @@ def collect() -> dict[str, str]:
         report['device (auto)'] = describe_device(resolve_device('auto'))
     except Exception as exc:  # noqa: BLE001
         report['device (auto)'] = f'NOT AVAILABLE ({type(exc).__name__}: {exc})'
+    from vpr_ros.runtime.backends import available_providers
+    report['onnxruntime providers'] = ', '.join(available_providers()) or '(none)'
     report['AMENT_PREFIX_PATH'] = os.environ.get('AMENT_PREFIX_PATH', '(not set)')
     report['ROS_DOMAIN_ID'] = os.environ.get('ROS_DOMAIN_ID', '(not set: 0)')
     return report

@@ -46,6 +46,7 @@ from vpr_ros.geo import enu_to_wgs84
 from vpr_ros.images import check_rgb, load_image, to_tensor
 from vpr_ros.mapdb.database import MapDB
 from vpr_ros.models.geowarp import GeoWarp, GeoWarpConfig, load_geowarp
+from vpr_ros.runtime.backends import BACKENDS, select_runtime
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,10 @@ ESTIMATORS = ('top1', 'weighted')
 class LocalizerConfig(Config):
     """How an image becomes a position estimate."""
 
+    backend: str = option('auto', 'inference backend: torch, onnxruntime (the ONNX export '
+                          'of the map, vpr-ros export), tensorrt (ONNX Runtime TensorRT, fp16, '
+                          'NVIDIA), or auto: the fastest available (torch when the map has no '
+                          'export)', choices=BACKENDS)
     top_k: int = option(10, 'candidates retrieved from the index', min=1, max=1000)
     rerank: bool = option(True, 'GeoWarp re-ranking of the first geowarp.num_reranked '
                           'candidates (needs map thumbnails)')
@@ -88,8 +93,8 @@ class LocalizerConfig(Config):
     unknown_alt_sigma_m: float = option(1000.0, 'vertical sigma when the map has no '
                                         'altitude (then the altitude is the map origin one)',
                                         min=0.01, runtime=True)
-    feature_cache: int = option(4096, 'candidate GeoWarp features kept in memory (entries)',
-                                min=0)
+    feature_cache: int = option(4096, 'candidate GeoWarp features kept in memory (entries) '
+                                'when the map has no stored ones', min=0)
 
 
 @dataclass(frozen=True)
@@ -181,9 +186,29 @@ class Localizer:
         self.rerank = self.config.rerank and self.thumb_size[0] > 0
         if self.config.rerank and not self.rerank:
             log.warning('%s has no thumbnails: GeoWarp re-ranking is off', map_db.path)
+        self._cache = _LRU(self.config.feature_cache)
+        # Candidates' GeoWarp features stored in the map (float16): no backbone pass per
+        # candidate, so a first visit costs what a revisit costs.
+        self.stored_features = None
+        if self.rerank:
+            from vpr_ros.runtime.map_features import load_local_features
+            self.stored_features = load_local_features(map_db)
         self.geowarp = (geowarp or self._map_geowarp()).to(self.device).eval()
         self.geowarp.config = self.config.geowarp
-        self._cache = _LRU(self.config.feature_cache)
+        if self.rerank and geowarp is None:
+            # The map's GeoWarp sees only thumbnail-size maps: fold its first conv (exact).
+            from vpr_ros.runtime.fold import FoldedRegression
+            self.geowarp.regression = FoldedRegression(self.geowarp.regression,
+                                                       self._dense_size())
+        #: torch, ONNX Runtime or TensorRT (``vpr_ros.runtime.backends``).
+        self.runtime = select_runtime(self.config.backend, map_db, self.model, self.device)
+        regression = self.runtime.regression()
+        if regression is not None:
+            if geowarp is None:      # the export holds the map's GeoWarp, not a caller's one
+                self.geowarp.regression = regression
+            else:
+                log.warning('a GeoWarp other than the one of the map was given: its '
+                            'regression runs in torch')
         cal = map_db.manifest.get('calibration') or {}
         self.calibration = Calibration.from_dict(cal) if cal else None
 
@@ -217,6 +242,14 @@ class Localizer:
              device: str = 'auto', fast: bool = False) -> 'Localizer':
         """Open a map and its stored model; ``fast`` skips the sha256 checks (huge maps)."""
         return cls(MapDB.open(map_path, fast=fast), config=config, device=device)
+
+    def _dense_size(self) -> tuple[int, int]:
+        """Size of the GeoWarp dense maps of a thumbnail (the stored features', else one pass)."""
+        if self.stored_features is not None:
+            return tuple(int(v) for v in self.stored_features.shape[-2:])
+        with torch.inference_mode():
+            probe = torch.zeros(1, 3, *self.thumb_size, device=self.device)
+            return tuple(int(v) for v in self.model.local_features(probe).shape[-2:])
 
     def _map_geowarp(self) -> GeoWarp:
         info = self.map.manifest.get('geowarp') or {}
@@ -279,29 +312,45 @@ class Localizer:
             small = cv2.resize(array, (w, h), interpolation=cv2.INTER_AREA)
         return tensor, small
 
+    def prepare(self, image: Any) -> tuple[torch.Tensor, np.ndarray | None, float]:
+        """Decode and shrink one image for :meth:`localize_prepared` (a pipeline's first stage).
+
+        Returns ``(tensor, thumbnail-size array or None, milliseconds)``; DataError on bad input.
+        """
+        t0 = time.perf_counter()
+        tensor, small = self._prepare(image, 0)
+        return tensor, small, (time.perf_counter() - t0) * 1e3
+
+    def localize_prepared(self, prepared: tuple[torch.Tensor, np.ndarray | None, float],
+                          ) -> Estimate:
+        """Localize an image made ready by :meth:`prepare` (possibly on another thread)."""
+        tensor, small, decode_ms = prepared
+        return self._localize_prepared([(tensor, small)], [()], decode_ms / 1e3)[0]
+
     def _localize_chunk(self, images: Sequence[Any], exclude: Sequence[Sequence[int]],
                         ) -> list[Estimate]:
         t0 = time.perf_counter()
         prepared = [self._prepare(image, i) for i, image in enumerate(images)]
-        t1 = time.perf_counter()
+        return self._localize_prepared(prepared, exclude, time.perf_counter() - t0)
+
+    def _localize_prepared(self, prepared: Sequence[tuple[torch.Tensor, np.ndarray | None]],
+                           exclude: Sequence[Sequence[int]], decode_s: float,
+                           ) -> list[Estimate]:
         with torch.inference_mode():
             by_size: dict[tuple[int, ...], list[int]] = {}
             for i, (tensor, _) in enumerate(prepared):
                 by_size.setdefault(tuple(tensor.shape), []).append(i)
-            descriptors = np.empty((len(images), self.model.descriptor_dim), np.float32)
+            descriptors = np.empty((len(prepared), self.model.descriptor_dim), np.float32)
             resize_s = forward_s = 0.0
             for indices in by_size.values():
                 batch = torch.stack([prepared[i][0] for i in indices]).to(self.device)
-                ta = time.perf_counter()
-                resized = self.model.resize(batch)
-                tb = time.perf_counter()
-                descriptors[indices] = self.model.embed(resized).float().cpu().numpy()
-                forward_s += time.perf_counter() - tb
-                resize_s += tb - ta
-        n = len(images)
+                descriptors[indices], r_s, f_s = self.runtime.describe(batch)
+                resize_s += r_s
+                forward_s += f_s
+        n = len(prepared)
         results = []
         for i in range(n):
-            timings = {'decode': (t1 - t0) * 1e3 / n, 'resize': resize_s * 1e3 / n,
+            timings = {'decode': decode_s * 1e3 / n, 'resize': resize_s * 1e3 / n,
                        'forward': forward_s * 1e3 / n}
             results.append(self._finish(descriptors[i], prepared[i][1], exclude[i], timings))
         return results
@@ -336,19 +385,22 @@ class Localizer:
     def _rerank_scores(self, small: np.ndarray, idx: np.ndarray) -> np.ndarray:
         query = to_tensor(small).unsqueeze(0).to(self.device)
         with torch.inference_mode():
-            query_dense = self.model.local_features(query)
+            query_dense = self.runtime.local_features(query)
             cand_dense = self._candidate_features(idx)
             if self.config.geowarp.mode == 'image':
                 thumbs = torch.stack([to_tensor(t) for t in self.map.thumbnails(idx)])
                 scores = self.geowarp.rerank_scores(
                     query_dense, cand_dense, query_image=query,
                     candidate_images=thumbs.to(self.device),
-                    dense_fn=self.model.local_features, mode='image')
+                    dense_fn=self.runtime.local_features, mode='image')
             else:
                 scores = self.geowarp.rerank_scores(query_dense, cand_dense, mode='features')
         return scores.float().cpu().numpy().astype(np.float64)
 
     def _candidate_features(self, idx: np.ndarray) -> torch.Tensor:
+        if self.stored_features is not None:
+            rows = np.asarray(self.stored_features[np.asarray(idx, np.int64)], np.float32)
+            return torch.from_numpy(rows).to(self.device)
         found: dict[int, torch.Tensor] = {}
         for j in map(int, idx):
             if j in self._cache:
@@ -357,7 +409,7 @@ class Localizer:
         missing = [int(j) for j in idx if int(j) not in found]
         if missing:
             thumbs = torch.stack([to_tensor(t) for t in self.map.thumbnails(missing)])
-            dense = self.model.local_features(thumbs.to(self.device))
+            dense = self.runtime.local_features(thumbs.to(self.device))
             for j, d in zip(missing, dense):
                 found[j] = d
                 self._cache.put(j, d)

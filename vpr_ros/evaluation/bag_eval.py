@@ -308,6 +308,8 @@ def evaluate_bag_offline(bag: Path, localizer: 'Localizer | Callable[[], Localiz
     offline = {
         'frames_localized': len(estimates), 'frames_undecodable': len(failed),
         'batch_size': batch_size, 'device': str(getattr(localizer, 'device', '')),
+        **({'backend': localizer.runtime.name, 'precision': localizer.runtime.precision}
+           if hasattr(localizer, 'runtime') else {}),
         'processing_stage_mean_ms': {k: float(np.mean([e.timings.get(k, 0.0)
                                                        for e in estimates]))
                                      for k in stages},

@@ -75,6 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='with --map: global retrieval only, no GeoWarp re-ranking')
     parser.add_argument('--localizer-config', type=Path,
                         help='with --map: YAML with LocalizerConfig fields (as the node)')
+    parser.add_argument('--backend', choices=('auto', 'torch', 'onnxruntime', 'tensorrt'),
+                        help='with --map: inference backend (LocalizerConfig.backend; '
+                             'default auto)')
     parser.add_argument('--json', type=Path, help='also write the recalls and protocol here')
     parser.add_argument('--no-progress', action='store_true', help='no progress bars')
 
@@ -103,11 +106,14 @@ def main(args: argparse.Namespace) -> int:
 
         loc_config = (LocalizerConfig.from_yaml(args.localizer_config)
                       if args.localizer_config else None)
+        if getattr(args, 'backend', None):
+            loc_config = (loc_config or LocalizerConfig()).replace(backend=args.backend)
         result = evaluate_map(dataset, args.map, config, rerank=not args.no_rerank,
                               localizer_config=loc_config, progress=not args.no_progress)
     else:
-        if args.no_rerank or args.localizer_config:
-            raise DataError('--no-rerank and --localizer-config apply with --map only')
+        if args.no_rerank or args.localizer_config or getattr(args, 'backend', None):
+            raise DataError('--no-rerank, --localizer-config and --backend apply with --map '
+                            'only')
         result = evaluate_retrieval(dataset, config, progress=not args.no_progress)
     for line in result.summary_lines():
         print(line)

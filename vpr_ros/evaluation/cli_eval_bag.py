@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 LIVE_FIX_TOPIC = '/vpr/fix'
 DEFAULT_BATCH = 16
-OFFLINE_ONLY = ('images', 'localizer_config', 'device', 'batch_size')
+OFFLINE_ONLY = ('images', 'localizer_config', 'device', 'backend', 'batch_size')
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='offline mode: YAML with LocalizerConfig fields (the settings '
                         'the node uses)')
     parser.add_argument('--device', help='offline mode: auto (default), cpu, cuda, cuda:N')
+    parser.add_argument('--backend', choices=('auto', 'torch', 'onnxruntime', 'tensorrt'),
+                        help='offline mode: inference backend (LocalizerConfig.backend; '
+                        'default auto)')
     parser.add_argument('--batch-size', type=int,
                         help=f'offline mode: frames per localizer batch (default '
                         f'{DEFAULT_BATCH})')
@@ -134,6 +137,8 @@ def _offline(args: argparse.Namespace, bag: Path, config: EvalConfig):
         raise MapError(f'{args.map}: no such map (a *.vprmap folder from build-map)')
     loc_config = (LocalizerConfig.from_yaml(args.localizer_config) if args.localizer_config
                   else LocalizerConfig())
+    if getattr(args, 'backend', None):
+        loc_config = loc_config.replace(backend=args.backend)
     batch = DEFAULT_BATCH if args.batch_size is None else args.batch_size
     if batch < 1:
         raise ConfigError(f'--batch-size must be at least 1, got {batch}')

@@ -498,6 +498,11 @@ def _build_locked(source: str | Path | SourceReport, out: Path, config: BuildCon
         raise
     shutil.rmtree(work, ignore_errors=True)
     log.info('map written to %s (%d entries)', out, manifest_fields['entries'])
+    if config.thumbnail_size[0] > 0:
+        from vpr_ros.mapdb.database import MapDB
+        from vpr_ros.runtime.map_features import attach_local_features
+
+        attach_local_features(MapDB.open(out, fast=True), model)
     if config.adapt.method != 'none':
         _adapt_built_map(out, config, model, entries)
     return out

@@ -70,6 +70,8 @@ class LifecycleLocalizerNode(LifecycleNode):
     _warm_up = LocalizerNode._warm_up
     _on_image = LocalizerNode._on_image
     _process = LocalizerNode._process
+    _prepare_frame = LocalizerNode._prepare_frame
+    _make_worker = LocalizerNode._make_worker
     _warn_throttled = LocalizerNode._warn_throttled
     _on_worker_error = LocalizerNode._on_worker_error
     _check_input = LocalizerNode._check_input
@@ -137,6 +139,8 @@ class LifecycleLocalizerNode(LifecycleNode):
                          if self.config.publish_pose else None)
         self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics',
                                               diagnostics_qos())
+        runtime = self.localizer.runtime
+        self.get_logger().info(f'backend {runtime.name} {runtime.precision}: {runtime.reason}')
         self.get_logger().info(f'configured on {self.device_name}: map '
                                f'{Path(self.config.map).name} ({len(self.localizer.map)} '
                                f'places)')
@@ -144,7 +148,7 @@ class LifecycleLocalizerNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Start the worker, subscribe to the camera, publish diagnostics."""
-        self.worker = Worker(self._process, self._on_worker_error)
+        self.worker = self._make_worker()
         self.worker.start()
         msg_type = CompressedImage if self.config.compressed else Image
         self.image_sub = self.create_subscription(

@@ -116,7 +116,7 @@ class LocalizerNode(Node):
         self._warned: dict[str, float] = {}
         self._consecutive_errors = 0
         self.fatal: str | None = None   # set by the worker: the watchdog ends the node
-        self.worker = Worker(self._process, self._on_worker_error)
+        self.worker = self._make_worker()
         self.fix_pub = self.create_publisher(NavSatFix, FIX_TOPIC, fix_qos())
         self.pose_pub = (self.create_publisher(PoseWithCovarianceStamped, POSE_TOPIC, fix_qos())
                          if self.config.publish_pose else None)
@@ -135,12 +135,18 @@ class LocalizerNode(Node):
         log = self.get_logger()
         if self.localizer.device.type == 'cpu' and self.config.device == 'auto':
             log.warning('no CUDA device: localising on the CPU')
+        runtime = self.localizer.runtime
+        self.backend_name = f'{runtime.name} {runtime.precision}'
+        if runtime.name == 'torch' and self.localizer.map.manifest.get('onnx'):
+            log.warning(f'backend {runtime.reason}')     # an export it could not use
+        else:
+            log.info(f'backend {self.backend_name}: {runtime.reason}')
         if self.localizer.calibration is None:
             log.warning(f'{self.config.map} is not calibrated: every fix has the fixed sigma '
                         f'{localizer_config.uncalibrated_sigma_m:g} m (run vpr-ros calibrate)')
         # Logged last: scripts and tests take this line as "ready".
-        log.info(f'vpr_ros localizer started on {self.device_name}: map '
-                 f'{Path(self.config.map).name} ({len(self.localizer.map)} places), '
+        log.info(f'vpr_ros localizer started on {self.device_name} ({self.backend_name}): '
+                 f'map {Path(self.config.map).name} ({len(self.localizer.map)} places), '
                  f'{self.image_sub.topic_name} ({msg_type.__name__}, {self.decoder_name}) -> '
                  f'{self.fix_pub.topic_name}')
 
@@ -211,14 +217,35 @@ class LocalizerNode(Node):
         stamp = msg.header.stamp
         self.stats.received(dropped, stamp.sec * 1_000_000_000 + stamp.nanosec)
 
-    def _process(self, item: tuple[Any, float]) -> None:
+    def _make_worker(self) -> Worker:
+        """Return the frame worker: with ``pipeline``, decoding overlaps the previous inference."""
+        if self.config.pipeline:
+            return Worker(self._process, self._on_worker_error, prepare=self._prepare_frame,
+                          on_drop=self.stats.dropped)
+        return Worker(self._process, self._on_worker_error)
+
+    def _prepare_frame(self, item: tuple[Any, float]) -> tuple[Any, float, Any] | None:
+        """Decode a message and shrink it for the localizer; None (counted) for a bad frame."""
         msg, received = item
         try:
             rgb = self._decode(msg)
             if not rgb.flags.writeable:   # a view of the message buffer: torch wants to own it
                 rgb = rgb.copy()
+            return msg, received, self.localizer.prepare(rgb)
+        except DataError as exc:
+            self.stats.bad_frame(str(exc))
+            self._warn_throttled(f'frame dropped: {exc}')
+            return None
+
+    def _process(self, item: tuple[Any, ...]) -> None:
+        if len(item) == 2:                 # no pipeline: decode here
+            item = self._prepare_frame(item)
+            if item is None:
+                return
+        msg, received, prepared = item
+        try:
             start = time.monotonic()
-            estimate = self.localizer.localize(rgb)
+            estimate = self.localizer.localize_prepared(prepared)
             localize_ms = (time.monotonic() - start) * 1e3
         except DataError as exc:
             self.stats.bad_frame(str(exc))
@@ -289,7 +316,9 @@ class LocalizerNode(Node):
                 'published', 'bad_frames', 'errors', 'camera_rate_hz',
                 'frames_lost_transport', 'transport_loss_pct', 'last_status', 'last_score',
                 'last_sigma_m', 'last_bad_frame', 'last_error')
-        return {'device': self.device_name, 'map': Path(self.config.map).name,
+        runtime = self.localizer.runtime
+        return {'device': self.device_name, 'backend': runtime.name,
+                'precision': runtime.precision, 'map': Path(self.config.map).name,
                 'map_places': len(self.localizer.map),
                 'calibrated': self.localizer.calibration is not None,
                 'decoder': self.decoder_name, 'worker_alive': self.worker.alive,

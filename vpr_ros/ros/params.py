@@ -78,6 +78,8 @@ class NodeConfig(Config):
     max_consecutive_errors: int = option(50, 'end the node (exit 1, so a supervisor can '
                                          'restart it) after this many frames in a row failed '
                                          'inside the localizer; 0: never', min=0)
+    pipeline: bool = option(True, 'decode and shrink the next frame on a second thread while '
+                            'the current one is localised (latest frame wins in both stages)')
 
 
 @dataclass(frozen=True)

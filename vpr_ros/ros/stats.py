@@ -122,6 +122,11 @@ class FrameStats:
             for _ in range(min(self.transport.add(int(stamp_ns)), 1000)):
                 self._event('lost', now)
 
+    def dropped(self) -> None:
+        """Count a frame prepared for the localizer and replaced by a newer one (pipeline)."""
+        with self._lock:
+            self.counts['frames_dropped'] += 1
+
     def processed(self, latency_ms: float, status: str, score: float, sigma_m: float,
                   published: bool, localize_ms: float = math.nan) -> None:
         """Count a frame the localizer finished (``status`` 'fix' or 'no_fix').

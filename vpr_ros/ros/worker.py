@@ -63,46 +63,81 @@ class LatestSlot:
 
 
 class Worker:
-    """One thread running ``process(item)`` on the newest item of a :class:`LatestSlot`."""
+    """One thread running ``process(item)`` on the newest item of a :class:`LatestSlot`.
+
+    With ``prepare``, a second thread runs ``prepare(item)`` (decode, resize) on the newest
+    frame while the first localises the previous one, and hands its result over through a
+    second :class:`LatestSlot`: the next frame is ready when the localizer is, and a frame
+    prepared but overtaken by a newer one is dropped (``on_drop``), so there is still no
+    backlog. ``prepare`` returns None for a frame it dropped itself (a bad frame).
+    """
 
     def __init__(self, process: Callable[[Any], None],
-                 on_error: Callable[[BaseException], None], name: str = 'vpr_worker') -> None:
+                 on_error: Callable[[BaseException], None], name: str = 'vpr_worker', *,
+                 prepare: Callable[[Any], Any] | None = None,
+                 on_drop: Callable[[], None] | None = None) -> None:
         self.slot = LatestSlot()
         self._process = process
         self._on_error = on_error
+        self._prepare = prepare
+        self._on_drop = on_drop
+        self._ready = LatestSlot() if prepare is not None else None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._prep_thread = (threading.Thread(target=self._run_prepare, name=f'{name}_prepare',
+                                              daemon=True) if prepare is not None else None)
 
     def start(self) -> None:
-        """Start the thread."""
+        """Start the thread(s)."""
         self._thread.start()
+        if self._prep_thread is not None:
+            self._prep_thread.start()
 
     def submit(self, item: Any) -> bool:
         """Hand over a frame; True when it displaced a frame not yet processed."""
         return self.slot.put(item)
 
-    def _run(self) -> None:
+    def _call(self, fn: Callable[[Any], Any], item: Any) -> Any:
+        try:
+            return fn(item)
+        except Exception as exc:  # noqa: B902 - one bad frame must not end the node
+            try:
+                self._on_error(exc)
+            except Exception as handler_exc:  # noqa: B902 - nor a failing error handler
+                print(f'{threading.current_thread().name}: error handler failed on '
+                      f'{type(exc).__name__}: {type(handler_exc).__name__}: {handler_exc}',
+                      file=sys.stderr, flush=True)
+        return None
+
+    def _run_prepare(self) -> None:
         while not self.slot.closed:
             item = self.slot.take()
             if item is None:
                 continue
-            try:
-                self._process(item)
-            except Exception as exc:  # noqa: B902 - one bad frame must not end the node
-                try:
-                    self._on_error(exc)
-                except Exception as handler_exc:  # noqa: B902 - nor a failing error handler
-                    print(f'{self._thread.name}: error handler failed on '
-                          f'{type(exc).__name__}: {type(handler_exc).__name__}: {handler_exc}',
-                          file=sys.stderr, flush=True)
+            ready = self._call(self._prepare, item)
+            if ready is not None and self._ready.put(ready) and self._on_drop is not None:
+                self._on_drop()
+
+    def _run(self) -> None:
+        source = self._ready if self._ready is not None else self.slot
+        while not source.closed:
+            item = source.take()
+            if item is None:
+                continue
+            self._call(self._process, item)
 
     def stop(self, timeout: float = 10.0) -> bool:
-        """Close the slot and join the thread (after the frame in progress); True if joined."""
+        """Close the slot(s) and join the threads (after the frame in progress); True if joined."""
         self.slot.close()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-        return not self._thread.is_alive()
+        if self._ready is not None:
+            self._ready.close()
+        threads = [t for t in (self._thread, self._prep_thread) if t is not None]
+        for t in threads:
+            if t.is_alive():
+                t.join(timeout)
+        return not any(t.is_alive() for t in threads)
 
     @property
     def alive(self) -> bool:
-        """True while the thread runs."""
-        return self._thread.is_alive()
+        """True while the thread(s) run."""
+        return self._thread.is_alive() and (self._prep_thread is None
+                                            or self._prep_thread.is_alive())

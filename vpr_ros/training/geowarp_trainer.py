@@ -238,4 +238,7 @@ def fit_geowarp(map_path: str | Path, config: GeoWarpFitConfig | None = None, *,
     }
     path = db.attach_file('geowarp', '.pt', lambda p: save_geowarp(
         geowarp, p, backbone=model.config.backbone, extra=record), key='geowarp', record=record)
+    # Maps built before the features were stored get them here (vpr_ros.runtime).
+    from vpr_ros.runtime.map_features import ensure_local_features
+    ensure_local_features(db, model)
     return {**record, 'file': path.name}
