@@ -218,7 +218,9 @@ class LocalizerNode(Node):
             if not rgb.flags.writeable:   # a view of the message buffer: torch wants to own it
                 rgb = rgb.copy()
             start = time.monotonic()
-            estimate = self.localizer.localize(rgb)
+            stamp = msg.header.stamp
+            estimate = self.localizer.localize(
+                rgb, stamp_ns=stamp.sec * 1_000_000_000 + stamp.nanosec)
             localize_ms = (time.monotonic() - start) * 1e3
         except DataError as exc:
             self.stats.bad_frame(str(exc))
