@@ -184,17 +184,34 @@ def main() -> int:
     parser.add_argument('--json', type=Path)
     args = parser.parse_args()
     results = []
-    for seed in args.seeds:
-        results.append(run_seed(seed, args))
+    runs = [lambda: run_corridor(args)] if args.corridor else []
+    runs += [lambda seed=seed: run_seed(seed, args) for seed in args.seeds]
+    for run in runs:
+        results.append(run())
         print(json.dumps(results[-1], indent=1), flush=True)
-    if args.corridor:
-        results.append(run_corridor(args))
-        print(json.dumps(results[-1], indent=1), flush=True)
-    if args.json:
-        tmp = args.json.with_suffix('.tmp')
-        tmp.write_text(json.dumps({'results': results}, indent=1) + '\n')
-        tmp.replace(args.json)
+        if args.json:   # after every run: a long bench keeps what it has
+            tmp = args.json.with_suffix('.tmp')
+            tmp.write_text(json.dumps({'results': results}, indent=1) + '\n')
+            tmp.replace(args.json)
+    print(table(results))
     return 0
+
+
+def table(results: list[dict]) -> str:
+    """Markdown table: one row per route and variant."""
+    lines = ['| route | variant | median m | p95 m | along / cross median m | NEES 1/2/3 sigma % '
+             '| availability % | wrong places | beyond 3 sigma % |', '|' + '---|' * 9]
+    for r in results:
+        name = r.get('name') or f'seed {r["seed"]}'
+        for variant, m in r.items():
+            if not isinstance(m, dict) or 'median_m' not in m:
+                continue
+            nees = ' / '.join(f'{100 * v:.0f}' for v in m['nees'].values())
+            track = ' / '.join(f'{v:.2f}' for v in m.get('along_cross_median_m', []))
+            lines.append(f'| {name} | {variant} | {m["median_m"]:.2f} | {m["p95_m"]:.2f} | '
+                         f'{track} | {nees} | {100 * m["availability"]:.1f} | '
+                         f'{m["wrong_places"]} | {100 * m["beyond_3sigma"]:.1f} |')
+    return '\n'.join(lines)
 
 
 if __name__ == '__main__':

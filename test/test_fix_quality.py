@@ -244,3 +244,62 @@ def test_localizer_sequence_check_on_a_drive_with_injected_wrong_places(textured
         assert np.linalg.eigvalsh(cov).min() > 0
     with pytest.raises(Exception, match='stamps'):
         loc.localize_batch(images, stamps_ns=stamps[:-1])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)   # builds a map and localises 160 frames with the default model
+def test_synthetic_route_between_frames_and_coverage_window(tmp_path):
+    """The demo's chain, small: default model, calibrated on drive 1, drive 0 localised.
+
+    bench/fix_quality.py runs the same on the demo's routes (seeds 0-4, 200 frames) with a
+    GeoWarp fit; here GeoWarp is unfitted (plain dense re-ranking).
+    """
+    import dataclasses
+
+    from vpr_ros.calibration import calibrate_map, CalibrationConfig, store_calibration
+    from vpr_ros.evaluation.bag_eval import estimates_to_fixes
+    from vpr_ros.evaluation.metrics import compute_metrics, TruthSeries
+    from vpr_ros.localizer import Localizer
+    from vpr_ros.mapdb import build_map, BuildConfig
+    from vpr_ros.synth import SynthConfig, SynthRoute, write_csv_source
+
+    route = SynthRoute(SynthConfig(seed=1, frames=100))
+    csv = write_csv_source(route.map_pass(), tmp_path / 'src')
+    path = build_map(csv, tmp_path / 'route.vprmap',
+                     BuildConfig(model='effnet-lite0-gem', device='cpu'), progress=False)
+
+    def drive(k):
+        frames = list(route.query_pass(drive=k))
+        return ([f.image for f in frames], np.array([[f.lat, f.lon, f.alt] for f in frames]),
+                np.array([f.stamp_ns for f in frames], np.int64))
+
+    loc = Localizer.open(path, device='cpu')
+    images, truth, _ = drive(1)
+    cal, report = calibrate_map(loc, CalibrationConfig(), queries=(images, truth[:, :2]),
+                                progress=False)
+    store_calibration(loc.map, cal, report)
+    loc = Localizer.open(path, device='cpu')
+    images, truth, stamps = drive(0)
+    estimates = loc.localize_batch(images, stamps_ns=stamps)
+    for e in estimates:
+        cov = e.cov_enu[:2, :2]
+        np.testing.assert_array_equal(cov, cov.T)
+        assert np.linalg.eigvalsh(cov).min() > 0
+
+    def metrics(ests):
+        ts = TruthSeries(stamps, truth[:, 0], truth[:, 1], truth[:, 2],
+                         np.ones(len(stamps), bool))
+        return compute_metrics(estimates_to_fixes(stamps, ests), ts,
+                               frame_stamp_ns=stamps).metrics
+
+    got = metrics(estimates)
+    loc.config = dataclasses.replace(loc.config, subspacing='off')
+    snap = metrics([loc.reorder(e) for e in estimates])
+    print('between frames', got['track_error_m'], got['nees']['coverage'],
+          '\nsnapping', snap['track_error_m'], snap['nees']['coverage'])
+    # Along the route (what the choice of map frame decides), at 2 m spacing.
+    assert got['track_error_m']['along']['median'] <= 0.15 * 2.0
+    assert got['track_error_m']['along']['median'] < snap['track_error_m']['along']['median']
+    assert got['availability'] >= 0.9
+    for k, value in got['nees']['coverage'].items():
+        assert abs(value - got['nees']['ideal_coverage'][k]) <= 0.10, got['nees']
