@@ -94,9 +94,9 @@ def evaluate(localizer: Localizer, images, positives, truth_lat_lon) -> dict:
     err = got - truth
     norm = np.linalg.norm(err, axis=1)
     fix = np.array([e.ok for e in estimates])
-    sigma = np.array([e.sigma_m for e in estimates])
-    cover = nees_coverage(err, sigma)
-    fix_cover = nees_coverage(err[fix], sigma[fix]) if fix.any() else {}
+    cov = np.stack([np.asarray(e.cov_enu)[:2, :2] for e in estimates])
+    cover = nees_coverage(err, cov)
+    fix_cover = nees_coverage(err[fix], cov[fix]) if fix.any() else {}
     return {'queries': len(images), 'R@1': float(r1), 'R@5': float(r5),
             'median_m': float(np.median(norm)), 'p95_m': float(np.quantile(norm, 0.95)),
             'no_fix_rate': float(1 - fix.mean()),

@@ -152,6 +152,27 @@ def test_metrics_by_hand(eval_bag):
     assert m['origin'] == pytest.approx({'lat': 45.0, 'lon': 7.0, 'alt': 100.0})
 
 
+def test_along_cross_track_split_and_nees_curve(eval_bag):
+    """The truth drives north: along-track = the north offset, cross-track = the east one."""
+    m = evaluate_bag(eval_bag, config=CONFIG, progress=False).evaluation.metrics
+    track = m['track_error_m']
+    assert track['count'] == 8
+    # |along| of the 8 matched fixes: 0, 0, 0, 12, 32, 0, 0, 20; |cross|: 3, 3, 3, 0, 24, 60, 3, 0
+    assert track['along']['median'] == pytest.approx(0.0, abs=1e-6)
+    assert track['along']['max'] == pytest.approx(32.0, abs=1e-6)
+    assert track['cross']['median'] == pytest.approx(3.0, abs=1e-6)
+    assert track['cross']['max'] == pytest.approx(60.0, abs=1e-6)
+    curve = m['nees']['curve']
+    k = curve['sigma']
+    assert k[0] == 0.25 and k[-1] == 4.0 and len(k) == len(curve['coverage'])
+    by_k = dict(zip(k, curve['coverage']))
+    # NEES 2.25, 2.25, 0.9, 5.76, 16, 900, 3.0
+    assert by_k[1.0] == pytest.approx(1 / 7) and by_k[2.0] == pytest.approx(4 / 7)
+    assert by_k[4.0] == pytest.approx(6 / 7)
+    assert all(a <= b for a, b in zip(curve['coverage'], curve['coverage'][1:]))
+    assert dict(zip(k, curve['ideal']))[2.0] == pytest.approx(0.8647, abs=1e-4)
+
+
 def test_without_frames_fix_messages_are_the_queries(eval_bag):
     m = evaluate_bag(eval_bag, frames=None, config=CONFIG, progress=False).evaluation.metrics
     assert m['counts']['frames'] is None and m['counts']['queries'] == 10
@@ -180,9 +201,11 @@ def test_cli_writes_report_plots_and_tum(eval_bag, tmp_path, capsys):
     assert metrics['inputs']['frames_topic'] == '/camera/image_raw'
     report = (out / 'report.md').read_text()
     for name in ('trajectory.png', 'error_over_time.png', 'error_cdf.png',
-                 'sigma_vs_error.png'):
+                 'sigma_vs_error.png', 'nees_coverage.png'):
         assert _png_size(out / name) == (800, 600)
         assert f']({name})' in report
+    assert '| along-track error median / p95 / max | 0.00 / 27.80 / 32.00 m |' in report
+    assert '| cross-track error median / p95 / max | 3.00 / 47.40 / 60.00 m |' in report
     assert '| recall@25 m (precision) | 54.5 % (75.0 %) |' in report
     assert '| jump rate | 33.3 % (3 of 9 consecutive pairs) |' in report
     fixes = np.loadtxt(out / 'fixes.tum', comments='#')

@@ -67,6 +67,23 @@ class TestSynthRoute:
         other = SynthRoute(SynthConfig(frames=24, image_size=(96, 128), seed=4))
         assert _diff(next(other.map_pass()).image, map_frames[0].image) > 10
 
+    def test_query_drives_differ_and_carry_the_lateral_offset(self, passes):
+        route, _, query_frames = passes
+        second = list(route.query_pass(drive=1))
+        assert len(second) == len(query_frames)
+        assert _diff(second[0].image, query_frames[0].image) > 1
+        assert [f.s_m for f in second] != [f.s_m for f in query_frames]
+        origin = route.config.origin
+        offsets = []
+        for f in query_frames:
+            on_route = pymap3d.geodetic2enu(*route.position(f.s_m), *origin)[:2]
+            here = pymap3d.geodetic2enu(f.lat, f.lon, f.alt, *origin)[:2]
+            offsets.append(np.hypot(*(np.subtract(here, on_route))))
+        # The camera's lateral offset (up to query_lateral_m) is in the truth.
+        assert 0.05 < max(offsets) <= route.config.query_lateral_m + 1e-6
+        with pytest.raises(ConfigError):
+            next(route.query_pass(drive=-1))
+
     def test_positions_follow_the_spacing(self, passes):
         route, map_frames, _ = passes
         origin = route.config.origin

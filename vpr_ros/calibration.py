@@ -27,9 +27,17 @@ how large the position error is given the confidence features the localizer comp
 
 Coverage matching, not a Gaussian likelihood: wrong matches are hundreds of metres off and
 would inflate every sigma, and errors come in steps of the place spacing (many ties), where a
-single quantile lands on a tie and over-covers. The fit is isotropic (sigma_east =
-sigma_north); the result is a plain dict stored in the map's manifest. :func:`nees_coverage`
-measures the share of 2-D normalised squared errors within 1/2/3 sigma (ideal 39.3/86.5/98.9 %).
+single quantile lands on a tie and over-covers.
+
+The covariance is anisotropic: a place recogniser errs along the route (the neighbouring or a
+wrong place of the same street) far more than across it (the lateral offset of the camera).
+With the errors split into along-track / cross-track components (the map's local route
+direction, :mod:`vpr_ros.fix_quality`), every bin also gets the ratio ``rho`` of along- to
+cross-track spread; the bin's sigma is then fitted on the errors normalised by it, and the
+covariance is ``R diag(sigma^2 rho, sigma^2 / rho) R^T`` (same area as the isotropic one, ``R``
+the route direction in ENU). The result is a plain dict stored in the map's manifest.
+:func:`nees_coverage` measures the share of 2-D normalised squared errors within 1/2/3 sigma
+(ideal 39.3/86.5/98.9 %).
 """
 
 from __future__ import annotations
@@ -48,7 +56,9 @@ from vpr_ros.errors import ConfigError, DataError, MapError
 FEATURES = ('score', 'global_score', 'margin', 'log_spread', 'rerank_gain')
 #: Ideal share of a 2-D Gaussian within k sigma: 1 - exp(-k^2 / 2).
 IDEAL_COVERAGE = {k: 1.0 - math.exp(-k * k / 2.0) for k in (1, 2, 3)}
-VERSION = 1
+VERSION = 2
+#: Bounds of the along/cross-track spread ratio of a bin (a degenerate bin stays plausible).
+RATIO_RANGE = (0.1, 10.0)
 #: GeoWarp fusion weights ``vpr-ros calibrate`` tries (0: global order, 1: GeoWarp order).
 FUSION_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.85, 1.0)
 
@@ -84,6 +94,7 @@ class Calibration:
     knots_sigma: tuple[float, ...]
     min_sigma_m: float
     info: Mapping[str, Any]
+    knots_ratio: tuple[float, ...] = ()   # along/cross-track sigma ratio per knot (1: round)
 
     def risk(self, features: np.ndarray) -> np.ndarray:
         """Return the fitted ``log(error + floor)`` of ``(N, F)`` features."""
@@ -99,19 +110,40 @@ class Calibration:
         out = np.maximum(out, self.min_sigma_m)
         return out[0] if single else out
 
+    def ratio(self, features: np.ndarray) -> np.ndarray:
+        """Return the along/cross-track sigma ratio of ``(N, F)`` or ``(F,)`` features."""
+        feats = np.asarray(features, np.float64)
+        single = feats.ndim == 1
+        if not self.knots_ratio:
+            return 1.0 if single else np.ones(len(feats))
+        r = self.risk(feats.reshape(1, -1) if single else feats)
+        out = np.interp(r, self.knots_r, self.knots_ratio)
+        return out[0] if single else out
+
+    def covariance_en(self, features: np.ndarray, track_en: Sequence[float]) -> np.ndarray:
+        """Return the 2x2 east/north covariance (m^2) of one frame's ``(F,)`` features.
+
+        ``track_en`` is the unit along-track direction; NaN (unknown) gives the round one.
+        """
+        return covariance_en(float(self.sigma(features)), float(self.ratio(features)),
+                             track_en, self.min_sigma_m)
+
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON form stored under ``calibration`` in the manifest."""
         return {'version': VERSION, 'features': list(FEATURES), 'mean': list(self.mean),
                 'scale': list(self.scale), 'weights': list(self.weights), 'bias': self.bias,
                 'floor_m': self.floor_m, 'knots_r': list(self.knots_r),
                 'knots_sigma': list(self.knots_sigma), 'min_sigma_m': self.min_sigma_m,
-                'info': dict(self.info)}
+                'knots_ratio': list(self.knots_ratio), 'info': dict(self.info)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> 'Calibration':
-        """Read the manifest form back; :class:`MapError` when it is not a calibration."""
+        """Read the manifest form back; :class:`MapError` when it is not a calibration.
+
+        Version 1 (isotropic, before the along/cross-track split) reads as a round covariance.
+        """
         try:
-            if data['version'] != VERSION or tuple(data['features']) != FEATURES:
+            if data['version'] not in (1, VERSION) or tuple(data['features']) != FEATURES:
                 raise MapError(f'calibration version {data.get("version")} with features '
                                f'{data.get("features")}: this vpr_ros expects version '
                                f'{VERSION} with {list(FEATURES)}; run vpr-ros calibrate again')
@@ -119,20 +151,24 @@ class Calibration:
                       tuple(map(float, data['weights'])), float(data['bias']),
                       float(data['floor_m']), tuple(map(float, data['knots_r'])),
                       tuple(map(float, data['knots_sigma'])), float(data['min_sigma_m']),
-                      dict(data.get('info', {})))
+                      dict(data.get('info', {})),
+                      tuple(map(float, data.get('knots_ratio', ()))))
         except (KeyError, TypeError, ValueError) as exc:
             raise MapError(f'calibration in the manifest is malformed ({exc!r}); run vpr-ros '
                            f'calibrate again') from None
         n = len(FEATURES)
         if not (len(cal.mean) == len(cal.scale) == len(cal.weights) == n) or \
-                len(cal.knots_r) != len(cal.knots_sigma) or not cal.knots_r:
+                len(cal.knots_r) != len(cal.knots_sigma) or not cal.knots_r or \
+                (cal.knots_ratio and len(cal.knots_ratio) != len(cal.knots_r)) or \
+                not all(math.isfinite(v) and v > 0 for v in cal.knots_sigma + cal.knots_ratio):
             raise MapError('calibration in the manifest has inconsistent sizes; run vpr-ros '
                            'calibrate again')
         return cal
 
 
 def fit(features: np.ndarray, errors_m: np.ndarray, config: CalibrationConfig | None = None,
-        *, floor_m: float = 1.0, info: Mapping[str, Any] | None = None) -> Calibration:
+        *, floor_m: float = 1.0, info: Mapping[str, Any] | None = None,
+        errors_track: np.ndarray | None = None) -> Calibration:
     """Fit the sigma mapping from ``(N, F)`` features and ``(N,)`` horizontal errors (m).
 
     Args:
@@ -142,15 +178,28 @@ def fit(features: np.ndarray, errors_m: np.ndarray, config: CalibrationConfig | 
         floor_m: added to the errors before the log (the map's place spacing is a good value:
             errors below it are all equally good).
         info: provenance stored with the fit (source, counts, coverage measured).
+        errors_track: ``(N, 2)`` along-track / cross-track error components (m; NaN rows where
+            the route direction is unknown): the fit is then anisotropic; round when None.
     """
     config = config or CalibrationConfig()
     x = np.asarray(features, np.float64)
     e = np.asarray(errors_m, np.float64)
+    track = None
+    if errors_track is not None:
+        track = np.asarray(errors_track, np.float64)
+        if track.shape != (len(e), 2):
+            raise DataError(f'calibration: errors_track {track.shape} does not match '
+                            f'({len(e)}, 2)')
     if x.ndim != 2 or x.shape[1] != len(FEATURES) or e.shape != (x.shape[0],):
         raise DataError(f'calibration: features {x.shape} and errors {e.shape} do not match '
                         f'(N, {len(FEATURES)}) and (N,)')
     good = np.isfinite(x).all(axis=1) & np.isfinite(e)
     x, e = x[good], e[good]
+    if track is not None:
+        track = track[good]
+        # Unknown direction: the error counts equally along and across.
+        unknown = ~np.isfinite(track).all(axis=1)
+        track[unknown] = e[unknown, None] / math.sqrt(2.0)
     if len(e) < config.min_per_bin:
         raise DataError(f'calibration needs at least {config.min_per_bin} frames with known '
                         f'positions, got {len(e)}')
@@ -171,17 +220,73 @@ def fit(features: np.ndarray, errors_m: np.ndarray, config: CalibrationConfig | 
     bins = max(1, min(config.bins, len(e) // config.min_per_bin))
     edges = np.quantile(r, np.linspace(0.0, 1.0, bins + 1))
     which = np.clip(np.searchsorted(edges, r, side='right') - 1, 0, bins - 1)
-    knots_r, knots_sigma = [], []
+    knots_r, knots_sigma, knots_ratio = [], [], []
     for b in range(bins):
         members = which == b
         if not members.any():
             continue
         knots_r.append(float(np.median(r[members])))
-        knots_sigma.append(_coverage_sigma(e[members], config.min_sigma_m))
+        if track is None:
+            knots_sigma.append(_coverage_sigma(e[members], config.min_sigma_m))
+            continue
+        rho = track_ratio(track[members])
+        # NEES of an (along, cross) error under diag(s^2 rho, s^2 / rho) is radius^2 / s^2.
+        radius = np.sqrt(track[members, 0] ** 2 / rho + track[members, 1] ** 2 * rho)
+        knots_ratio.append(rho)
+        knots_sigma.append(_coverage_sigma(radius, config.min_sigma_m))
     sigma = np.maximum.accumulate(np.maximum(np.asarray(knots_sigma), config.min_sigma_m))
     return Calibration(tuple(mean), tuple(scale), tuple(weights), bias, float(floor_m),
                        tuple(knots_r), tuple(float(s) for s in sigma), config.min_sigma_m,
-                       dict(info or {}))
+                       dict(info or {}), tuple(knots_ratio))
+
+
+def track_ratio(errors_track: np.ndarray) -> float:
+    """Along/cross-track spread ratio of ``(N, 2)`` errors: 68th percentiles, bounded.
+
+    Percentiles rather than RMS: a few wrong places (hundreds of metres along the route)
+    would otherwise set the shape of every fix of the bin.
+    """
+    along, cross = (np.quantile(np.abs(errors_track[:, k]), 0.68) for k in (0, 1))
+    if along <= 0 and cross <= 0:
+        return 1.0
+    rho = along / max(cross, 1e-9)
+    return float(np.clip(rho, *RATIO_RANGE))
+
+
+def covariance_en(sigma: float, ratio: float, track_en: Sequence[float],
+                  min_sigma: float = 0.0) -> np.ndarray:
+    """Return ``R diag(sigma^2 ratio, sigma^2 / ratio) R^T`` (m^2), symmetric positive definite.
+
+    ``R`` has the unit along-track direction ``track_en`` (east, north) as first column; an
+    unknown (NaN) or zero direction gives the round ``sigma^2 I``. Each axis sigma is at least
+    ``min_sigma``.
+    """
+    d = np.asarray(track_en, np.float64).reshape(2)
+    norm = float(np.hypot(*d)) if np.isfinite(d).all() else 0.0
+    if norm < 1e-9 or not math.isfinite(ratio) or ratio <= 0:
+        ratio, d = 1.0, np.array([1.0, 0.0])
+    else:
+        d = d / norm
+    if not math.isfinite(sigma):
+        return np.diag([sigma ** 2, sigma ** 2])
+    s_along = max(sigma * math.sqrt(ratio), min_sigma)
+    s_cross = max(sigma / math.sqrt(ratio), min_sigma)
+    rot = np.array([[d[0], -d[1]], [d[1], d[0]]])
+    cov = rot @ np.diag([s_along ** 2, s_cross ** 2]) @ rot.T
+    return (cov + cov.T) / 2.0
+
+
+def track_errors(errors_en: np.ndarray, tracks_en: np.ndarray) -> np.ndarray:
+    """Split ``(N, 2)`` east/north errors into along/cross-track with ``(N, 2)`` unit tracks.
+
+    The cross-track axis is the along-track one turned 90 degrees left; NaN where the track
+    is unknown.
+    """
+    e = np.asarray(errors_en, np.float64).reshape(-1, 2)
+    d = np.asarray(tracks_en, np.float64).reshape(-1, 2)
+    along = (e * d).sum(axis=1)
+    cross = e[:, 1] * d[:, 0] - e[:, 0] * d[:, 1]
+    return np.stack([along, cross], axis=1)
 
 
 def _coverage_sigma(errors: np.ndarray, min_sigma: float, candidates: int = 400) -> float:
@@ -201,32 +306,53 @@ def _coverage_sigma(errors: np.ndarray, min_sigma: float, candidates: int = 400)
     return float(np.median(cand[best]))
 
 
+def nees(errors_en: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    """Return the 2-D NEES ``e^T S^-1 e`` of ``(N, 2)`` errors.
+
+    ``spread`` is ``(N,)`` sigmas (``S = sigma^2 I``) or ``(N, 2, 2)`` covariances.
+    """
+    err = np.asarray(errors_en, np.float64).reshape(-1, 2)
+    spread = np.asarray(spread, np.float64)
+    if spread.ndim == 3:
+        cov = spread.reshape(-1, 2, 2)
+    else:
+        sig = spread.reshape(-1)
+        cov = sig[:, None, None] ** 2 * np.eye(2)[None]
+    if len(err) != len(cov) or len(cov) == 0:
+        raise DataError(f'nees: {len(err)} errors for {len(cov)} sigmas / covariances')
+    return np.einsum('ni,nij,nj->n', err, np.linalg.inv(cov), err)
+
+
 def nees_coverage(errors_en: np.ndarray, sigmas_m: np.ndarray,
                   levels: Sequence[int] = (1, 2, 3)) -> dict[int, float]:
-    """Share of 2-D NEES ``(e_east^2 + e_north^2) / sigma^2`` within ``k^2``, per level ``k``."""
-    err = np.asarray(errors_en, np.float64).reshape(-1, 2)
-    sig = np.asarray(sigmas_m, np.float64).reshape(-1)
-    if len(err) != len(sig) or len(sig) == 0:
-        raise DataError(f'nees_coverage: {len(err)} errors for {len(sig)} sigmas')
-    nees = (err ** 2).sum(axis=1) / sig ** 2
-    return {k: float(np.mean(nees <= k * k)) for k in levels}
+    """Share of 2-D NEES within ``k^2`` per level ``k`` (sigmas or covariances: :func:`nees`)."""
+    values = nees(errors_en, sigmas_m)
+    return {k: float(np.mean(values <= k * k)) for k in levels}
 
 
 def cross_validated_coverage(features: np.ndarray, errors_en: np.ndarray,
                              config: CalibrationConfig | None = None, *, floor_m: float = 1.0,
-                             folds: int = 2, seed: int = 0) -> dict[int, float]:
-    """NEES coverage of fits on ``folds - 1`` folds applied to the held-out fold (honest)."""
+                             folds: int = 2, seed: int = 0,
+                             tracks_en: np.ndarray | None = None) -> dict[int, float]:
+    """NEES coverage of fits on ``folds - 1`` folds applied to the held-out fold (honest).
+
+    With ``tracks_en`` (``(N, 2)`` unit along-track directions) the fits are anisotropic.
+    """
     config = config or CalibrationConfig()
     err = np.asarray(errors_en, np.float64).reshape(-1, 2)
     x = np.asarray(features, np.float64)
+    split = None if tracks_en is None else track_errors(err, tracks_en)
     order = np.random.default_rng(seed).permutation(len(err))
     parts = np.array_split(order, folds)
-    sig = np.empty(len(err))
+    cov = np.empty((len(err), 2, 2))
     for i, held in enumerate(parts):
         train = np.concatenate([p for j, p in enumerate(parts) if j != i])
-        cal = fit(x[train], np.linalg.norm(err[train], axis=1), config, floor_m=floor_m)
-        sig[held] = cal.sigma(x[held])
-    return nees_coverage(err, sig)
+        cal = fit(x[train], np.linalg.norm(err[train], axis=1), config, floor_m=floor_m,
+                  errors_track=None if split is None else split[train])
+        for h in held:
+            track = (np.nan, np.nan) if tracks_en is None else tracks_en[h]
+            cov[h] = cal.covariance_en(x[h], track)
+    return nees_coverage(err, cov)
 
 
 def pseudo_query(thumbnail: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -280,12 +406,15 @@ def localize_frames(localizer: Any, images: Sequence[Any], *,
     return out
 
 
-def frame_errors(localizer: Any, estimates: Sequence[Any], truth_lat_lon: np.ndarray,
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(features (N, F), errors_en (N, 2) m)`` of the estimates that have features."""
+def frame_errors(localizer: Any, estimates: Sequence[Any], truth_lat_lon: np.ndarray, *,
+                 tracks: bool = False) -> tuple[np.ndarray, ...]:
+    """``(features (N, F), errors_en (N, 2) m)`` of the estimates that have features.
+
+    With ``tracks``, a third array: each estimate's unit along-track direction ``(N, 2)``.
+    """
     from vpr_ros.geo import wgs84_to_enu
 
-    feats, errs = [], []
+    feats, errs, dirs = [], [], []
     origin = localizer.map.origin
     for est, (lat, lon) in zip(estimates, np.asarray(truth_lat_lon).reshape(-1, 2)):
         if not est.features:
@@ -294,8 +423,10 @@ def frame_errors(localizer: Any, estimates: Sequence[Any], truth_lat_lon: np.nda
         got = wgs84_to_enu(est.lat, est.lon, 0.0, origin)[:2]
         feats.append([est.features[f] for f in FEATURES])
         errs.append(got - truth)
-    return np.asarray(feats, np.float64).reshape(-1, len(FEATURES)), \
-        np.asarray(errs, np.float64).reshape(-1, 2)
+        dirs.append(getattr(est, 'track_enu', (np.nan, np.nan)))
+    out = (np.asarray(feats, np.float64).reshape(-1, len(FEATURES)),
+           np.asarray(errs, np.float64).reshape(-1, 2))
+    return (*out, np.asarray(dirs, np.float64).reshape(-1, 2)) if tracks else out
 
 
 def calibration_frames(localizer: Any, images: Sequence[Any], truth_lat_lon: np.ndarray, *,
@@ -405,18 +536,26 @@ def calibrate_map(localizer: Any, config: CalibrationConfig | None = None, *,
                                            seed=config.seed)
         localizer.config = dataclasses.replace(localizer.config, rerank_weight=weight)
         estimates = [localizer.reorder(est) for est in estimates]
-    feats, errs = frame_errors(localizer, estimates, truth)
+    feats, errs, dirs = frame_errors(localizer, estimates, truth, tracks=True)
     norms = np.linalg.norm(errs, axis=1)
-    cal = fit(feats, norms, config, floor_m=spacing, info={})
+    split = track_errors(errs, dirs)
+    cal = fit(feats, norms, config, floor_m=spacing, info={}, errors_track=split)
+    covs = np.stack([cal.covariance_en(f, d) for f, d in zip(feats, dirs)]) if len(feats) \
+        else np.zeros((0, 2, 2))
+    known = np.isfinite(split).all(axis=1)
     report = {
         'source': source,
         'frames': int(len(norms)),
         'place_spacing_m': spacing,
-        'error_m': {'median': float(np.median(norms)), 'p95': float(np.quantile(norms, 0.95))},
-        'nees_coverage': {str(k): v for k, v in
-                          nees_coverage(errs, cal.sigma(feats)).items()},
+        'error_m': {'median': float(np.median(norms)), 'p95': float(np.quantile(norms, 0.95)),
+                    'along_track_median': float(np.median(np.abs(split[known, 0])))
+                    if known.any() else None,
+                    'cross_track_median': float(np.median(np.abs(split[known, 1])))
+                    if known.any() else None},
+        'sigma_ratio_along_cross': list(cal.knots_ratio),
+        'nees_coverage': {str(k): v for k, v in nees_coverage(errs, covs).items()},
         'nees_coverage_cv': {str(k): v for k, v in cross_validated_coverage(
-            feats, errs, config, floor_m=spacing, seed=config.seed).items()}
+            feats, errs, config, floor_m=spacing, seed=config.seed, tracks_en=dirs).items()}
         if len(norms) >= 2 * config.min_per_bin else {},
         'rerank': bool(localizer.rerank),
         'rerank_fusion': fusion,

@@ -58,8 +58,11 @@ def main(args: argparse.Namespace) -> int:
                                 progress=not args.no_progress)
     print(f'calibration of {args.map}: {report["source"]}, place spacing '
           f'{report["place_spacing_m"]:.2f} m')
-    print(f'  error: median {report["error_m"]["median"]:.2f} m, p95 '
-          f'{report["error_m"]["p95"]:.2f} m')
+    err = report['error_m']
+    split = (f'; along / cross-track median {err["along_track_median"]:.2f} / '
+             f'{err["cross_track_median"]:.2f} m' if err.get('along_track_median') is not None
+             else '')
+    print(f'  error: median {err["median"]:.2f} m, p95 {err["p95"]:.2f} m{split}')
     for name in ('nees_coverage', 'nees_coverage_cv'):
         if report[name]:
             cells = ', '.join(f'{k} sigma {100 * v:.1f} % '
@@ -67,6 +70,9 @@ def main(args: argparse.Namespace) -> int:
                               for k, v in report[name].items())
             print(f'  {name}: {cells}')
     print(f'  sigma knots (m): {", ".join(f"{s:.2f}" for s in cal.knots_sigma)}')
+    if cal.knots_ratio:
+        print(f'  along/cross-track sigma ratio: '
+              f'{", ".join(f"{r:.2f}" for r in cal.knots_ratio)}')
     if report.get('rerank_fusion'):
         print(f'  GeoWarp fusion: {report["rerank_fusion"]["reason"]}')
     if args.dry_run:

@@ -18,7 +18,9 @@ The chain a user runs on a robot, on generated data (README command 1):
 
 1. render the synthetic route (:mod:`vpr_ros.synth`): a map pass written as PNGs + CSV;
 2. ``build-map`` with the default model, ``fit-geowarp`` on the map's own thumbnails (seed 004
-   §3.4: L_ss needs no labels), ``calibrate`` with pseudo-queries (DESIGN §6);
+   §3.4: L_ss needs no labels), ``calibrate`` on a second rendered drive of the street
+   (``SynthRoute.query_pass(drive=1)``: what ``calibrate --queries`` does with a second drive
+   on a robot), or on pseudo-queries from the map images (``calibrate_on: pseudo``);
 3. write the harder query pass as a rosbag2 (mcap): ``/camera/image_raw`` + truth ``/gnss/fix``;
 4. start the node (``ros2 launch vpr_ros localize.launch.py`` when ``ros2`` is on PATH, the
    node's module as a process otherwise), ``record`` the camera, ``/vpr/fix`` and the truth,
@@ -52,6 +54,7 @@ from vpr_ros.errors import ConfigError, DataError
 from vpr_ros.synth import SynthConfig
 
 LAUNCHERS = ('auto', 'launch', 'direct')
+CALIBRATE_ON = ('drive', 'pseudo')
 FIX_TOPIC = '/vpr/fix'
 READY_NODE = 'localizer started on'
 READY_RECORDER = f'subscribed to {FIX_TOPIC}'
@@ -70,8 +73,12 @@ class DemoConfig(Config):
     geowarp_iterations: int = option(30, 'GeoWarp fit steps (a short CPU fit; the paper '
                                          'trains 50 000 on a GPU)', min=1)
     geowarp_batch_size: int = option(8, 'GeoWarp pairs per loss per step', min=1)
-    pseudo_queries: int = option(200, 'map images turned into calibration pseudo-queries',
-                                 min=10)
+    calibrate_on: str = option('drive', 'calibration frames: a second rendered drive of the '
+                               'street (drive), or pseudo-queries made from the map images '
+                               '(pseudo; much harder than the query pass on this route, so '
+                               'the sigmas come out too large)', choices=CALIBRATE_ON)
+    pseudo_queries: int = option(200, 'map images turned into calibration pseudo-queries '
+                                 '(calibrate_on: pseudo)', min=10)
     rate: float = option(1.0, 'playback speed factor of the query bag', min=0.05, max=20.0)
     launcher: str = option('auto', 'how the node starts: launch (ros2 launch), direct (the '
                            'node module as a process) or auto (launch when ros2 is on PATH)',
@@ -322,8 +329,12 @@ def bag_info(path: Path, config: DemoConfig) -> dict[str, Any]:
 
 
 def build_demo_map(csv: Path, map_path: Path, config: DemoConfig, steps: Steps,
-                   progress: bool = True) -> dict[str, Any]:
-    """build-map, fit-geowarp and calibrate, each as its own step; return what they report."""
+                   progress: bool = True, route: Any = None) -> dict[str, Any]:
+    """build-map, fit-geowarp and calibrate, each as its own step; return what they report.
+
+    ``route`` renders the calibration drive (``calibrate_on: drive``); without it the map is
+    calibrated on pseudo-queries.
+    """
     from vpr_ros.calibration import calibrate_map, CalibrationConfig, store_calibration
     from vpr_ros.localizer import Localizer, LocalizerConfig
     from vpr_ros.mapdb import build_map, BuildConfig
@@ -347,16 +358,21 @@ def build_demo_map(csv: Path, map_path: Path, config: DemoConfig, steps: Steps,
                   f'(first / last 10 steps), {fit["fw_pairs"]} positive pairs')
         info['geowarp'] = fit
     entries = len(csv.read_text().splitlines()) - 1   # calibrate uses at most every entry
-    with steps.step('calibrate', f'calibrate the covariance '
-                    f'({min(config.pseudo_queries, entries)} pseudo-queries from the map '
-                    f'images)'):
+    on_drive = config.calibrate_on == 'drive' and route is not None
+    what = (f'a second rendered drive, {route.config.frames} frames' if on_drive else
+            f'{min(config.pseudo_queries, entries)} pseudo-queries from the map images')
+    with steps.step('calibrate', f'calibrate the covariance ({what})'):
+        queries = None
+        if on_drive:
+            frames = list(route.query_pass(drive=1))
+            queries = ([f.image for f in frames], [[f.lat, f.lon] for f in frames])
         localizer = Localizer.open(map_path, LocalizerConfig(), device=config.device)
         cal, report = calibrate_map(
             localizer, CalibrationConfig(pseudo_queries=config.pseudo_queries),
-            progress=progress)
+            queries=queries, progress=progress)
         store_calibration(localizer.map, cal, report)
         cov = report.get('nees_coverage_cv') or report['nees_coverage']
-        steps.say(f'  pseudo-query error median {report["error_m"]["median"]:.2f} m, '
+        steps.say(f'  calibration error median {report["error_m"]["median"]:.2f} m, '
                   f'p95 {report["error_m"]["p95"]:.2f} m; coverage at 1/2/3 sigma '
                   + ' / '.join(f'{100 * v:.0f} %' for v in cov.values()))
         info['calibration'] = report
@@ -523,7 +539,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *,
                         f'{c.spacing_m:g} m, {c.image_size[0]}x{c.image_size[1]} (seed '
                         f'{c.seed})'):
             csv = render_map_pass(route, out / 'route', progress)
-        summary.update(build_demo_map(csv, map_path, config, steps, progress))
+        summary.update(build_demo_map(csv, map_path, config, steps, progress, route))
     map_path = Path(map_path).absolute()
     if bag is None:
         bag = out / 'query_bag'

@@ -28,7 +28,9 @@ bounded LRU cache: consecutive frames of a drive retrieve the same places.
 from __future__ import annotations
 
 from collections import OrderedDict
+import dataclasses
 from dataclasses import dataclass, field
+import functools
 import logging
 import math
 from pathlib import Path
@@ -42,17 +44,21 @@ import torch
 from vpr_ros.calibration import Calibration, FEATURES
 from vpr_ros.config import Config, option
 from vpr_ros.errors import DataError, MapError, VprError
-from vpr_ros.geo import enu_to_wgs84
+from vpr_ros.fix_quality import RouteGeometry, subspacing_along
+from vpr_ros.geo import enu_to_wgs84, wgs84_to_enu
 from vpr_ros.images import check_rgb, load_image, to_tensor
 from vpr_ros.mapdb.database import MapDB
 from vpr_ros.models.geowarp import GeoWarp, GeoWarpConfig, load_geowarp
 from vpr_ros.runtime.backends import BACKENDS, select_runtime
+from vpr_ros.sequence import SequenceCheck
 
 log = logging.getLogger(__name__)
 
 FIX = 'fix'
 NO_FIX = 'no_fix'
 ESTIMATORS = ('top1', 'weighted')
+SUBSPACING = ('off', 'geowarp', 'global')
+SEQUENCE_ACTIONS = ('no_fix', 'inflate')
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,12 @@ class LocalizerConfig(Config):
     estimator: str = option('top1', 'position: the re-ranked top-1, or the score-weighted '
                             'mean of the candidates within cluster_radius_m of it',
                             choices=ESTIMATORS, runtime=True)
+    subspacing: str = option('geowarp', 'top1 estimator: place the query between the top-1 '
+                             'and its route neighbours (map entries behind and ahead of it): '
+                             'the vertex of a parabola through their GeoWarp scores (geowarp; '
+                             'the neighbours get scored when they were not re-ranked; global '
+                             'scores without re-ranking) or global scores (global); off snaps '
+                             'to the top-1', choices=SUBSPACING, runtime=True)
     cluster_radius_m: float = option(25.0, 'weighted estimator: candidates this close to the '
                                      'top-1 are averaged', min=0.0, runtime=True)
     weight_temperature: float = option(0.02, 'weighted estimator: softmax temperature on '
@@ -93,6 +105,26 @@ class LocalizerConfig(Config):
     unknown_alt_sigma_m: float = option(1000.0, 'vertical sigma when the map has no '
                                         'altitude (then the altitude is the map origin one)',
                                         min=0.01, runtime=True)
+    sequence_check: bool = option(
+        True, 'sequence check of stamped frames (the node, eval-bag --map): a position that '
+        'fewer than sequence_support of the last sequence_frames frames had a top candidate '
+        'within max_speed_mps * dt + sequence_margin_m of is an outlier', runtime=True)
+    sequence_frames: int = option(5, 'sequence check: frames remembered', min=1,
+                                  runtime=True)
+    sequence_support: int = option(2, 'sequence check: remembered frames that must agree',
+                                   min=1, runtime=True)
+    sequence_candidates: int = option(1, 'sequence check: top candidates of each frame that '
+                                      'count as its evidence (more: more permissive)', min=1,
+                                      runtime=True)
+    max_speed_mps: float = option(15.0, 'sequence check: fastest motion of the robot (m/s)',
+                                  min=0.0, runtime=True)
+    sequence_margin_m: float = option(10.0, 'sequence check: distance allowed on top of '
+                                      'max_speed_mps * dt (m)', min=0.0, runtime=True)
+    sequence_window_s: float = option(5.0, 'sequence check: frames older than this are '
+                                      'forgotten (s)', min=0.0, runtime=True)
+    sequence_action: str = option('no_fix', 'sequence check: an outlier becomes NO_FIX, or '
+                                  'keeps its place with a sigma inflated to its jump '
+                                  '(inflate)', choices=SEQUENCE_ACTIONS, runtime=True)
     feature_cache: int = option(4096, 'candidate GeoWarp features kept in memory (entries) '
                                 'when the map has no stored ones', min=0)
 
@@ -120,11 +152,13 @@ class Estimate:
     cov_enu: np.ndarray                 # (3, 3) m^2, row-major east/north/up
     status: str
     score: float                        # the confidence score of the chosen candidate
-    sigma_m: float                      # horizontal sigma (east = north)
+    sigma_m: float                      # horizontal sigma: the larger axis of cov_enu's ellipse
     candidates: tuple[Candidate, ...]
     features: dict[str, float]
     timings: dict[str, float] = field(default_factory=dict)   # milliseconds per stage
     reason: str = ''
+    track_enu: tuple[float, float] = (math.nan, math.nan)   # local route direction (unit)
+    route_scores: dict[int, float] = field(default_factory=dict)  # GeoWarp of route neighbours
 
     @property
     def ok(self) -> bool:
@@ -137,6 +171,8 @@ class Estimate:
                 'sigma_m': self.sigma_m, 'score': self.score,
                 'cov_enu': np.asarray(self.cov_enu).tolist(), 'reason': self.reason,
                 'features': dict(self.features), 'timings_ms': dict(self.timings),
+                'track_enu': list(self.track_enu),
+                'route_scores': {str(k): v for k, v in self.route_scores.items()},
                 'candidates': [vars(c) for c in self.candidates]}
 
 
@@ -212,6 +248,16 @@ class Localizer:
         cal = map_db.manifest.get('calibration') or {}
         self.calibration = Calibration.from_dict(cal) if cal else None
 
+    @functools.cached_property
+    def route(self) -> RouteGeometry:
+        """Route neighbours and local direction of the map's entries (built on first use)."""
+        return RouteGeometry(self.map.positions_enu(np.arange(len(self.map))))
+
+    @functools.cached_property
+    def sequence(self) -> SequenceCheck:
+        """The sequence check's memory of the last stamped frames (``localize(stamp_ns=)``)."""
+        return SequenceCheck()
+
     @property
     def rerank_weight(self) -> float:
         """Weight of the GeoWarp score in the order: the config's, else the map's validated one."""
@@ -234,7 +280,8 @@ class Localizer:
         rerank = np.array([c.rerank_score for c in cands], np.float64)
         order = (fused_order(glob, rerank, self.rerank_weight) if np.isfinite(rerank).any()
                  else np.arange(len(idx)))
-        return self._estimate(idx, glob, rerank, order, dict(estimate.timings))
+        return self._estimate(idx, glob, rerank, order, dict(estimate.timings),
+                              estimate.route_scores)
 
     @classmethod
     def open(cls, map_path: str | Path,  # noqa: A003 - mirrors MapDB.open
@@ -271,27 +318,84 @@ class Localizer:
 
     # -- one frame -----------------------------------------------------------------------
 
-    def localize(self, image: Any, *, exclude: Sequence[int] = ()) -> Estimate:
+    def localize(self, image: Any, *, exclude: Sequence[int] = (),
+                 stamp_ns: int | None = None) -> Estimate:
         """Localize one image.
 
         ``image`` is a path, an ``(H, W, 3)`` uint8 RGB array or a ``(3, H, W)`` float tensor
         in [0, 1]; ``exclude`` leaves map entries out (calibration with the map's own images).
+        ``stamp_ns`` (the image's stamp) puts the frame through the sequence check, whose
+        memory (:attr:`sequence`) spans the calls; unstamped frames are not checked.
         """
-        return self.localize_batch([image], exclude=[exclude])[0]
+        estimate = self.localize_batch([image], exclude=[exclude])[0]
+        if stamp_ns is not None:
+            estimate = self.sequence_step(estimate, stamp_ns)
+        return estimate
 
     def localize_batch(self, images: Sequence[Any], *,
                        exclude: Sequence[Sequence[int]] | None = None,
-                       batch_size: int = 16) -> list[Estimate]:
-        """Localize many images (offline use): descriptors are computed in batches."""
+                       batch_size: int = 16,
+                       stamps_ns: Sequence[int] | None = None) -> list[Estimate]:
+        """Localize many images (offline use): descriptors are computed in batches.
+
+        ``stamps_ns`` (one per image, in drive order) run the sequence check as ``localize``.
+        """
         images = list(images)
         if exclude is not None and len(exclude) != len(images):
             raise DataError(f'exclude: {len(exclude)} lists for {len(images)} images')
+        if stamps_ns is not None and len(stamps_ns) != len(images):
+            raise DataError(f'stamps_ns: {len(stamps_ns)} stamps for {len(images)} images')
         out: list[Estimate] = []
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size]
             excl = exclude[start:start + batch_size] if exclude is not None else [()] * len(chunk)
             out.extend(self._localize_chunk(chunk, excl))
+        if stamps_ns is not None:
+            out = [self.sequence_step(e, t) for e, t in zip(out, stamps_ns)]
         return out
+
+    def sequence_step(self, estimate: Estimate, stamp_ns: int) -> Estimate:
+        """Put one stamped estimate through the sequence check (``sequence_check`` config).
+
+        An outlier becomes NO_FIX (``sequence_action: no_fix``) or keeps its place with the
+        covariance scaled so its larger sigma reaches the jump (``inflate``; still NO_FIX
+        above ``max_sigma_m``). The frame's candidates are remembered either way.
+        """
+        cfg = self.config
+        if not cfg.sequence_check or not estimate.candidates:
+            return estimate
+        seq = self.sequence
+        seq.frames, seq.support = cfg.sequence_frames, cfg.sequence_support
+        seq.max_speed_mps, seq.margin_m = cfg.max_speed_mps, cfg.sequence_margin_m
+        seq.window_s = cfg.sequence_window_s
+        origin = self.map.origin
+        position = wgs84_to_enu(estimate.lat, estimate.lon, 0.0, origin)[:2]
+        top = [c.index for c in estimate.candidates[:cfg.sequence_candidates]]
+        verdict = seq.step(stamp_ns, position, self.map.positions_enu(np.array(top)))
+        if verdict.supported or not estimate.ok:
+            return estimate
+        why = (f'sequence: {verdict.support} of {verdict.required} recent frames agree, '
+               f'{verdict.jump_m:.0f} m from their candidates')
+        if cfg.sequence_action == 'no_fix':
+            return dataclasses.replace(estimate, status=NO_FIX, reason=why)
+        scale = max(1.0, verdict.jump_m / max(estimate.sigma_m, 1e-9))
+        cov = np.array(estimate.cov_enu, np.float64)
+        cov[:2, :2] *= scale ** 2
+        sigma = estimate.sigma_m * scale
+        status = NO_FIX if sigma > cfg.max_sigma_m else FIX
+        return dataclasses.replace(estimate, cov_enu=cov, sigma_m=sigma, status=status,
+                                   reason=why)
+
+    def sequence_filter(self, estimates: Sequence[Estimate],
+                        stamps_ns: Sequence[int]) -> list[Estimate]:
+        """Run the sequence check over a whole drive with a fresh memory (offline, benches)."""
+        saved = self.__dict__.pop('sequence', None)
+        try:
+            return [self.sequence_step(e, t) for e, t in zip(estimates, stamps_ns)]
+        finally:
+            self.__dict__.pop('sequence', None)
+            if saved is not None:
+                self.__dict__['sequence'] = saved
 
     def _prepare(self, image: Any, i: int) -> tuple[torch.Tensor, np.ndarray | None]:
         if isinstance(image, (str, Path)):
@@ -321,11 +425,17 @@ class Localizer:
         tensor, small = self._prepare(image, 0)
         return tensor, small, (time.perf_counter() - t0) * 1e3
 
-    def localize_prepared(self, prepared: tuple[torch.Tensor, np.ndarray | None, float],
-                          ) -> Estimate:
-        """Localize an image made ready by :meth:`prepare` (possibly on another thread)."""
+    def localize_prepared(self, prepared: tuple[torch.Tensor, np.ndarray | None, float], *,
+                          stamp_ns: int | None = None) -> Estimate:
+        """Localize an image made ready by :meth:`prepare` (possibly on another thread).
+
+        ``stamp_ns`` puts the frame through the sequence check, as :meth:`localize`.
+        """
         tensor, small, decode_ms = prepared
-        return self._localize_prepared([(tensor, small)], [()], decode_ms / 1e3)[0]
+        estimate = self._localize_prepared([(tensor, small)], [()], decode_ms / 1e3)[0]
+        if stamp_ns is not None:
+            estimate = self.sequence_step(estimate, stamp_ns)
+        return estimate
 
     def _localize_chunk(self, images: Sequence[Any], exclude: Sequence[Sequence[int]],
                         ) -> list[Estimate]:
@@ -376,9 +486,20 @@ class Localizer:
             p = min(cfg.geowarp.num_reranked, len(idx))
             rerank[:p] = self._rerank_scores(small, idx[:p]) / 225.0
             order = fused_order(glob, rerank, self.rerank_weight)
+        route_scores = {}
+        if self.rerank and small is not None and cfg.subspacing == 'geowarp' and \
+                cfg.estimator == 'top1':
+            # Sub-spacing needs GeoWarp scores of the top-1's route neighbours.
+            top = int(idx[order[0]])
+            done = {int(j) for j in idx[np.isfinite(rerank)]}
+            need = [int(j) for j in (self.route.prev[top], self.route.next[top])
+                    if j >= 0 and int(j) not in done and int(j) not in excluded]
+            if need:
+                route_scores = dict(zip(need, map(float, self._rerank_scores(
+                    small, np.array(need)) / 225.0)))
         t2 = time.perf_counter()
         timings['rerank'] = (t2 - t1) * 1e3
-        estimate = self._estimate(idx, glob, rerank, order, timings)
+        estimate = self._estimate(idx, glob, rerank, order, timings, route_scores)
         timings['estimate'] = (time.perf_counter() - t2) * 1e3
         return estimate
 
@@ -416,7 +537,8 @@ class Localizer:
         return torch.stack([found[int(j)] for j in idx])
 
     def _estimate(self, idx: np.ndarray, glob: np.ndarray, rerank: np.ndarray,
-                  order: np.ndarray, timings: dict[str, float]) -> Estimate:
+                  order: np.ndarray, timings: dict[str, float],
+                  route_scores: dict[int, float] | None = None) -> Estimate:
         cfg = self.config
         idx, glob, rerank = idx[order], glob[order], rerank[order]
         pos = self.map.positions(idx)
@@ -434,6 +556,14 @@ class Localizer:
         else:
             w = (np.arange(len(idx)) == 0).astype(np.float64)
         xy = (enu * w[:, None]).sum(axis=0) / w.sum()
+        track = self.route.direction[int(idx[0])]
+        route_scores = dict(route_scores or {})
+        if cfg.estimator == 'top1' and cfg.subspacing != 'off':
+            geowarp = cfg.subspacing == 'geowarp' and bool(reranked[0])
+            along = subspacing_along(self.route, idx, rerank if geowarp else glob,
+                                     route_scores if geowarp else None)
+            if along:
+                xy = enu[0] + along * track
         lat, lon, _ = enu_to_wgs84(xy[0], xy[1], 0.0, origin)
         # Altitude: the same weights over the candidates that have one; else the near ones'.
         has_alt = np.isfinite(pos[:, 2])
@@ -454,12 +584,19 @@ class Localizer:
         features = {'score': top_score, 'global_score': float(glob[0]),
                     'margin': float(glob[0] - best_far), 'log_spread': math.log1p(spread),
                     'rerank_gain': gain}
+        # Covariance: along/cross-track from the calibration, rotated into ENU; sigma_m is the
+        # larger axis (what max_sigma_m bounds).
         if self.calibration is not None:
-            sigma = float(self.calibration.sigma(np.array([features[f] for f in FEATURES])))
+            cov_en = self.calibration.covariance_en(
+                np.array([features[f] for f in FEATURES]), track)
         else:
-            sigma = cfg.uncalibrated_sigma_m
+            cov_en = np.eye(2) * cfg.uncalibrated_sigma_m ** 2
+        sigma = math.sqrt(float(np.linalg.eigvalsh(cov_en)[-1])) if np.isfinite(cov_en).all() \
+            else math.inf
         sigma_up = cfg.sigma_up_m if alt_known else cfg.unknown_alt_sigma_m
-        cov = np.diag([sigma ** 2, sigma ** 2, sigma_up ** 2])
+        cov = np.zeros((3, 3))
+        cov[:2, :2] = cov_en
+        cov[2, 2] = sigma_up ** 2
         status, reason = FIX, ''
         if not math.isfinite(sigma) or sigma > cfg.max_sigma_m:
             status = NO_FIX
@@ -470,7 +607,8 @@ class Localizer:
                       float(g), float(r))
             for j, p, g, r in zip(idx, pos, glob, rerank))
         return Estimate(float(lat), float(lon), alt, cov, status, top_score, sigma,
-                        candidates, features, timings, reason)
+                        candidates, features, timings, reason,
+                        (float(track[0]), float(track[1])), route_scores)
 
     def _no_fix(self, reason: str, timings: dict[str, float]) -> Estimate:
         lat, lon, alt = self.map.origin

@@ -24,10 +24,12 @@ own place as much as a real change of place). Two traversals are rendered:
 * the *map* pass: frames every ``spacing_m`` metres, neutral light, camera centred, slight
   sensor noise;
 * the *query* pass: frames between the map frames, other illumination (gain, gamma, colour
-  cast), lateral and heading offsets, more sensor noise and blur, so it is harder than the map
-  pass. A descriptor net pretrained on ImageNet only (the default model) is most sensitive to
-  the noise and blur; the defaults keep the query pass clearly harder while plain retrieval
-  still localises it (bench/synth_retrieval.py, bench/results/synth_retrieval.md).
+  cast), lateral and heading offsets (the frame's position includes the lateral one), more
+  sensor noise and blur, so it is harder than the map pass; ``query_pass(drive=k)`` renders
+  further independent drives (a second drive to calibrate on). A descriptor net pretrained
+  on ImageNet only (the default model) is most sensitive to the noise and blur; the defaults
+  keep the query pass clearly harder while plain retrieval still localises it
+  (bench/synth_retrieval.py, bench/results/synth_retrieval.md).
 
 The corridor is straight for rendering; geographically the route follows a gentle arc from a
 geodetic origin, so plots look like a drive. Everything is deterministic by ``seed``.
@@ -318,8 +320,12 @@ class SynthRoute:
             img[rows_i, cols_i] = pixels * shade[cols_i, None] * (1 - a) + haze_rgb * a
         return np.clip(img, 0, 255).astype(np.uint8)
 
-    def position(self, s_m: float) -> tuple[float, float, float]:
-        """WGS84 lat, lon, alt of the point ``s_m`` metres along the (gently curved) route."""
+    def position(self, s_m: float, lateral_m: float = 0.0) -> tuple[float, float, float]:
+        """WGS84 lat, lon, alt of the point ``s_m`` metres along the (gently curved) route.
+
+        ``lateral_m`` moves the point sideways, to the left of the direction of travel (the
+        camera offset of :meth:`render`).
+        """
         c = self.config
         k = math.radians(c.turn_deg_per_100m) / 100.0  # curvature (1/m)
         h0 = math.radians(c.heading_deg)
@@ -328,12 +334,15 @@ class SynthRoute:
         else:  # arc of a circle: heading(s) = h0 + k s
             east = (math.cos(h0) - math.cos(h0 + k * s_m)) / k
             north = (math.sin(h0 + k * s_m) - math.sin(h0)) / k
+        heading = h0 + k * s_m
+        east -= lateral_m * math.cos(heading)   # left of travel: the tangent turned 90 deg
+        north += lateral_m * math.sin(heading)
         lat, lon, alt = pymap3d.enu2geodetic(east, north, 0.0, *c.origin)
         return float(lat), float(lon), float(alt)
 
     def _frame(self, name: str, index: int, s_m: float, image: np.ndarray,
-               t0_ns: int) -> SynthFrame:
-        lat, lon, alt = self.position(s_m)
+               t0_ns: int, lateral_m: float = 0.0) -> SynthFrame:
+        lat, lon, alt = self.position(s_m, lateral_m)
         stamp = t0_ns + int(index * 0.5e9)  # 2 Hz
         return SynthFrame(name, stamp, s_m, lat, lon, alt, image)
 
@@ -349,16 +358,25 @@ class SynthRoute:
                 image = np.clip(noisy, 0, 255).astype(np.uint8)
             yield self._frame(f'map_{i:05d}.png', i, s, image, 1_700_000_000 * 10**9)
 
-    def query_pass(self) -> Iterator[SynthFrame]:
-        """Yield the query traversal: between map frames, other light, offsets, noise, blur."""
+    def query_pass(self, drive: int = 0) -> Iterator[SynthFrame]:
+        """Yield a query traversal: between map frames, other light, offsets, noise, blur.
+
+        ``drive`` numbers independent query drives of the same street (their own positions,
+        light, offsets and noise): drive 0 is the demo's query pass, drive 1 a second drive to
+        calibrate the covariance on (``vpr-ros calibrate --queries``).
+        """
         c = self.config
-        rng = np.random.default_rng(self._query_rng_seed)
+        if drive < 0:
+            raise ConfigError(f'query_pass: drive must be >= 0, got {drive}')
+        rng = np.random.default_rng(self._query_rng_seed if drive == 0 else
+                                    [self._query_rng_seed, drive])
         gain, gamma = rng.uniform(*c.query_gain), rng.uniform(*c.query_gamma)
         cast = rng.uniform(1 - c.query_cast, 1 + c.query_cast, 3).astype(np.float32)
         for i in range(c.frames):
             s = (i + 1) * c.spacing_m + rng.uniform(-0.5, 0.5) * c.spacing_m
             s = max(s, 0.1)
-            image = self.render(s, lateral_m=rng.uniform(-1, 1) * c.query_lateral_m,
+            lateral = rng.uniform(-1, 1) * c.query_lateral_m
+            image = self.render(s, lateral_m=lateral,
                                 yaw_deg=rng.uniform(-1, 1) * c.query_yaw_deg)
             x = (image.astype(np.float32) / 255.0) ** gamma * (gain * cast)
             sigma = rng.uniform(*c.query_blur)
@@ -366,7 +384,8 @@ class SynthRoute:
                 x = cv2.GaussianBlur(x, (0, 0), sigmaX=sigma)
             x = x * 255.0 + rng.normal(0, c.query_noise, x.shape)
             image = np.clip(x, 0, 255).astype(np.uint8)
-            yield self._frame(f'query_{i:05d}.png', i, s, image, 1_700_100_000 * 10**9)
+            yield self._frame(f'query_{i:05d}.png', i, s, image, 1_700_100_000 * 10**9,
+                              lateral)
 
 
 def write_csv_source(frames: Iterator[SynthFrame], folder: str | Path) -> Path:

@@ -24,7 +24,8 @@ reading a recorded fix topic. A first pass reads the truth and the frame stamps 
 topic or a bag without overlap fails before the model loads), a second decodes the frames and
 localizes them in batches. Each estimate becomes the fix the node would have published for
 that frame (stamp = the image's ``header.stamp``, NO_FIX for ``status`` no_fix, covariance =
-``cov_enu``); the latency is replaced by the localizer's processing time per frame.
+``cov_enu``), with the stamps passed on so the localizer's sequence check runs as in the node;
+the latency is replaced by the localizer's processing time per frame.
 
 Both modes end in :func:`vpr_ros.evaluation.metrics.compute_metrics`.
 """
@@ -271,7 +272,8 @@ def evaluate_bag_offline(bag: Path, localizer: 'Localizer | Callable[[], Localiz
 
         def flush() -> None:
             estimates.extend(localizer.localize_batch([image for _, image in pending],
-                                                      batch_size=batch_size))
+                                                      batch_size=batch_size,
+                                                      stamps_ns=[t for t, _ in pending]))
             done_stamps.extend(stamp for stamp, _ in pending)
             if bar is not None:
                 bar.update(len(pending))

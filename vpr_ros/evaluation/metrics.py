@@ -34,7 +34,11 @@ Protocol:
     - NEES = e^T S^-1 e with e the horizontal error and S the east/north block of the fix's
       ENU covariance; coverage at k sigma = share with NEES <= k^2 (ideal for a calibrated 2-D
       Gaussian: 39.3 / 86.5 / 98.9 %, mean NEES 2). Fixes whose block is not positive definite
-      are left out and counted;
+      are left out and counted. The coverage curve gives the same share at k = 0.25 ... 4
+      sigma against the ideal ``1 - exp(-k^2 / 2)``;
+    - along-track / cross-track error: the horizontal error split along the truth's direction
+      of travel at the fix's stamp (from the truth samples around it) and across it (left
+      positive); fixes where the truth does not move are left out;
     - latency (``kind`` ``receive``) = bag receive (log) time - header stamp over all fix
       messages, when recorded live; offline (``kind`` ``processing``) the localizer's own
       processing time per frame instead, which leaves out transport and queueing;
@@ -56,6 +60,8 @@ from vpr_ros.geo import wgs84_to_enu
 
 SIGMA_LEVELS = (1, 2, 3)
 IDEAL_COVERAGE = {k: 1.0 - math.exp(-k * k / 2.0) for k in SIGMA_LEVELS}  # 2-D Gaussian
+#: Sigma levels of the NEES coverage curve.
+CURVE_LEVELS = tuple(np.round(np.arange(0.25, 4.001, 0.25), 2).tolist())
 
 
 @dataclass(frozen=True)
@@ -157,6 +163,7 @@ class Evaluation:
     sigma_m: np.ndarray          # (n,) sqrt of the largest east/north covariance eigenvalue
     cov_en: np.ndarray           # (n, 2, 2)
     nees: np.ndarray             # (n,) NaN where not computable
+    track_error: np.ndarray      # (n, 2) along/cross-track error, NaN where unknown
     truth_stamp_ns: np.ndarray   # valid truth samples, sorted
     truth_enu: np.ndarray
     config: EvalConfig = field(default_factory=EvalConfig)
@@ -219,6 +226,20 @@ def _sigma(cov_en: np.ndarray) -> np.ndarray:
     return out
 
 
+def _track_directions(stamps: np.ndarray, truth_stamps: np.ndarray,
+                      truth_enu: np.ndarray) -> np.ndarray:
+    """Return the truth's unit east/north direction of travel at each stamp (NaN: standing)."""
+    n = len(truth_stamps)
+    hi = np.clip(np.searchsorted(truth_stamps, stamps, side='right'), 1, n - 1)
+    lo = hi - 1
+    step = truth_enu[hi, :2] - truth_enu[lo, :2]
+    norm = np.hypot(step[:, 0], step[:, 1])
+    with np.errstate(invalid='ignore', divide='ignore'):
+        out = step / norm[:, None]
+    out[~(norm > 1e-3)] = np.nan
+    return out
+
+
 def _rate(num: int, den: int) -> float | None:
     return num / den if den else None
 
@@ -278,6 +299,13 @@ def compute_metrics(fixes: FixSeries, truth: TruthSeries, config: EvalConfig | N
     cov_en = fixes.cov_enu[:, :2, :2]
     nees = _nees(err_en, cov_en)
     sigma = _sigma(cov_en)
+    track = np.full((n, 2), np.nan)
+    if scored.any():
+        d = _track_directions(fixes.stamp_ns[scored], t_stamp, t_enu)
+        e = err_en[scored]
+        track[scored] = np.stack([(e * d).sum(axis=1), e[:, 1] * d[:, 0] - e[:, 0] * d[:, 1]],
+                                 axis=1)
+    known = np.isfinite(track).all(axis=1)
 
     if frame_stamp_ns is not None:
         frames = np.asarray(frame_stamp_ns, np.int64)
@@ -329,9 +357,16 @@ def compute_metrics(fixes: FixSeries, truth: TruthSeries, config: EvalConfig | N
         'no_fix_rate': _rate(int(n - valid.sum()), n),
         'nees': {'coverage': coverage,
                  'ideal_coverage': {f'{k}sigma': IDEAL_COVERAGE[k] for k in SIGMA_LEVELS},
+                 'curve': {'sigma': list(CURVE_LEVELS),
+                           'coverage': [_rate(int((nees_ok <= k * k).sum()), len(nees_ok))
+                                        for k in CURVE_LEVELS],
+                           'ideal': [1.0 - math.exp(-k * k / 2.0) for k in CURVE_LEVELS]},
                  'mean': float(nees_ok.mean()) if nees_ok.size else None,
                  'count': int(nees_ok.size),
                  'invalid_covariance': int((scored & ~np.isfinite(nees)).sum())},
+        'track_error_m': {'along': _stats(np.abs(track[known, 0])),
+                          'cross': _stats(np.abs(track[known, 1])),
+                          'count': int(known.sum())},
         'latency': latency,
         'jumps': {'count': jumps, 'pairs': int(max(len(vi) - 1, 0)),
                   'rate': _rate(jumps, max(len(vi) - 1, 0))},
@@ -339,4 +374,4 @@ def compute_metrics(fixes: FixSeries, truth: TruthSeries, config: EvalConfig | N
         'config': config.to_dict(),
     }
     return Evaluation(metrics, origin, fixes.stamp_ns, fix_enu, valid, matched, truth_at, error,
-                      sigma, cov_en, nees, t_stamp, t_enu, config)
+                      sigma, cov_en, nees, track, t_stamp, t_enu, config)

@@ -33,6 +33,7 @@ PLOTS = {
     'error_over_time.png': 'horizontal error over time (NO_FIX marked)',
     'error_cdf.png': 'cumulative distribution of the horizontal error',
     'sigma_vs_error.png': 'reported sigma vs actual error',
+    'nees_coverage.png': 'NEES coverage per sigma level vs the 2-D Gaussian ideal',
 }
 
 
@@ -137,10 +138,31 @@ def plot_sigma_vs_error(ev: Evaluation, path: Path) -> None:
             title='sigma vs error')
 
 
+def plot_nees_coverage(ev: Evaluation, path: Path) -> None:
+    """Share of fixes within k sigma (NEES <= k^2) against k, with the 2-D Gaussian ideal.
+
+    Above the ideal: the covariance is too large (conservative); below: overconfident.
+    """
+    plt, fig, ax = _figure()
+    curve = ev.metrics['nees']['curve']
+    k = np.asarray(curve['sigma'], np.float64)
+    ideal = np.asarray(curve['ideal'], np.float64) * 100
+    ax.plot(k, ideal, '--', color='0.3', label='ideal 2-D Gaussian (1 - exp(-k^2/2))')
+    got = np.array([np.nan if v is None else v for v in curve['coverage']], np.float64) * 100
+    if np.isfinite(got).any():
+        ax.plot(k, got, 'o-', ms=4, color='tab:blue', label='fixes')
+    for level in (1, 2, 3):
+        ax.axvline(level, color='0.7', lw=0.8)
+    ax.set_ylim(0, 100)
+    _finish(plt, fig, ax, path, xlabel='k (sigma)', ylabel='valid fixes with NEES <= k^2 (%)',
+            title=f'NEES coverage ({ev.metrics["nees"]["count"]} fixes)')
+
+
 def write_plots(ev: Evaluation, out_dir: Path) -> list[Path]:
     """Write every plot of :data:`PLOTS` into ``out_dir``; return their paths."""
     makers = {'trajectory.png': plot_trajectory, 'error_over_time.png': plot_error_over_time,
-              'error_cdf.png': plot_error_cdf, 'sigma_vs_error.png': plot_sigma_vs_error}
+              'error_cdf.png': plot_error_cdf, 'sigma_vs_error.png': plot_sigma_vs_error,
+              'nees_coverage.png': plot_nees_coverage}
     paths = []
     for name in PLOTS:
         makers[name](ev, Path(out_dir) / name)

@@ -88,6 +88,12 @@ def render_report(metrics: dict[str, Any], inputs: dict[str, Any]) -> str:
          f'{_num(err["median"])} / {_num(err["mean"])} / {_num(err["p95"])} m'),
         ('horizontal error rmse / max', f'{_num(err["rmse"])} / {_num(err["max"])} m'),
     ]
+    track = metrics.get('track_error_m')
+    if track:
+        for part in ('along', 'cross'):
+            t = track[part]
+            rows.append((f'{part}-track error median / p95 / max',
+                         f'{_num(t["median"])} / {_num(t["p95"])} / {_num(t["max"])} m'))
     for d, value in metrics['recall'].items():
         rows.append((f'recall@{d} m (precision)',
                      f'{_pct(value)} ({_pct(metrics["precision"][d])})'))
@@ -123,7 +129,12 @@ def render_report(metrics: dict[str, Any], inputs: dict[str, Any]) -> str:
         '- Availability = valid fixes / frames (fix messages without a camera topic); NO_FIX '
         'rate = NO_FIX messages / fix messages.',
         '- NEES = eᵀ S⁻¹ e with S the east/north block of the published ENU covariance; '
-        'coverage at kσ = share with NEES ≤ k² (ideal 39.3 / 86.5 / 98.9 %).',
+        'coverage at kσ = share with NEES ≤ k² (ideal 39.3 / 86.5 / 98.9 %); '
+        '`nees_coverage.png` draws it for k = 0.25 … 4 against the ideal 1 − exp(−k²/2) '
+        '(above: too conservative, below: overconfident).',
+        '- Along-track / cross-track error: the error split along the direction of travel of '
+        'the truth at the fix (from the truth samples around its stamp) and across it '
+        '(absolute values).',
         f'- {latency_protocol}',
         f'- A jump is a pair of consecutive valid fixes further apart than '
         f'{cfg["max_speed_mps"]:g} m/s × dt + {cfg["jump_margin_m"]:g} m.',

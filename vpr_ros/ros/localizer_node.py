@@ -245,7 +245,9 @@ class LocalizerNode(Node):
         msg, received, prepared = item
         try:
             start = time.monotonic()
-            estimate = self.localizer.localize_prepared(prepared)
+            stamp = msg.header.stamp
+            estimate = self.localizer.localize_prepared(
+                prepared, stamp_ns=stamp.sec * 1_000_000_000 + stamp.nanosec)
             localize_ms = (time.monotonic() - start) * 1e3
         except DataError as exc:
             self.stats.bad_frame(str(exc))

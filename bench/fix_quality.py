@@ -1,0 +1,218 @@
+# Copyright 2026 vpr_ros maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Fix quality on the demo's synthetic routes and on Corridor (issue 17).
+
+Per synthetic seed: the demo's chain without ROS (map pass -> build-map with the default model
+-> fit-geowarp -> calibrate on a second rendered drive, ``SynthRoute.query_pass(drive=1)``),
+then the query pass (drive 0) is localised offline with its stamps and scored with the same
+metrics as ``eval-bag``: median / p95 error, along/cross-track medians, NEES coverage at 1/2/3
+sigma, availability, wrong places (valid fixes more than ``--wrong-m`` off) and fixes beyond
+3 sigma; once snapping to the top-1 (``subspacing: off``) and once between map frames, and with
+the sequence check off and on. Maps are kept in ``--work`` and reused.
+
+Corridor (``--corridor``): refs as the map (1 m apart on a line), GeoWarp fitted and the map
+calibrated with pseudo-queries from its own images only, the 111 queries localised.
+
+    bash scripts/env.sh run python bench/fix_quality.py --seeds 0 1 2 3 4 --corridor \
+        --json bench/results/fix_quality.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+import sys
+import time
+from typing import Any
+
+import numpy as np
+from vpr_ros.calibration import calibrate_map, CalibrationConfig, store_calibration
+from vpr_ros.evaluation.bag_eval import estimates_to_fixes
+from vpr_ros.evaluation.metrics import compute_metrics, TruthSeries
+from vpr_ros.localizer import Localizer, LocalizerConfig
+from vpr_ros.mapdb import build_map, BuildConfig, MapDB
+from vpr_ros.synth import SynthConfig, SynthRoute, write_csv_source
+
+MODEL = 'effnet-lite0-gem'
+CALIBRATION_KEYS = ('source', 'error_m', 'nees_coverage', 'nees_coverage_cv',
+                    'sigma_ratio_along_cross')
+
+
+def prepare_map(route: SynthRoute, folder: Path, iterations: int, device: str) -> Path:
+    """Build the map of a route and fit GeoWarp on it (skipped when already there)."""
+    from vpr_ros.training.geowarp_trainer import fit_geowarp, GeoWarpFitConfig
+
+    path = folder / 'route.vprmap'
+    if (path / 'manifest.json').is_file() and MapDB.open(path).manifest.get('geowarp'):
+        return path
+    csv = write_csv_source(route.map_pass(), folder / 'route')
+    build_map(csv, path, BuildConfig(model=MODEL, device=device, chunk_size=50),
+              overwrite=True, progress=False)
+    fit_geowarp(path, GeoWarpFitConfig(iterations=iterations, batch_size=8, device=device),
+                restart=True, progress=False)
+    return path
+
+
+def drive(route: SynthRoute, number: int) -> tuple[list, np.ndarray, np.ndarray]:
+    """Images, truth lat/lon/alt (N, 3) and stamps of one rendered query drive."""
+    frames = list(route.query_pass(number))
+    return ([f.image for f in frames], np.array([[f.lat, f.lon, f.alt] for f in frames]),
+            np.array([f.stamp_ns for f in frames], np.int64))
+
+
+def score(estimates: list, truth: np.ndarray, stamps: np.ndarray, wrong_m: float) -> dict:
+    """Score offline estimates with the eval-bag metrics, wrong places and the track split."""
+    fixes = estimates_to_fixes(stamps, estimates)
+    ts = TruthSeries(stamps, truth[:, 0], truth[:, 1], truth[:, 2], np.ones(len(stamps), bool))
+    ev = compute_metrics(fixes, ts, frame_stamp_ns=stamps)
+    m = ev.metrics
+    err = ev.error_m[np.isfinite(ev.error_m)]
+    nees = ev.nees[np.isfinite(ev.nees)]
+    out = {
+        'median_m': m['horizontal_error_m']['median'], 'p95_m': m['horizontal_error_m']['p95'],
+        'nees': dict(m['nees']['coverage']),
+        'availability': m['availability'],
+        'wrong_places': int((err > wrong_m).sum()),
+        'beyond_3sigma': float((nees > 9).mean()) if nees.size else None,
+        'valid_fixes': m['counts']['valid_fixes'],
+    }
+    if 'track_error_m' in m:
+        out['along_cross_median_m'] = [m['track_error_m']['along']['median'],
+                                       m['track_error_m']['cross']['median']]
+    return out
+
+
+def variants(loc: Localizer, estimates: list, stamps: np.ndarray) -> dict[str, list]:
+    """Re-derive the estimates (no new forward): snapping / sub-spacing, sequence off / on."""
+    saved = loc.config
+    out = {}
+    try:
+        for sub in ('off', saved.subspacing if saved.subspacing != 'off' else 'geowarp'):
+            loc.config = dataclasses.replace(saved, subspacing=sub)
+            redone = [loc.reorder(e) for e in estimates]
+            name = 'snap' if sub == 'off' else f'subspacing_{sub}'
+            out[name] = redone
+            if hasattr(loc, 'sequence_filter'):
+                out[f'{name}+sequence'] = loc.sequence_filter(redone, stamps)
+    finally:
+        loc.config = saved
+    return out
+
+
+def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Build, calibrate on drive 1, localise drive 0 of one synthetic route."""
+    t0 = time.perf_counter()
+    route = SynthRoute(SynthConfig(seed=seed, frames=args.frames))
+    folder = args.work / f'seed{seed}_{args.frames}'
+    folder.mkdir(parents=True, exist_ok=True)
+    path = prepare_map(route, folder, args.geowarp_iterations, args.device)
+    config = LocalizerConfig(subspacing=args.subspacing)
+    loc = Localizer.open(path, config, device=args.device)
+    cal_images, cal_truth, _ = drive(route, 1)
+    cal, report = calibrate_map(loc, CalibrationConfig(seed=seed),
+                                queries=(cal_images, cal_truth[:, :2]), progress=False)
+    store_calibration(loc.map, cal, report)
+    loc = Localizer.open(path, config, device=args.device)
+    images, truth, stamps = drive(route, 0)
+    estimates = loc.localize_batch(images)
+    result = {'seed': seed, 'frames': args.frames, 'spacing_m': route.config.spacing_m,
+              'calibration': {k: report[k] for k in CALIBRATION_KEYS}}
+    for name, ests in variants(loc, estimates, stamps).items():
+        result[name] = score(ests, truth, stamps, args.wrong_m)
+    result['seconds'] = round(time.perf_counter() - t0, 1)
+    return result
+
+
+def run_corridor(args: argparse.Namespace) -> dict[str, Any]:
+    """Corridor refs as the map, calibrated on pseudo-queries from the map only."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from corridor_localize import build_corridor_map, corridor_truth
+    from vpr_ros.images import load_image
+    from vpr_ros.training.geowarp_trainer import fit_geowarp, GeoWarpFitConfig
+
+    refs, queries, positives, ref_ll = corridor_truth()
+    folder = args.work / 'corridor'
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / 'corridor.vprmap'
+    if not (path / 'manifest.json').is_file() or not MapDB.open(path).manifest.get('geowarp'):
+        path = build_corridor_map(folder, refs, ref_ll)
+        fit_geowarp(path, GeoWarpFitConfig(iterations=args.geowarp_iterations, batch_size=8,
+                                           device=args.device), restart=True, progress=False)
+    config = LocalizerConfig(subspacing=args.subspacing)
+    loc = Localizer.open(path, config, device=args.device)
+    cal, report = calibrate_map(loc, CalibrationConfig(), progress=False)
+    store_calibration(loc.map, cal, report)
+    loc = Localizer.open(path, config, device=args.device)
+    truth_ll = np.array([ref_ll[sorted(p)].mean(axis=0) for p in positives])
+    truth = np.hstack([truth_ll, np.zeros((len(truth_ll), 1))])
+    stamps = (1_700_000_000 + np.arange(len(queries)) * 0.5) * 1e9
+    stamps = stamps.astype(np.int64)
+    estimates = loc.localize_batch([load_image(q) for q in queries])
+    result = {'name': 'corridor', 'spacing_m': 1.0,
+              'calibration': {k: report[k] for k in CALIBRATION_KEYS}}
+    for name, ests in variants(loc, estimates, stamps).items():
+        result[name] = score(ests, truth, stamps, args.wrong_m)
+    return result
+
+
+def main() -> int:
+    """Run the seeds (and Corridor), print a table, write the JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--seeds', type=int, nargs='*', default=[0, 1, 2, 3, 4])
+    parser.add_argument('--frames', type=int, default=200)
+    parser.add_argument('--corridor', action='store_true')
+    parser.add_argument('--subspacing', default='geowarp')
+    parser.add_argument('--geowarp-iterations', type=int, default=30)
+    parser.add_argument('--wrong-m', type=float, default=10.0,
+                        help='a valid fix farther than this from the truth is a wrong place')
+    parser.add_argument('--device', default='auto')
+    parser.add_argument('--work', type=Path, default=Path('/tmp/vpr_fix_quality'))
+    parser.add_argument('--json', type=Path)
+    args = parser.parse_args()
+    results = []
+    runs = [lambda: run_corridor(args)] if args.corridor else []
+    runs += [lambda seed=seed: run_seed(seed, args) for seed in args.seeds]
+    for run in runs:
+        results.append(run())
+        print(json.dumps(results[-1], indent=1), flush=True)
+        if args.json:   # after every run: a long bench keeps what it has
+            tmp = args.json.with_suffix('.tmp')
+            tmp.write_text(json.dumps({'results': results}, indent=1) + '\n')
+            tmp.replace(args.json)
+    print(table(results))
+    return 0
+
+
+def table(results: list[dict]) -> str:
+    """Markdown table: one row per route and variant."""
+    lines = ['| route | variant | median m | p95 m | along / cross median m | NEES 1/2/3 sigma % '
+             '| availability % | wrong places | beyond 3 sigma % |', '|' + '---|' * 9]
+    for r in results:
+        name = r.get('name') or f'seed {r["seed"]}'
+        for variant, m in r.items():
+            if not isinstance(m, dict) or 'median_m' not in m:
+                continue
+            nees = ' / '.join(f'{100 * v:.0f}' for v in m['nees'].values())
+            track = ' / '.join(f'{v:.2f}' for v in m.get('along_cross_median_m', []))
+            lines.append(f'| {name} | {variant} | {m["median_m"]:.2f} | {m["p95_m"]:.2f} | '
+                         f'{track} | {nees} | {100 * m["availability"]:.1f} | '
+                         f'{m["wrong_places"]} | {100 * m["beyond_3sigma"]:.1f} |')
+    return '\n'.join(lines)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
