@@ -42,7 +42,11 @@ def model(monkeypatch):
 def test_csv_build_search_top1(tmp_path, model):
     path = write_csv_source(tmp_path / 'src', 10)
     out = build_map(path, tmp_path / 'route.vprmap', CFG, model=model, progress=False)
-    assert sorted(p.name for p in out.iterdir()) == [
+    names = sorted(p.name for p in out.iterdir())
+    # Each entry's GeoWarp features are stored too, under a content-addressed name.
+    features = [n for n in names if n.startswith('local-features-') and n.endswith('.npy')]
+    assert len(features) == 1
+    assert [n for n in names if n not in features] == [
         'descriptors.npy', 'entries.csv', 'index.faiss', 'manifest.json', 'model.pt',
         'positions.npy', 'thumbnails.npy']
     assert not work_dir_for(out).exists()
