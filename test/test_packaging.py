@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+import re
 import shutil
 import signal
 import subprocess
@@ -208,7 +209,7 @@ def test_colcon_build_and_test_in_a_scratch_workspace(tmp_path):
             ['bash', '-c', 'source install/setup.bash && ros2 run vpr_ros vpr-ros doctor && '
              'ros2 run vpr_ros localizer --ros-args -p device:=tpu'],
             cwd=ws, env=env, capture_output=True, text=True, timeout=300)
-        assert doctor.stdout.startswith('vpr_ros            0.1.0'), doctor.stdout + doctor.stderr
+        assert re.match(r'vpr_ros +0\.1\.0\n', doctor.stdout), doctor.stdout + doctor.stderr
         assert str(ws / 'install' / 'vpr_ros') in doctor.stdout   # AMENT_PREFIX_PATH
         assert doctor.returncode == 1 and "unknown device 'tpu'" in doctor.stderr
     test = subprocess.run([colcon, 'test', '--base-paths', 'src', '--pytest-args',
