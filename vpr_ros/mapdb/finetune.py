@@ -242,7 +242,7 @@ def finetune_map(map_path: str | Path, config: FinetuneConfig | None = None, *,
     if not kept:
         shutil.rmtree(candidate_path, ignore_errors=True)
         return FinetuneResult(False, before, after, reason, report)
-    _carry_over(db, candidate, layers, report)
+    _carry_over(db, candidate, before_model, layers, report)
     adapt = AdaptConfig.from_dict(build.get('adapt') or {}, where='build.adapt')
     if adapt.method != 'none':
         try:
@@ -258,12 +258,14 @@ def finetune_map(map_path: str | Path, config: FinetuneConfig | None = None, *,
     return FinetuneResult(True, before, after, reason, report, backup)
 
 
-def _carry_over(old: Any, new: Any, layers: str, report: dict[str, Any]) -> None:
-    """Copy GeoWarp to the new map when its features are unchanged; say what must be redone."""
+def _carry_over(old: Any, new: Any, model: Any, layers: str, report: dict[str, Any]) -> None:
+    """Copy GeoWarp to the new map when its features are unchanged; say what must be redone.
+
+    ``model`` is the old map's, already loaded: its backbone says where the trained stage lies.
+    """
     from vpr_ros.models.backbones import final_stage
 
     geowarp = old.manifest.get('geowarp') or {}
-    model = old.load_model('cpu')
     _, after_local = final_stage(model.backbone)
     if geowarp and layers == 'last' and after_local:
         record = {k: v for k, v in geowarp.items() if k != 'file'}
