@@ -246,21 +246,65 @@ def test_localizer_sequence_check_on_a_drive_with_injected_wrong_places(textured
         loc.localize_batch(images, stamps_ns=stamps[:-1])
 
 
+def test_subspacing_auto_snaps_unless_calibrate_shows_a_gain(textured, tmp_path):
+    """Frames exactly at map frames cannot show a sub-spacing gain: calibrate keeps snapping."""
+    import shutil
+
+    from mapdb_helpers import texture
+    from vpr_ros.calibration import calibrate_map, CalibrationConfig, fit_subspacing
+    from vpr_ros.calibration import store_calibration
+    from vpr_ros.localizer import Localizer, LocalizerConfig, SUBSPACING_KEY
+    from vpr_ros.mapdb import MapDB
+
+    path = tmp_path / 'copy.vprmap'
+    shutil.copytree(textured, path)
+    db = MapDB.open(path)
+    model = db.load_model('cpu')
+    loc = Localizer(db, model, LocalizerConfig())
+    assert loc.config.subspacing == 'auto' and loc.subspacing == 'off'   # nothing validated
+    truth = db.positions(np.arange(len(db)))[:, :2]
+    # Localised with GeoWarp sub-spacing (route neighbours scored), then every mode tried.
+    loc.config = loc.config.replace(subspacing='geowarp')
+    estimates = loc.localize_batch([texture(i) for i in range(len(db))])
+    mode, report = fit_subspacing(loc, estimates, truth, 5.0)
+    assert mode == 'off', report
+    assert report['median_error_m']['off'] < 0.01        # each frame is at its own entry
+    assert report['median_error_m']['off'] <= report['median_error_m']['geowarp']
+    assert 'snapping kept' in report['reason']
+    # calibrate (pseudo-queries, the entry left out) stores the choice with the calibration.
+    loc = Localizer(db, model, LocalizerConfig())
+    cal, report = calibrate_map(loc, CalibrationConfig(pseudo_queries=24, min_per_bin=5),
+                                progress=False)
+    assert report['subspacing']['mode'] == 'off'
+    assert loc.config.subspacing == 'off'
+    store_calibration(db, cal, report)
+    db = MapDB.open(path)
+    assert db.manifest[SUBSPACING_KEY]['mode'] == 'off'
+    assert Localizer(db, model, LocalizerConfig()).subspacing == 'off'
+    # A validated mode in the manifest is what auto uses; an explicit config wins.
+    db.update_manifest(**{SUBSPACING_KEY: {'mode': 'geowarp'}})
+    db = MapDB.open(path)
+    assert Localizer(db, model, LocalizerConfig()).subspacing == 'geowarp'
+    assert Localizer(db, model, LocalizerConfig(subspacing='off')).subspacing == 'off'
+    db.update_manifest(**{SUBSPACING_KEY: {'mode': 'nonsense'}})
+    assert Localizer(MapDB.open(path), model, LocalizerConfig()).subspacing == 'off'
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(1500)   # builds a map and localises 160 frames with the default model
-def test_synthetic_route_between_frames_and_coverage_window(tmp_path):
-    """The demo's chain, small: default model, calibrated on drive 1, drive 0 localised.
+@pytest.mark.timeout(2400)   # builds a map, localises 200 frames with the default model
+def test_synthetic_route_bags_calibrate_queries_and_coverage_window(tmp_path):
+    """The demo's chain, small, through the CLI and bags: default model, two rendered drives.
 
-    bench/fix_quality.py runs the same on the demo's routes (seeds 0-4, 200 frames) with a
-    GeoWarp fit; here GeoWarp is unfitted (plain dense re-ranking).
+    Drive 1 is a bag given to ``calibrate --queries`` (which validates sub-spacing on it),
+    drive 0 a bag given to ``eval-bag --map``. bench/fix_quality.py runs the same chain on
+    the demo's routes (seeds 0-4, 200 frames) with a GeoWarp fit; here GeoWarp is unfitted
+    (plain dense re-ranking).
     """
-    import dataclasses
+    import json
 
-    from vpr_ros.calibration import calibrate_map, CalibrationConfig, store_calibration
-    from vpr_ros.evaluation.bag_eval import estimates_to_fixes
-    from vpr_ros.evaluation.metrics import compute_metrics, TruthSeries
-    from vpr_ros.localizer import Localizer
-    from vpr_ros.mapdb import build_map, BuildConfig
+    from mapdb_helpers import write_bag
+    from vpr_ros.cli import main as cli_main
+    from vpr_ros.mapdb import build_map, BuildConfig, MapDB
     from vpr_ros.synth import SynthConfig, SynthRoute, write_csv_source
 
     route = SynthRoute(SynthConfig(seed=1, frames=100))
@@ -268,38 +312,28 @@ def test_synthetic_route_between_frames_and_coverage_window(tmp_path):
     path = build_map(csv, tmp_path / 'route.vprmap',
                      BuildConfig(model='effnet-lite0-gem', device='cpu'), progress=False)
 
-    def drive(k):
+    def bag(k):
         frames = list(route.query_pass(drive=k))
-        return ([f.image for f in frames], np.array([[f.lat, f.lon, f.alt] for f in frames]),
-                np.array([f.stamp_ns for f in frames], np.int64))
+        return write_bag(tmp_path / f'drive{k}', [(f.stamp_ns, f.image) for f in frames],
+                         [(f.stamp_ns, f.lat, f.lon, f.alt, 0) for f in frames],
+                         image_topic='/camera/image_raw', fix_topic='/gnss/fix')
 
-    loc = Localizer.open(path, device='cpu')
-    images, truth, _ = drive(1)
-    cal, report = calibrate_map(loc, CalibrationConfig(), queries=(images, truth[:, :2]),
-                                progress=False)
-    store_calibration(loc.map, cal, report)
-    loc = Localizer.open(path, device='cpu')
-    images, truth, stamps = drive(0)
-    estimates = loc.localize_batch(images, stamps_ns=stamps)
-    for e in estimates:
-        cov = e.cov_enu[:2, :2]
-        np.testing.assert_array_equal(cov, cov.T)
-        assert np.linalg.eigvalsh(cov).min() > 0
-
-    def metrics(ests):
-        ts = TruthSeries(stamps, truth[:, 0], truth[:, 1], truth[:, 2],
-                         np.ones(len(stamps), bool))
-        return compute_metrics(estimates_to_fixes(stamps, ests), ts,
-                               frame_stamp_ns=stamps).metrics
-
-    got = metrics(estimates)
-    loc.config = dataclasses.replace(loc.config, subspacing='off')
-    snap = metrics([loc.reorder(e) for e in estimates])
-    print('between frames', got['track_error_m'], got['nees']['coverage'],
-          '\nsnapping', snap['track_error_m'], snap['nees']['coverage'])
+    assert cli_main(['calibrate', str(path), '--queries', str(bag(1)), '--device', 'cpu',
+                     '--no-progress']) == 0
+    chosen = MapDB.open(path).manifest['subspacing']
+    print('calibrate', chosen)
+    assert chosen['mode'] == 'geowarp'
+    medians = chosen['median_error_m']
+    assert medians['geowarp'] < medians['off'] - 0.05 * 2.0
+    out = tmp_path / 'report'
+    assert cli_main(['eval-bag', str(bag(0)), '--map', str(path), '--images',
+                     '/camera/image_raw', '--truth', '/gnss/fix', '--out', str(out),
+                     '--device', 'cpu', '--no-progress']) == 0
+    m = json.loads((out / 'metrics.json').read_text())
+    print('drive 0', m['track_error_m'], m['nees'])
     # Along the route (what the choice of map frame decides), at 2 m spacing.
-    assert got['track_error_m']['along']['median'] <= 0.15 * 2.0
-    assert got['track_error_m']['along']['median'] < snap['track_error_m']['along']['median']
-    assert got['availability'] >= 0.9
-    for k, value in got['nees']['coverage'].items():
-        assert abs(value - got['nees']['ideal_coverage'][k]) <= 0.10, got['nees']
+    assert m['track_error_m']['along']['median'] <= 0.15 * 2.0
+    assert m['availability'] >= 0.9
+    for k, value in m['nees']['coverage'].items():
+        ideal = m['nees']['ideal_coverage'][k]
+        assert abs(value - ideal) <= 0.10, m['nees']

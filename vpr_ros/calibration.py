@@ -77,6 +77,10 @@ class CalibrationConfig(Config):
     fit_rerank_weight: bool = option(True, 'choose the GeoWarp fusion weight on the same '
                                      'frames (kept at 0, the global order, unless '
                                      're-ranking raises the right-place rate)')
+    subspacing_gain: float = option(0.05, 'sub-spacing (localizer subspacing: auto) is kept '
+                                    'only when it lowers the median error of the calibration '
+                                    'frames below snapping by this many place spacings, on '
+                                    'all of them and on held-out halves', min=0.0)
     right_place_spacings: float = option(3.0, 'fusion weight: a top-1 within this many place '
                                          'spacings of the truth is the right place', min=0.5)
 
@@ -493,6 +497,67 @@ def fit_rerank_weight(localizer: Any, estimates: Sequence[Any], truth_lat_lon: n
     return weight, report
 
 
+def fit_subspacing(localizer: Any, estimates: Sequence[Any], truth_lat_lon: np.ndarray,
+                   spacing_m: float, *, min_gain: float = 0.05,
+                   seed: int = 0) -> tuple[str, dict[str, Any]]:
+    """Choose snapping or a sub-spacing mode on frames with known positions; off unless it helps.
+
+    Each mode re-derives the estimates (no new forward; GeoWarp sub-spacing needs the route
+    neighbours' scores, so the frames must have been localised with ``subspacing: geowarp``)
+    and is scored by the median horizontal error. A mode is chosen on one half of the frames
+    and scored on the other, both ways, and kept only when its median error beats snapping's
+    by ``min_gain`` place spacings both on all frames and held out. Pseudo-queries (a map
+    image with itself left out) sit exactly on a map frame, so they cannot show a gain and the
+    map keeps snapping: sub-spacing needs a calibration drive (``calibrate --queries``).
+    Returns ``(mode, report)``.
+    """
+    from vpr_ros.geo import wgs84_to_enu
+
+    origin = localizer.map.origin
+    truth = np.asarray(truth_lat_lon, np.float64).reshape(-1, 2)
+    truth_en = np.stack([wgs84_to_enu(lat, lon, 0.0, origin)[:2] for lat, lon in truth]) \
+        if len(truth) else np.zeros((0, 2))
+    modes = ('off', 'geowarp', 'global') if localizer.rerank else ('off', 'global')
+    saved = localizer.config
+    errors = np.full((len(modes), len(estimates)), np.nan)
+    try:
+        for m, mode in enumerate(modes):
+            localizer.config = dataclasses.replace(saved, subspacing=mode)
+            for i, est in enumerate(estimates):
+                if est.candidates:
+                    got = localizer.reorder(est)
+                    xy = wgs84_to_enu(got.lat, got.lon, 0.0, origin)[:2]
+                    errors[m, i] = float(np.linalg.norm(np.asarray(xy) - truth_en[i]))
+    finally:
+        localizer.config = saved
+    good = np.isfinite(errors).all(axis=0)
+    errors = errors[:, good]
+    medians = np.median(errors, axis=1) if errors.shape[1] else np.full(len(modes), np.nan)
+    halves = np.array_split(np.random.default_rng(seed).permutation(errors.shape[1]), 2)
+    held = []
+    for a, b in ((0, 1), (1, 0)):
+        if len(halves[a]) == 0 or len(halves[b]) == 0:
+            continue
+        pick = int(np.argmin(np.median(errors[:, halves[a]], axis=1)))
+        held.append((np.median(errors[pick, halves[b]]), np.median(errors[0, halves[b]])))
+    best = int(np.nanargmin(medians)) if np.isfinite(medians).any() else 0
+    need = min_gain * spacing_m
+    keep = best > 0 and bool(held) and medians[best] <= medians[0] - need and \
+        all(chosen <= snap - need for chosen, snap in held)
+    mode = modes[best] if keep else 'off'
+    report = {
+        'mode': mode, 'frames': int(errors.shape[1]), 'place_spacing_m': float(spacing_m),
+        'median_error_m': {name: float(v) for name, v in zip(modes, medians)},
+        'held_out_median_error_m': [[float(c), float(s)] for c, s in held],
+        'reason': (f'{mode}: median error {medians[0]:.2f} m snapping -> {medians[best]:.2f} m '
+                   f'(held out {", ".join(f"{s:.2f} -> {c:.2f}" for c, s in held)})' if keep else
+                   f'no sub-spacing mode lowers the median error of these frames by '
+                   f'{min_gain:g} place spacings (snapping {medians[0]:.2f} m, best '
+                   f'{modes[best]} {medians[best]:.2f} m): snapping kept'),
+    }
+    return mode, report
+
+
 def calibrate_map(localizer: Any, config: CalibrationConfig | None = None, *,
                   queries: tuple[Sequence[Any], np.ndarray] | None = None,
                   progress: bool = True) -> tuple[Calibration, dict[str, Any]]:
@@ -528,6 +593,11 @@ def calibrate_map(localizer: Any, config: CalibrationConfig | None = None, *,
         truth = np.asarray(truth, np.float64).reshape(-1, 2)
         exclude = None
         source = f'{len(truth)} calibration frames with positions'
+    chosen_mode = localizer.config.subspacing
+    if chosen_mode == 'auto':
+        # Localise with GeoWarp sub-spacing so the route neighbours get scored; every mode is
+        # then tried on the same frames without a new forward.
+        localizer.config = dataclasses.replace(localizer.config, subspacing='geowarp')
     estimates = localize_frames(localizer, images, exclude=exclude, progress=progress)
     fusion = None
     if localizer.rerank and config.fit_rerank_weight:
@@ -535,7 +605,14 @@ def calibrate_map(localizer: Any, config: CalibrationConfig | None = None, *,
                                            config.right_place_spacings * spacing,
                                            seed=config.seed)
         localizer.config = dataclasses.replace(localizer.config, rerank_weight=weight)
-        estimates = [localizer.reorder(est) for est in estimates]
+    if chosen_mode == 'auto':
+        mode, subspacing = fit_subspacing(localizer, estimates, truth, spacing,
+                                          min_gain=config.subspacing_gain, seed=config.seed)
+    else:
+        mode, subspacing = chosen_mode, {'mode': chosen_mode,
+                                         'reason': 'set by the localizer config'}
+    localizer.config = dataclasses.replace(localizer.config, subspacing=mode)
+    estimates = [localizer.reorder(est) for est in estimates]
     feats, errs, dirs = frame_errors(localizer, estimates, truth, tracks=True)
     norms = np.linalg.norm(errs, axis=1)
     split = track_errors(errs, dirs)
@@ -559,6 +636,7 @@ def calibrate_map(localizer: Any, config: CalibrationConfig | None = None, *,
         if len(norms) >= 2 * config.min_per_bin else {},
         'rerank': bool(localizer.rerank),
         'rerank_fusion': fusion,
+        'subspacing': subspacing,
         'geowarp_mode': localizer.config.geowarp.mode,
     }
     cal = dataclasses.replace(cal, info=report)
@@ -566,12 +644,14 @@ def calibrate_map(localizer: Any, config: CalibrationConfig | None = None, *,
 
 
 def store_calibration(db: Any, calibration: Calibration, report: Mapping[str, Any]) -> None:
-    """Store the calibration and the fusion weight it was fitted with, in one manifest write.
+    """Store the calibration, fusion weight and sub-spacing mode it was fitted with, in one write.
 
-    The sigma mapping is only valid for the candidate order it saw, so the two go together;
-    a calibration without a fusion fit leaves the localizer's default (GeoWarp order).
+    The sigma mapping is only valid for the candidate order and positions it saw, so they go
+    together; a calibration without a fusion fit leaves the localizer's default (GeoWarp
+    order), one without a sub-spacing choice snaps (``subspacing: auto``).
     """
-    from vpr_ros.localizer import FUSION_KEY
+    from vpr_ros.localizer import FUSION_KEY, SUBSPACING_KEY
 
     db.update_manifest(**{'calibration': calibration.to_dict(),
-                          FUSION_KEY: dict(report.get('rerank_fusion') or {})})
+                          FUSION_KEY: dict(report.get('rerank_fusion') or {}),
+                          SUBSPACING_KEY: dict(report.get('subspacing') or {})})

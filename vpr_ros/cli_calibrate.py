@@ -75,6 +75,8 @@ def main(args: argparse.Namespace) -> int:
               f'{", ".join(f"{r:.2f}" for r in cal.knots_ratio)}')
     if report.get('rerank_fusion'):
         print(f'  GeoWarp fusion: {report["rerank_fusion"]["reason"]}')
+    if report.get('subspacing'):
+        print(f'  between map frames: {report["subspacing"]["reason"]}')
     if args.dry_run:
         print('dry run: the map is unchanged')
         return 0

@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 FIX = 'fix'
 NO_FIX = 'no_fix'
 ESTIMATORS = ('top1', 'weighted')
-SUBSPACING = ('off', 'geowarp', 'global')
+SUBSPACING = ('auto', 'off', 'geowarp', 'global')
 SEQUENCE_ACTIONS = ('no_fix', 'inflate')
 
 
@@ -84,12 +84,14 @@ class LocalizerConfig(Config):
     estimator: str = option('top1', 'position: the re-ranked top-1, or the score-weighted '
                             'mean of the candidates within cluster_radius_m of it',
                             choices=ESTIMATORS, runtime=True)
-    subspacing: str = option('geowarp', 'top1 estimator: place the query between the top-1 '
+    subspacing: str = option('auto', 'top1 estimator: place the query between the top-1 '
                              'and its route neighbours (map entries behind and ahead of it): '
                              'the vertex of a parabola through their GeoWarp scores (geowarp; '
                              'the neighbours get scored when they were not re-ranked; global '
                              'scores without re-ranking) or global scores (global); off snaps '
-                             'to the top-1', choices=SUBSPACING, runtime=True)
+                             'to the top-1; auto takes what vpr-ros calibrate validated on '
+                             'the map (off when it has no such choice)',
+                             choices=SUBSPACING, runtime=True)
     cluster_radius_m: float = option(25.0, 'weighted estimator: candidates this close to the '
                                      'top-1 are averaged', min=0.0, runtime=True)
     weight_temperature: float = option(0.02, 'weighted estimator: softmax temperature on '
@@ -265,6 +267,14 @@ class Localizer:
             return float(self.config.rerank_weight)
         fusion = self.map.manifest.get(FUSION_KEY) or {}
         return float(fusion.get('weight', 1.0))
+
+    @property
+    def subspacing(self) -> str:
+        """The sub-spacing mode in use: the config's, else the one calibrate validated (or off)."""
+        if self.config.subspacing != 'auto':
+            return self.config.subspacing
+        mode = (self.map.manifest.get(SUBSPACING_KEY) or {}).get('mode', 'off')
+        return mode if mode in SUBSPACING[1:] else 'off'
 
     def reorder(self, estimate: Estimate) -> Estimate:
         """Recompute order, position and confidence of an estimate with the current settings.
@@ -487,7 +497,7 @@ class Localizer:
             rerank[:p] = self._rerank_scores(small, idx[:p]) / 225.0
             order = fused_order(glob, rerank, self.rerank_weight)
         route_scores = {}
-        if self.rerank and small is not None and cfg.subspacing == 'geowarp' and \
+        if self.rerank and small is not None and self.subspacing == 'geowarp' and \
                 cfg.estimator == 'top1':
             # Sub-spacing needs GeoWarp scores of the top-1's route neighbours.
             top = int(idx[order[0]])
@@ -558,8 +568,9 @@ class Localizer:
         xy = (enu * w[:, None]).sum(axis=0) / w.sum()
         track = self.route.direction[int(idx[0])]
         route_scores = dict(route_scores or {})
-        if cfg.estimator == 'top1' and cfg.subspacing != 'off':
-            geowarp = cfg.subspacing == 'geowarp' and bool(reranked[0])
+        subspacing = self.subspacing
+        if cfg.estimator == 'top1' and subspacing != 'off':
+            geowarp = subspacing == 'geowarp' and bool(reranked[0])
             along = subspacing_along(self.route, idx, rerank if geowarp else glob,
                                      route_scores if geowarp else None)
             if along:
@@ -619,6 +630,8 @@ class Localizer:
 
 #: Manifest key of the re-ranking fusion weight that ``vpr-ros calibrate`` validated.
 FUSION_KEY = 'rerank_fusion'
+#: Manifest key of the sub-spacing mode ``vpr-ros calibrate`` validated (``subspacing: auto``).
+SUBSPACING_KEY = 'subspacing'
 
 
 def fused_order(glob: np.ndarray, rerank: np.ndarray, weight: float) -> np.ndarray:
@@ -643,4 +656,4 @@ def localize(images: Any, map_path: str | Path, *, config: LocalizerConfig | Non
 
 
 __all__ = ['Candidate', 'Estimate', 'FIX', 'fused_order', 'FUSION_KEY', 'localize', 'Localizer',
-           'LocalizerConfig', 'NO_FIX']
+           'LocalizerConfig', 'NO_FIX', 'SUBSPACING_KEY']
