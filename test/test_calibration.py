@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Calibration (DESIGN §6): the sigma fit, NEES coverage, pseudo-queries, vpr-ros calibrate."""
+"""Calibration: the sigma fit, NEES coverage, pseudo-queries, vpr-ros calibrate."""
 
 from __future__ import annotations
 

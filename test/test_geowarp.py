@@ -12,7 +12,11 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""GeoWarp (seed 004): geometry, regression module, trapezoids, losses and re-ranking."""
+"""GeoWarp: geometry, regression module, trapezoids, losses and re-ranking.
+
+Berton et al., "Viewpoint Invariant Dense Matching for Visual Geolocalization", ICCV 2021,
+arXiv 2109.09827; section numbers below are the paper's.
+"""
 
 from __future__ import annotations
 

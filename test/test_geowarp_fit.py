@@ -12,7 +12,11 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""vpr-ros fit-geowarp (seed 004 §3.4): fit on a map's own images, resume, attach to the map."""
+"""vpr-ros fit-geowarp: fit on a map's own images, resume, attach to the map.
+
+GeoWarp's losses: Berton et al., "Viewpoint Invariant Dense Matching for Visual Geolocalization",
+ICCV 2021, arXiv 2109.09827, §3.4.
+"""
 
 from __future__ import annotations
 

@@ -132,7 +132,10 @@ def test_crn_masks_have_feature_size_on_odd_maps():
 
 
 def test_crn_vs_crn2_parameter_counts():
-    """Seed 002 §4.2: CRN2's mask net has ~245k parameters vs ~529k for CRN (C=256)."""
+    """CRN2's mask net has ~245k parameters vs ~529k for CRN (C=256).
+
+    Gambino, Pierro, Grillo, "Visual Geo-Localization" (student project report), §4.2.
+    """
     crn, crn2 = CRN(256, 64), CRN2(256, 64)
     n_crn, n_crn2 = crn.mask_parameters(), crn2.mask_parameters()
     print(f'CRN mask parameters: {n_crn}, CRN2: {n_crn2}')

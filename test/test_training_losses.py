@@ -12,7 +12,12 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Triplet margin loss (seed 002 eq. 5) and HAF's detection-term loss (seed 001)."""
+"""Triplet margin loss and HAF's detection-term loss.
+
+Triplet margin loss as in Gambino, Pierro, Grillo, "Visual Geo-Localization" (student project
+report), eq. 5; HAF: Yan et al., "Hierarchical Attention Fusion for Geo-Localization", ICASSP
+2021, arXiv 2102.09186.
+"""
 
 import pytest
 import torch

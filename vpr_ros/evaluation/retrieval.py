@@ -14,11 +14,13 @@
 
 """Retrieval evaluation of a descriptor model on a labelled dataset (``vpr-ros eval``).
 
-The metric of seed 002 ("Metric adopted") and seed 004 (§4, "Datasets and metric"), computed
-the way the deep-visual-geo-localization benchmark's ``test.py`` does
-(../shared/notes/vpr_reference_code.md §c): describe the database, then the queries; search
-the query descriptors in an exact ``faiss.IndexFlatL2`` for ``max(recall_values)`` neighbours;
-score cumulative recall@N over *all* queries with :mod:`vpr_ros.evaluation.recall`.
+The metric of Gambino, Pierro, Grillo, "Visual Geo-Localization" (student project report,
+"Metric adopted") and of GeoWarp (Berton et al., "Viewpoint Invariant Dense Matching for Visual
+Geolocalization", ICCV 2021, arXiv 2109.09827, §4 "Datasets and metric"), computed the way the
+deep visual geo-localization benchmark's ``test.py`` does (Berton et al., CVPR 2022, arXiv
+2204.03444): describe the database, then the queries; search the query descriptors in an exact
+``faiss.IndexFlatL2`` for ``max(recall_values)`` neighbours; score cumulative recall@N over
+*all* queries with :mod:`vpr_ros.evaluation.recall`.
 
 Layouts:
     - ``vg``: two folders of images named ``@utm_east@utm_north@...@.jpg`` (sorted, recursive);

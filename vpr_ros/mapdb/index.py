@@ -50,7 +50,8 @@ from vpr_ros.errors import MapError
 from vpr_ros.mapdb.synthetic import perturb
 
 # faiss 1.15 switches to BLAS when nq * d exceeds this; the default (128000) keeps batched
-# 256-D search on the slow SIMD loop (notes/environment.md section 8).
+# 256-D search on the slow SIMD loop: 100 queries x 100k x 256 took 715 ms at the default and
+# 69 ms at 20 (faiss-cpu 1.15.1, 2 threads, IndexFlatIP, k=10); 1 query or 16384-D: no change.
 faiss.cvar.distance_compute_blas_threshold = 20
 
 AUTO_FLAT_MAX = 20_000  # 'auto': flat up to here (~5 ms/query on 1 core), IVF-PQ above

@@ -14,10 +14,10 @@
 
 """Descriptors with the structure of a real route, for index benchmarks, tests and tuning.
 
-Isotropic random vectors are a poor stand-in for VPR descriptors (seeds 000-004 all give
-global descriptors of consecutive frames that are nearly equal): a query whose true
-neighbours are nearly tied makes "recall vs exact" measure noise. Here a map of ``n`` frames
-along a route is the sum of
+Isotropic random vectors are a poor stand-in for VPR descriptors (every model here, like the
+CNN models of the papers it follows, gives consecutive frames global descriptors that are
+nearly equal): a query whose true neighbours are nearly tied makes "recall vs exact" measure
+noise. Here a map of ``n`` frames along a route is the sum of
 
 * a direction shared by every descriptor (unrelated places still have cosine ~0.15),
 * an appearance type per route segment (segments of ~200 frames; types repeat along the

@@ -12,10 +12,12 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Triplet attention (Misra et al., WACV 2021), placed as in AS-Geo (seed 000, §method (2)).
+"""Triplet attention (Misra et al., WACV 2021), placed as in AS-Geo (method part (2)).
 
-AS-Geo adds triplet attention "after the first convolutional layer of the backbone network to
-optimize the utilization of geometric elements extracted by the first convolutional layer".
+AS-Geo (Lu et al., "AS-Geo: Arbitrary-Sized Image Geolocalization with Learnable Geometric
+Enhancement Resizer", 2022) adds triplet attention "after the first convolutional layer of the
+backbone network to optimize the utilization of geometric elements extracted by the first
+convolutional layer".
 The module follows the official implementation (LandskapeAI/triplet-attention): three gates
 ``cw``, ``hc``, ``hw``; each applies Z-pool (concat of **max then mean** over the first
 non-batch dimension of a permuted tensor), a 7x7 conv 2->1 without bias, BatchNorm (eps 1e-5,

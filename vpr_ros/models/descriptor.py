@@ -14,10 +14,11 @@
 
 """The descriptor model: ImageNet normalisation -> resizer -> backbone -> head -> unit vector.
 
-DESIGN.md §4. The attribute names ``resizer``, ``backbone``, ``aggregation`` make the
-state_dict keys read as the architecture and match the public benchmark layout
-(notes/vpr_reference_code.md §b). ``ModelConfig`` is a frozen, YAML-loadable dataclass;
-``PRESETS`` holds the named configurations.
+README.md, "Descriptor models", lists the parts and presets. The attribute names ``resizer``,
+``backbone``, ``aggregation`` make the state_dict keys read as the architecture and match the
+public layout of the deep visual geo-localization benchmark (``GeoLocalizationNet`` with
+children ``backbone`` and ``aggregation``, in its ``model/network.py``). ``ModelConfig`` is a
+frozen, YAML-loadable dataclass; ``PRESETS`` holds the named configurations.
 
 Convention: images are float tensors ``(N, 3, H, W)`` in [0, 1], RGB, any H and W; the model
 applies the ImageNet mean/std itself. Descriptors are ``(N, D)`` float32, L2-normalised.

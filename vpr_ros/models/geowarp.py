@@ -12,9 +12,10 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""GeoWarp re-ranking: pairwise homographic warping before dense matching (seed 004).
+"""GeoWarp re-ranking: pairwise homographic warping before dense matching.
 
-Berton et al., "Viewpoint Invariant Dense Matching for Visual Geolocalization", ICCV 2021.
+Berton et al., "Viewpoint Invariant Dense Matching for Visual Geolocalization", ICCV 2021,
+arXiv 2109.09827 (section and equation numbers below are the paper's).
 The warping regression module W (§3.3, eq. 5-9) reads the dense features of a query and a
 candidate, correlates them (matching layer M, eq. 6) and regresses one quadrilateral on each
 image (eq. 8). Both images (``image`` mode, as published) or both dense feature maps

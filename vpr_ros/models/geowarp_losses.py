@@ -12,7 +12,10 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""GeoWarp training: random trapezoids, pair mining and the three losses (seed 004, §3.4).
+"""GeoWarp training: random trapezoids, pair mining and the three losses (paper §3.4).
+
+GeoWarp: Berton et al., "Viewpoint Invariant Dense Matching for Visual Geolocalization",
+ICCV 2021, arXiv 2109.09827; equation numbers below are the paper's.
 
 L_total = lambda_ss * L_ss + lambda_fw * L_fw + lambda_cons * L_cons (eq. 10). L_ss (eq. 11-13)
 needs single unlabelled images, L_cons (eq. 18-19) any pair, L_fw (eq. 14-17) query-positive

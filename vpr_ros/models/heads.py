@@ -14,26 +14,35 @@
 
 """Aggregation heads: feature map(s) -> one L2-normalised global descriptor.
 
-Papers and sections followed (each class says which):
+Papers followed (each class says which section):
 
-- ``avg``: base head of the ResNet-heads report (seed 002, §3.1): L2 over channels, average pool.
-- ``gem``: GeM (Radenović et al.; seed 002, §3.2, eq. 1), benchmark layout ``Seq(L2Norm, GeM,
+- the heads report: M. Gambino, M. Pierro, F. Grillo, "Visual Geo-Localization" (student
+  project report comparing base, GeM, NetVLAD, CRN and CRN2 heads on ResNet-18; no arXiv id);
+- CRN: H. J. Kim, E. Dunn, J.-M. Frahm, "Learned Contextual Feature Reweighting for Image
+  Geo-Localization", CVPR 2017;
+- HAF: L. Yan, Y. Cui, Y. Chen, D. Liu, "Hierarchical Attention Fusion for Geo-Localization",
+  ICASSP 2021, arXiv 2102.09186.
+
+Heads:
+
+- ``avg``: base head of the heads report (§3.1): L2 over channels, average pool.
+- ``gem``: GeM (Radenović et al.; heads report §3.2, eq. 1), benchmark layout ``Seq(L2Norm, GeM,
   Flatten)`` (``l2='before_pool'``, key ``aggregation.1.p``) or ``Seq(GeM, L2Norm, Flatten)``
   (``after_pool``) / ``Seq(GeM, Flatten)`` (``none``), key ``aggregation.0.p``.
-- ``gem_fc``: GeM + FC whitening (seed 002, §3.2), CosPlace layout
+- ``gem_fc``: GeM + FC whitening (heads report §3.2), CosPlace layout
   ``Seq(L2Norm, GeM, Flatten, Linear, L2Norm)`` (keys ``aggregation.1.p``, ``aggregation.3.*``).
-- ``netvlad``: NetVLAD (seed 002, §3.3, eqs. 2-4), keys ``centroids`` and ``conv.weight`` (no
+- ``netvlad``: NetVLAD (heads report §3.3, eqs. 2-4), keys ``centroids`` and ``conv.weight`` (no
   bias), computed with one batched matmul instead of the reference per-cluster loop.
-- ``crn``: Contextual Reweighting Network (seed 003; seed 002 §3.4): average pool 3x3/2 ->
+- ``crn``: Contextual Reweighting Network (CRN; heads report §3.4): average pool 3x3/2 ->
   3x3 (32), 5x5 (32), 7x7 (20) context filters -> concat -> 1x1 accumulation (weight fixed to
   1, bias learnable as in the original Caffe net) -> ReLU -> bilinear upsampling to exactly the
   feature size -> mask that multiplies the NetVLAD soft-assignment. Keys as the benchmark
   (``crn.filter_3_3``, ``crn.filter_5_5``, ``crn.filter_7_7``, ``crn.acc_w``).
-- ``crn2``: CRN2 (seed 002, §3.5): the 5x5 and 7x7 filters replaced by 2 and 3 stacked 3x3,
+- ``crn2``: CRN2 (heads report §3.5): the 5x5 and 7x7 filters replaced by 2 and 3 stacked 3x3,
   all dilated by 2 instead of pooling + upsampling, mask computed at the feature resolution.
-- ``haf``: Hierarchical Attention Fusion (seed 001): three backbone scales, each 1x1-reduced,
+- ``haf``: Hierarchical Attention Fusion (HAF): three backbone scales, each 1x1-reduced,
   an attention (detection score) map per scale, attention-weighted pooling, and learned fusion
-  weights ``w`` (softmax, so they sum to 1 as in seed 001 Table 2); the descriptor is
+  weights ``w`` (softmax, so they sum to 1 as in HAF's Table 2); the descriptor is
   ``concat_s(sqrt(w_s) * K_s)``, whose squared distance is ``sum_s w_s ||K_q^s - K_r^s||^2``.
 
 Every head works on any feature size down to 1x1 (the benchmark's CRN crashes on odd sizes)
@@ -67,7 +76,7 @@ def gem(x: torch.Tensor, p: torch.Tensor | float = 3.0, eps: float = 1e-6) -> to
 
 def netvlad_aggregate(x: torch.Tensor, soft_assign: torch.Tensor,
                       centroids: torch.Tensor) -> torch.Tensor:
-    """VLAD core (seed 002, eq. 3) as one batched matmul, then intra- and global L2.
+    """VLAD core (heads report, eq. 3) as one batched matmul, then intra- and global L2.
 
     ``V[n, k] = sum_i a[n, k, i] (x[n, :, i] - c_k) = (A X^T)[n, k] - c_k sum_i a[n, k, i]``.
     Args: x ``(N, C, HW)`` (already L2-normalised per location), soft_assign ``(N, K, HW)``,
@@ -145,7 +154,7 @@ class Flatten(nn.Module):
 # ---------------------------------------------------------------- heads
 
 class AvgHead(nn.Sequential):
-    """Base head (seed 002, §3.1): L2 over channels, average pool, flatten, L2."""
+    """Base head (heads report §3.1): L2 over channels, average pool, flatten, L2."""
 
     multiscale = False
 
@@ -160,7 +169,7 @@ class AvgHead(nn.Sequential):
 
 
 class GeMHead(nn.Sequential):
-    """GeM head (seed 002, §3.2) in the benchmark's layout for its three ``l2`` modes."""
+    """GeM head (heads report §3.2) in the benchmark's layout for its three ``l2`` modes."""
 
     multiscale = False
 
@@ -183,7 +192,7 @@ class GeMHead(nn.Sequential):
 
 
 class GeMFCHead(nn.Sequential):
-    """GeM + FC whitening (seed 002, §3.2), CosPlace layout (``aggregation.1.p``, ``3.*``)."""
+    """GeM + FC whitening (heads report §3.2), CosPlace layout (``aggregation.1.p``, ``3.*``)."""
 
     multiscale = False
 
@@ -198,7 +207,7 @@ class GeMFCHead(nn.Sequential):
 
 
 class NetVLAD(nn.Module):
-    """NetVLAD (seed 002, §3.3): soft-assignment 1x1 conv (no bias) + batched VLAD core."""
+    """NetVLAD (heads report §3.3): soft-assignment 1x1 conv (no bias) + batched VLAD core."""
 
     multiscale = False
 
@@ -235,7 +244,7 @@ class NetVLAD(nn.Module):
 
 
 class CRNModule(nn.Module):
-    """CRN context network (seed 003): pool -> 3/5/7 context filters -> 1x1 -> upsample."""
+    """CRN context network (Kim et al.): pool -> 3/5/7 context filters -> 1x1 -> upsample."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -262,11 +271,12 @@ class CRNModule(nn.Module):
 
 
 class CRN2Module(nn.Module):
-    """CRN2 context network (seed 002, §3.5): stacked dilated 3x3 filters, no pool/upsample.
+    """CRN2 context network (heads report §3.5): stacked dilated 3x3 filters, no pool/upsample.
 
     Branch 1: 3x3 C->32; branch 2: two 3x3 (C->32->32) for a 5x5 field; branch 3: three 3x3
     (C->32->32->20) for a 7x7 field; all dilated by 2 so the field matches CRN's (which works
-    on a map pooled by 2). About 245k mask parameters for C=256 vs 529k for CRN (report §4.2).
+    on a map pooled by 2). About 245k mask parameters for C=256 vs 529k for CRN (heads report
+    §4.2).
     """
 
     def __init__(self, channels: int, dilation: int = 2) -> None:
@@ -294,7 +304,7 @@ class CRN2Module(nn.Module):
 
 
 class CRN(NetVLAD):
-    """CRN + NetVLAD (seed 003): the context mask reweights the soft-assignment."""
+    """CRN + NetVLAD (Kim et al.): the context mask reweights the soft-assignment."""
 
     def __init__(self, channels: int, clusters: int = 64, alpha: float = 100.0) -> None:
         super().__init__(channels, clusters, alpha)
@@ -310,7 +320,7 @@ class CRN(NetVLAD):
 
 
 class CRN2(CRN):
-    """CRN2 + NetVLAD (seed 002, §3.5)."""
+    """CRN2 + NetVLAD (heads report §3.5)."""
 
     def __init__(self, channels: int, clusters: int = 64, alpha: float = 100.0) -> None:
         NetVLAD.__init__(self, channels, clusters, alpha)
@@ -318,7 +328,7 @@ class CRN2(CRN):
 
 
 class HAF(nn.Module):
-    """Hierarchical attention fusion (seed 001) over the backbone's three scales."""
+    """Hierarchical attention fusion (HAF, Yan et al.) over the backbone's three scales."""
 
     multiscale = True
 
@@ -328,7 +338,7 @@ class HAF(nn.Module):
         self.attention = nn.ModuleList([
             nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1), nn.ReLU(inplace=True),
                           nn.Conv2d(dim, 1, 1), nn.Softplus()) for _ in stage_channels])
-        # Fusion logits; softmax gives the adaptive weights w_1..w_S (seed 001, Table 2).
+        # Fusion logits; softmax gives the adaptive weights w_1..w_S (HAF, Table 2).
         self.fusion = nn.Parameter(torch.zeros(len(stage_channels)))
         self.out_dim = dim * len(stage_channels)
 
@@ -339,12 +349,12 @@ class HAF(nn.Module):
     def parts(self, stages: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-scale unit descriptors ``K`` (N, S, dim) and mean detection scores ``s`` (N, S).
 
-        These are the ``K^c`` and ``s^c`` of seed 001's detection term (training/losses.py).
+        These are the ``K^c`` and ``s^c`` of HAF's detection term (training/losses.py).
         """
         descs, scores = [], []
         for i, x in enumerate(stages):
             f = l2n(self.reduce[i](x), dim=1)
-            score = self.attention[i](f) + 1e-6  # detection score s (seed 001), > 0
+            score = self.attention[i](f) + 1e-6  # detection score s (HAF), > 0
             pooled = (f * score).sum(dim=(2, 3)) / score.sum(dim=(2, 3))
             descs.append(l2n(pooled, dim=1))
             scores.append(score.mean(dim=(1, 2, 3)))
@@ -432,7 +442,7 @@ def sample_local_features(features: torch.Tensor, per_image: int = 100,
 
 def init_netvlad(head: NetVLAD, data: torch.Tensor | np.ndarray, *, niter: int = 100,
                  seed: int = 0) -> float:
-    """Initialise a NetVLAD/CRN head from local features with FAISS k-means (seed 002, §3.3).
+    """Initialise a NetVLAD/CRN head from local features with FAISS k-means (heads report §3.3).
 
     ``data`` is either ``(M, C)`` local descriptors or ``(N, C, H, W)`` backbone feature maps
     (100 random locations per map are used). Following the benchmark and Nanne's vladv1:

@@ -12,14 +12,17 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""AS-Geo learnable geometric-enhancement resizer (seed 000, method part (1)).
+"""AS-Geo learnable geometric-enhancement resizer (method part (1) of the paper).
 
-AS-Geo: "it applies bilinear interpolation to the input image and its feature maps to obtain
-the initial resized image and the resized feature maps. Then, SKNet is used to approximate the
+H. Lu, C. Yang, M. Zhu, B. Qi, Y. Qiao, J. Xu, "AS-Geo: Arbitrary-Sized Image Geolocalization
+with Learnable Geometric Enhancement Resizer" (2022; no arXiv id). AS-Geo: "it applies bilinear
+interpolation to the input image and its feature maps to obtain the initial resized image and
+the resized feature maps. Then, SKNet is used to approximate the
 best receptive field ... And SENet is used to automatically select the feature maps with strong
 contour information ... Finally, the enhanced geometric features are fused with the initial
 resized image". The paper gives no layer sizes and no code is public, so the layout follows the
-learnable resizer it extends (Talebi & Milanfar 2021; notes/vpr_reference_code.md §b.8):
+learnable resizer it extends (Talebi & Milanfar, "Learning to Resize Images for Computer Vision
+Tasks", ICCV 2021, arXiv 2103.09950; as re-implemented in mmpretrain's ``LearnableResizer``):
 
     image ──bilinear──────────────────────────────────────────────► (+) ─► output
       └─ conv7x7 3→n ─ LReLU ─ conv1x1 ─ LReLU ─ BN ─ bilinear ─ SK ─ SE ─ conv3x3 ─ BN ─(+skip)

@@ -12,14 +12,15 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The ``localizer`` node: camera images in, ``/vpr/fix`` NavSatFix out (DESIGN §7).
+"""The ``localizer`` node: camera images in, ``/vpr/fix`` NavSatFix out.
 
 A thin shell over :class:`vpr_ros.localizer.Localizer`: parameters are declared from the config
 dataclasses (:mod:`vpr_ros.ros.params`), frames go to a worker thread that keeps only the newest
 one (:mod:`vpr_ros.ros.worker`), estimates become messages in :mod:`vpr_ros.ros.messages`, and
 ``/diagnostics`` reports health once a period. Topics (relative, so namespaces and remapping
 work): subscribes ``image`` (``image/compressed`` with ``compressed``, as image_transport names
-it); publishes ``vpr/fix``, ``vpr/pose`` (optional), ``/diagnostics``.
+it); publishes ``vpr/fix``, ``vpr/pose`` (optional), ``/diagnostics``. README.md ("Running the
+node") documents them with the parameters.
 """
 
 from __future__ import annotations

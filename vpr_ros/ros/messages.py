@@ -12,9 +12,10 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""ROS messages from a localizer :class:`~vpr_ros.localizer.Estimate` (DESIGN §7).
+"""ROS messages from a localizer :class:`~vpr_ros.localizer.Estimate`.
 
-Pure functions, no node needed. ``NavSatFix`` rules (notes/ros_conventions.md §3): the stamp is
+Pure functions, no node needed. ``NavSatFix`` rules (from the ``sensor_msgs/NavSatFix``
+definition and robot_localization's ``navsat_transform.cpp``, which consumes it): the stamp is
 the image's stamp; ``status`` is set explicitly (never the default STATUS_UNKNOWN); the altitude
 is finite (navsat_transform drops fixes with a NaN altitude); the covariance is ENU, row-major,
 m^2, ``COVARIANCE_TYPE_APPROXIMATED`` (model-derived) and never zero (an EKF reads zero as

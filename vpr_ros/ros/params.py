@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""ROS parameters of the localizer node, derived from the config dataclasses (DESIGN §1, §7).
+"""ROS parameters of the localizer node, derived from the config dataclasses.
 
 Parameters mirror the fields of :class:`NodeConfig` (the node itself) and of
 ``vpr_ros.localizer.LocalizerConfig`` (prefix ``localizer.``, nested configs add their name:

@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""QoS profiles of the localizer node (notes/ros_conventions.md §2, QoS).
+"""QoS profiles of the localizer node.
 
 Camera input: sensor-data QoS (best effort, keep last 5), which every camera driver offers; a
 best-effort reader also takes a reliable writer. ``/vpr/fix``: reliable, keep last 10, which both

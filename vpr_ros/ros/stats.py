@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Counters, rates and latency percentiles of the node, for ``/diagnostics`` (DESIGN §7).
+"""Counters, rates and latency percentiles of the node, for ``/diagnostics``.
 
 Thread-safe: the subscription callback, the worker thread and the diagnostics timer all report
 here. Rates and "recent" counts cover a sliding window; latencies are the last ``latencies``

@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Inference off the executor thread, latest frame wins (DESIGN §7).
+"""Inference off the executor thread, latest frame wins.
 
 The subscription callback only puts the message into a :class:`LatestSlot`; one worker thread
 takes the newest frame, localises it and publishes. A frame that arrives while another is

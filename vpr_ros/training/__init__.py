@@ -12,7 +12,10 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Training descriptor models on geotagged data (seeds 001-003).
+"""Training descriptor models on geotagged data.
+
+The recipe follows the papers cited in each module: the ResNet-18 heads report (Gambino et al.,
+"Visual Geo-Localization"), CRN (Kim et al., CVPR 2017) and HAF (Yan et al., ICASSP 2021).
 
 ``data`` reads training sets from map sources and splits them by place, ``mining`` finds
 positives and hard negatives with GPS weak supervision, ``losses`` holds the triplet losses,

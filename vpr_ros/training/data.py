@@ -15,7 +15,7 @@
 """Training data: geotagged images from map sources, split by place, and augmentations.
 
 Sources are the ones ``build-map`` reads (VG folder, CSV, rosbag2; :mod:`vpr_ros.mapdb.sources`).
-A training set has a *database* and *queries*, as in the benchmark (seed 002 §4): either a
+A training set has a *database* and *queries*, as in the benchmark (Gambino et al. §4): either a
 second traversal of the same area (``queries:``), or the database images querying each other
 (an image is never its own positive).
 
@@ -23,11 +23,15 @@ The train/val split is by **place**, not by frame: the area is cut into square c
 ``split_cell_m``, whole cells go to validation, and training images closer than
 ``split_gap_m`` to any validation image are left out, so no place is seen in both.
 
-Augmentations follow seed 002 §5.3 (colour jitter; random resized crop and small rotations /
-perspective for the geometric part). Every batch is drawn at its own random size around the
-native one, so the AS-Geo resizer (seed 000) learns from arbitrary input sizes rather than
+Augmentations follow Gambino et al. §5.3 (colour jitter; random resized crop and small
+rotations / perspective for the geometric part). Every batch is drawn at its own random size
+around the native one, so the AS-Geo resizer learns from arbitrary input sizes rather than
 from one fixed size. All randomness comes from an explicit ``numpy.random.Generator``, so a
 batch is the same whatever process or worker builds it (resume and DDP rely on that).
+
+Papers: M. Gambino, M. Pierro, F. Grillo, "Visual Geo-Localization" (student project report on
+ResNet-18 heads, no arXiv id); H. Lu et al., "AS-Geo: Arbitrary-Sized Image Geolocalization
+with Learnable Geometric Enhancement Resizer" (2022).
 
 Convention: positions are local metres ``xy = (east, north)`` around ``TrainData.origin``
 (WGS84 lat/lon/alt); images are ``(H, W, 3)`` uint8 RGB on disk and ``(3, H, W)`` float in
@@ -77,7 +81,7 @@ class DataConfig(Config):
 
 @dataclass(frozen=True)
 class AugmentConfig(Config):
-    """Training augmentations (seed 002 §5.3) and input-size jitter (seed 000)."""
+    """Training augmentations (Gambino et al. §5.3) and input-size jitter (AS-Geo)."""
 
     apply_to: str = option('queries', 'augmented images: queries (benchmark), all, none',
                            choices=AUGMENT_TARGETS)
@@ -299,7 +303,7 @@ def resize_to(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
 
 def augment(image: np.ndarray, size: tuple[int, int], config: AugmentConfig,
             rng: np.random.Generator) -> torch.Tensor:
-    """Seed 002 augmentations of one image, drawn from ``rng``, output ``size`` = (H, W).
+    """Gambino et al.'s augmentations of one image, drawn from ``rng``, output ``size`` = (H, W).
 
     Random resized crop (area ``crop_scale``, aspect change ``crop_ratio``), small rotation,
     optional perspective distortion, then brightness / contrast / saturation / hue jitter and
@@ -340,7 +344,7 @@ def augment(image: np.ndarray, size: tuple[int, int], config: AugmentConfig,
 
 def batch_size_for(image: np.ndarray, config: AugmentConfig,
                    rng: np.random.Generator) -> tuple[int, int]:
-    """Return the (H, W) of a training batch: the native size times a random factor (seed 000)."""
+    """Return the (H, W) of a training batch: the native size times a random factor (AS-Geo)."""
     h, w = image.shape[:2]
     if config.apply_to == 'none':
         return int(h), int(w)

@@ -12,7 +12,10 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Fit GeoWarp's warping regression on a map's own images (seed 004 §3.4, §4.1).
+"""Fit GeoWarp's warping regression on a map's own images (paper §3.4, §4.1).
+
+GeoWarp: Berton et al., "Viewpoint Invariant Dense Matching for Visual Geolocalization",
+ICCV 2021, arXiv 2109.09827.
 
 L_ss needs single images: random trapezoid pairs are cut from the map thumbnails (the
 published recipe, image space); L_cons needs any pair (identity + horizontal flip); with the
@@ -103,7 +106,7 @@ def _plot(losses: list[dict[str, float]], path: Path) -> None:
     ax.set_yscale('log')
     ax.grid(True, alpha=0.3)
     ax.legend()
-    ax.set_title('GeoWarp fit (seed 004 losses)')
+    ax.set_title('GeoWarp fit (losses of Berton et al., ICCV 2021)')
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format='png', dpi=100)

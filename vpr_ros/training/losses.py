@@ -12,16 +12,21 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Training losses: the triplet margin loss (seed 002 eq. 5) and HAF's detection term (seed 001).
+"""Training losses: the triplet margin loss and HAF's detection term.
+
+Papers: the triplet margin loss as in M. Gambino, M. Pierro, F. Grillo, "Visual Geo-Localization"
+(student project report on ResNet-18 heads), eq. 5; HAF: L. Yan, Y. Cui, Y. Chen, D. Liu,
+"Hierarchical Attention Fusion for Geo-Localization", ICASSP 2021, arXiv 2102.09186.
 
 Batch layout: ``B`` tuples of ``2 + K`` images, ``(query, best positive, K negatives)``, so a
 batch's descriptors are ``(B * (2 + K), D)`` rows and ``view(B, 2 + K, D)`` separates them.
-Within-batch negatives (seed 003) are extra ``(query, positive, row)`` terms whose row is any
+Within-batch negatives (from CRN: Kim, Dunn, Frahm, "Learned Contextual Feature Reweighting for
+Image Geo-Localization", CVPR 2017) are extra ``(query, positive, row)`` terms whose row is any
 image of the batch (``-1``: none).
 
 - Triplet: ``max(||q - p|| - ||q - n_i|| + m, 0)`` per negative, averaged over the valid
   terms (the benchmark sums and divides by batch x negatives).
-- HAF (seed 001, "Training Objective"): ``dD(q, r) = sum_c (s_q^c s_r^c / sum_c' s_q^c' s_r^c')
+- HAF ("Training Objective"): ``dD(q, r) = sum_c (s_q^c s_r^c / sum_c' s_q^c' s_r^c')
   ||K_q^c - K_r^c||_2`` over the hierarchy levels ``c`` (per-scale descriptors ``K^c`` and mean
   detection scores ``s^c`` of :meth:`vpr_ros.models.heads.HAF.parts`), then the same ranking
   loss ``max(M + dD(q, p) - dD(q, n), 0)``. The weights come from the network's own
@@ -41,8 +46,8 @@ from vpr_ros.config import Config, option
 class LossConfig(Config):
     """Margins and weights of the training losses."""
 
-    margin: float = option(0.1, 'triplet margin m (seed 002 eq. 5; benchmark 0.1)', min=0.0)
-    haf_weight: float = option(1.0, 'weight of HAF detection-term loss (seed 001) when the '
+    margin: float = option(0.1, 'triplet margin m (Gambino et al. eq. 5; benchmark 0.1)', min=0.0)
+    haf_weight: float = option(1.0, 'weight of HAF detection-term loss (Yan et al.) when the '
                                     'head is haf; 0: off', min=0.0)
     haf_margin: float = option(0.1, 'margin M of the HAF detection-term loss', min=0.0)
 
@@ -57,7 +62,7 @@ def triplet_terms(q: torch.Tensor, p: torch.Tensor, n: torch.Tensor,
 
 def detection_distance(k_q: torch.Tensor, s_q: torch.Tensor, k_r: torch.Tensor,
                        s_r: torch.Tensor) -> torch.Tensor:
-    """Seed 001's ``dD(I_q, I_r)``: detection-weighted sum of per-level distances.
+    """Return HAF's ``dD(I_q, I_r)``: the detection-weighted sum of per-level distances.
 
     ``k_*`` (..., C, dim) per-level descriptors, ``s_*`` (..., C) positive detection scores;
     returns (...).

@@ -12,17 +12,21 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""GPS weak supervision and hard-negative mining (seed 002 §4 "Mining procedure", seed 003).
+"""GPS weak supervision and hard-negative mining.
 
-- **Positives** of a training query: database images within ``positive_m`` (5 m, seed 002
-  §5.2's best); the *best* positive is the one closest to the query in descriptor space.
+Papers: M. Gambino, M. Pierro, F. Grillo, "Visual Geo-Localization" (student project report on
+ResNet-18 heads; §4 "Mining procedure", §5.2), and H. J. Kim, E. Dunn, J.-M. Frahm, "Learned
+Contextual Feature Reweighting for Image Geo-Localization" (CRN), CVPR 2017.
+
+- **Positives** of a training query: database images within ``positive_m`` (5 m, Gambino et
+  al. §5.2's best); the *best* positive is the one closest to the query in descriptor space.
 - **Negatives**: database images farther than ``negative_m`` (25 m) from the query; the
-  ``negatives`` (10) closest in descriptor space are the hard negatives (seed 002 §4).
+  ``negatives`` (10) closest in descriptor space are the hard negatives (Gambino et al. §4).
 - **Cache**: descriptors change while the model trains, so they are recomputed every
   ``cache_refresh`` queries, for the queries of the next chunk and for the database (all of it,
   or a random sample of ``cache_size`` plus the positives of those queries: the benchmark's
   ``full`` / ``partial`` mining).
-- **Within-batch hard negatives** (seed 003): images of the same batch that are closest to a
+- **Within-batch hard negatives** (CRN, Kim et al.): images of the same batch that are closest to a
   query in feature space but farther than ``negative_m`` geographically, found on the live
   (training-mode) descriptors of the batch.
 
@@ -47,14 +51,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class MiningConfig(Config):
-    """How training triplets are found (seeds 002, 003)."""
+    """How training triplets are found (Gambino et al. §4; CRN's within-batch negatives)."""
 
     positive_m: float = option(5.0, 'train positives: database images within this (m); '
-                                    'seed 002 §5.2: 5 m is best', min=0.0)
+                                    '5 m was best in Gambino et al. §5.2', min=0.0)
     negative_m: float = option(25.0, 'negatives: database images farther than this (m)',
                                min=0.0)
-    negatives: int = option(10, 'hard negatives per query from the cache (seed 002)', min=1)
-    batch_negatives: int = option(1, 'extra within-batch hard negatives per query (seed 003); '
+    negatives: int = option(10, 'hard negatives per query from the cache', min=1)
+    batch_negatives: int = option(1, 'extra within-batch hard negatives per query (CRN); '
                                      '0: off', min=0)
     cache_refresh: int = option(1000, 'queries between refreshes of the descriptor cache',
                                 min=1)
@@ -295,7 +299,7 @@ def refresh_and_mine(model: torch.nn.Module, split: Split, plan: QueryPlan,
 
 def batch_hard_negatives(desc: torch.Tensor, xy: torch.Tensor, group_size: int, k: int,
                          negative_m: float) -> torch.Tensor:
-    """Within-batch hard negatives (seed 003): ``(B, k)`` row indices, -1 where none.
+    """Within-batch hard negatives (CRN, Kim et al.): ``(B, k)`` row indices, -1 where none.
 
     The batch holds ``B`` tuples of ``group_size`` rows, the query first. For each query, the
     ``k`` images of *other* tuples closest to it in descriptor space among those farther than

@@ -19,14 +19,18 @@ process group is started (NCCL on CUDA, gloo on the CPU), the model is wrapped i
 DistributedDataParallel, descriptor caches are computed in shards and gathered, and each
 optimiser step's ``batch_size`` tuples are divided between the processes.
 
-Per epoch (seed 002 §4): shuffle the usable training queries; for every ``cache_refresh`` of
-them, refresh the descriptor cache and mine (query, best positive, 10 hard negatives); build
-batches (augmented, at a random size per batch, seed 000); add within-batch hard negatives
-(seed 003); triplet margin loss, plus the HAF detection term for the HAF head (seed 001);
-Adam (lr 1e-5 by default, seed 002 Table 3). After each epoch: recall@1/5/10 on the validation
-split, ``last.pt`` (with optimiser state, to resume) and ``best.pt`` (by ``best_metric``), both
-ordinary model checkpoints that ``build-map --model`` and ``load_model`` read, plus
-``metrics.csv`` and ``metrics.png``.
+Per epoch (as in Gambino, Pierro, Grillo, "Visual Geo-Localization", a student project report on
+ResNet-18 heads, §4): shuffle the usable training queries; for every ``cache_refresh`` of them,
+refresh the descriptor cache and mine (query, best positive, 10 hard negatives); build batches
+(augmented, at a random size per batch, for the AS-Geo resizer: Lu et al., "AS-Geo:
+Arbitrary-Sized Image Geolocalization with Learnable Geometric Enhancement Resizer", 2022); add
+within-batch hard negatives (from CRN: Kim, Dunn, Frahm, "Learned Contextual Feature Reweighting
+for Image Geo-Localization", CVPR 2017); triplet margin loss, plus the HAF detection term for the
+HAF head (Yan et al., "Hierarchical Attention Fusion for Geo-Localization", ICASSP 2021, arXiv
+2102.09186); Adam (lr 1e-5 by default, best in Gambino et al. Table 3). After each epoch:
+recall@1/5/10 on the validation split, ``last.pt`` (with optimiser state, to resume) and
+``best.pt`` (by ``best_metric``), both ordinary model checkpoints that ``build-map --model``
+and ``load_model`` read, plus ``metrics.csv`` and ``metrics.png``.
 
 Reproducibility: everything random in an epoch is drawn from generators seeded with
 ``(seed, epoch, ...)``, so resuming from ``last.pt`` of epoch ``e`` gives the same weights as an
@@ -83,7 +87,8 @@ class TrainConfig(Config):
     epochs: int = option(5, 'number of epochs', min=1)
     batch_size: int = option(4, 'tuples (query, positive, negatives) per optimiser step, over '
                                 'all processes', min=1)
-    lr: float = option(1e-5, 'Adam learning rate (seed 002 Table 3: 1e-5 best)', min=0.0)
+    lr: float = option(1e-5, 'Adam learning rate (1e-5 was best in Gambino et al. Table 3)',
+                       min=0.0)
     weight_decay: float = option(0.0, 'Adam weight decay', min=0.0)
     queries_per_epoch: int = option(0, 'training queries per epoch (0: all of them)', min=0)
     infer_batch_size: int = option(32, 'images per forward pass when caching descriptors',
@@ -108,8 +113,9 @@ class TrainConfig(Config):
     validate_before: bool = option(True, 'validate the starting model as epoch 0 (best.pt '
                                          'then never falls below it)')
     data: DataConfig = option(DataConfig(), 'training data and split')
-    augment: AugmentConfig = option(AugmentConfig(), 'augmentations (seed 002)')
-    mining: MiningConfig = option(MiningConfig(), 'positives and negatives (seeds 002, 003)')
+    augment: AugmentConfig = option(AugmentConfig(), 'augmentations (Gambino et al. §5.3)')
+    mining: MiningConfig = option(MiningConfig(), 'positives and negatives (Gambino et al. '
+                                                  '§4, CRN)')
     loss: LossConfig = option(LossConfig(), 'loss margins and weights')
 
 
@@ -216,7 +222,7 @@ def _is_checkpoint(spec: str) -> bool:
 @torch.no_grad()
 def init_netvlad_from_data(model: DescriptorModel, split: Split, images: int,
                            rng: np.random.Generator) -> float:
-    """FAISS k-means init of a NetVLAD/CRN head from training features (seed 002 §3.3)."""
+    """FAISS k-means init of a NetVLAD/CRN head from training features (Gambino et al. §3.3)."""
     db = split.database
     chosen = np.sort(rng.choice(len(db), size=min(images, len(db)), replace=False))
     device = next(model.parameters()).device
