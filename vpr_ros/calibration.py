@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Confidence -> horizontal sigma: a calibrated covariance for every fix (DESIGN §6).
+"""Confidence -> horizontal sigma: a calibrated covariance for every fix.
 
 A retrieval score is not a distance. This module learns, from frames with known positions,
 how large the position error is given the confidence features the localizer computes

@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""``vpr-ros calibrate``: fit the map's confidence -> sigma mapping and store it (DESIGN §6)."""
+"""``vpr-ros calibrate``: fit the map's confidence -> sigma mapping and store it in the map."""
 
 from __future__ import annotations
 

@@ -17,10 +17,11 @@
 The chain a user runs on a robot, on generated data (README command 1):
 
 1. render the synthetic route (:mod:`vpr_ros.synth`): a map pass written as PNGs + CSV;
-2. ``build-map`` with the default model, ``fit-geowarp`` on the map's own thumbnails (seed 004
-   §3.4: L_ss needs no labels), ``calibrate`` on a second rendered drive of the street
-   (``SynthRoute.query_pass(drive=1)``: what ``calibrate --queries`` does with a second drive
-   on a robot), or on pseudo-queries from the map images (``calibrate_on: pseudo``);
+2. ``build-map`` with the default model, ``fit-geowarp`` on the map's own thumbnails (GeoWarp's
+   L_ss needs no labels: Berton et al., ICCV 2021, arXiv 2109.09827, §3.4), ``calibrate`` on a
+   second rendered drive of the street (``SynthRoute.query_pass(drive=1)``: what
+   ``calibrate --queries`` does with a second drive on a robot), or on pseudo-queries from the
+   map images (``calibrate_on: pseudo``);
 3. write the harder query pass as a rosbag2 (mcap): ``/camera/image_raw`` + truth ``/gnss/fix``;
 4. start the node (``ros2 launch vpr_ros localize.launch.py`` when ``ros2`` is on PATH, the
    node's module as a process otherwise), ``record`` the camera, ``/vpr/fix`` and the truth,

@@ -12,12 +12,13 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""One image in, one position with an honest covariance out (DESIGN §2, §6).
+"""One image in, one position with an honest covariance out.
 
 ``Localizer(map, model, config).localize(image)``: global descriptor -> top-k from the map's
-FAISS index -> GeoWarp re-ranking of the top |P| (seed 004 §3.2) -> position (re-ranked top-1,
-or the score-weighted mean of the candidates near it) -> confidence features -> calibrated
-sigma (``vpr_ros.calibration``) -> :class:`Estimate`.
+FAISS index -> GeoWarp re-ranking of the top |P| -> position (re-ranked top-1, or the
+score-weighted mean of the candidates near it) -> confidence features -> calibrated sigma
+(``vpr_ros.calibration``) -> :class:`Estimate`. GeoWarp: Berton et al., "Viewpoint Invariant
+Dense Matching for Visual Geolocalization", ICCV 2021, arXiv 2109.09827 (re-ranking: §3.2).
 
 GeoWarp works at the size of the map's thumbnails: the query is shrunk to that size, and the
 dense features are the backbone's stride-16 map of the small images (``local_features``), so
@@ -75,7 +76,7 @@ class LocalizerConfig(Config):
     # One regression direction: the published test code averages W(q, p) and W(p, q), which
     # doubles the costliest step (bench/bench_localize.py) for little gain (bench/README.md).
     geowarp: GeoWarpConfig = option(GeoWarpConfig(symmetric=False),
-                                    'GeoWarp re-ranking (seed 004)')
+                                    'GeoWarp re-ranking (Berton et al., ICCV 2021)')
     rerank_weight: float = option(
         -1.0, 'weight w of the GeoWarp score in the re-ranked order, score = (1 - w) global + '
               'w GeoWarp: 1 orders by GeoWarp alone, 0 keeps the global order; -1 takes the '
