@@ -20,10 +20,14 @@ then the query pass (drive 0) is localised offline with its stamps and scored wi
 metrics as ``eval-bag``: median / p95 error, along/cross-track medians, NEES coverage at 1/2/3
 sigma, availability, wrong places (valid fixes more than ``--wrong-m`` off) and fixes beyond
 3 sigma; once snapping to the top-1 (``subspacing: off``) and once between map frames, and with
-the sequence check off and on. Maps are kept in ``--work`` and reused.
+the sequence check off and on, and as calibrated (``subspacing: auto``, the mode calibrate
+validated on the calibration drive). The error distributions of the calibration frames and
+the queries are given side by side (``--pseudo`` adds calibrate's pseudo-queries of the map).
+Maps are kept in ``--work`` and reused.
 
 Corridor (``--corridor``): refs as the map (1 m apart on a line), GeoWarp fitted and the map
-calibrated with pseudo-queries from its own images only, the 111 queries localised.
+calibrated with pseudo-queries from its own images only, the 111 queries localised; the
+pseudo-queries' and the queries' error distributions side by side.
 
     bash scripts/env.sh run python bench/fix_quality.py --seeds 0 1 2 3 4 --corridor \
         --json bench/results/fix_quality.json
@@ -40,16 +44,18 @@ import time
 from typing import Any
 
 import numpy as np
-from vpr_ros.calibration import calibrate_map, CalibrationConfig, store_calibration
+from vpr_ros.calibration import calibrate_map, CalibrationConfig, pseudo_query
+from vpr_ros.calibration import store_calibration
 from vpr_ros.evaluation.bag_eval import estimates_to_fixes
 from vpr_ros.evaluation.metrics import compute_metrics, TruthSeries
+from vpr_ros.geo import wgs84_to_enu
 from vpr_ros.localizer import Localizer, LocalizerConfig
 from vpr_ros.mapdb import build_map, BuildConfig, MapDB
 from vpr_ros.synth import SynthConfig, SynthRoute, write_csv_source
 
 MODEL = 'effnet-lite0-gem'
 CALIBRATION_KEYS = ('source', 'error_m', 'nees_coverage', 'nees_coverage_cv',
-                    'sigma_ratio_along_cross')
+                    'sigma_ratio_along_cross', 'subspacing')
 
 
 def prepare_map(route: SynthRoute, folder: Path, iterations: int, device: str) -> Path:
@@ -97,20 +103,53 @@ def score(estimates: list, truth: np.ndarray, stamps: np.ndarray, wrong_m: float
 
 
 def variants(loc: Localizer, estimates: list, stamps: np.ndarray) -> dict[str, list]:
-    """Re-derive the estimates (no new forward): snapping / sub-spacing, sequence off / on."""
+    """Re-derive the estimates (no new forward) in every sub-spacing variant.
+
+    Snapping, GeoWarp sub-spacing and the mode calibrate chose (``auto``), each with the
+    sequence check off and on.
+    """
     saved = loc.config
     out = {}
     try:
-        for sub in ('off', saved.subspacing if saved.subspacing != 'off' else 'geowarp'):
+        for sub, name in (('off', 'snap'), ('geowarp', 'subspacing_geowarp'),
+                          ('auto', 'calibrated')):
             loc.config = dataclasses.replace(saved, subspacing=sub)
             redone = [loc.reorder(e) for e in estimates]
-            name = 'snap' if sub == 'off' else f'subspacing_{sub}'
+            if sub == 'auto':
+                name = f'calibrated ({loc.subspacing})'
             out[name] = redone
-            if hasattr(loc, 'sequence_filter'):
-                out[f'{name}+sequence'] = loc.sequence_filter(redone, stamps)
+            out[f'{name}+sequence'] = loc.sequence_filter(redone, stamps)
     finally:
         loc.config = saved
     return out
+
+
+def distribution(errors_m: np.ndarray, spacing_m: float) -> dict[str, float]:
+    """Quantiles of horizontal errors, and the shares within 0.5 / 1 / 3 place spacings."""
+    e = np.asarray(errors_m, np.float64)
+    e = e[np.isfinite(e)]
+    return {'frames': int(e.size), 'median_m': float(np.median(e)),
+            'p75_m': float(np.quantile(e, 0.75)), 'p95_m': float(np.quantile(e, 0.95)),
+            **{f'within_{k:g}_spacing': float((e <= k * spacing_m + 1e-6).mean())
+               for k in (0.5, 1.0, 3.0)}}
+
+
+def horizontal_errors(loc: Localizer, estimates: list, truth_ll: np.ndarray) -> np.ndarray:
+    """Horizontal distance of each estimate to its truth (m)."""
+    origin = loc.map.origin
+    got = np.array([wgs84_to_enu(e.lat, e.lon, 0.0, origin)[:2] for e in estimates])
+    ref = np.array([wgs84_to_enu(a, b, 0.0, origin)[:2] for a, b in truth_ll[:, :2]])
+    return np.linalg.norm(got - ref, axis=1)
+
+
+def pseudo_errors(loc: Localizer, count: int, seed: int) -> np.ndarray:
+    """Errors of calibrate's pseudo-queries (map images, the entry left out), as calibrated."""
+    rng = np.random.default_rng(seed)
+    db = loc.map
+    chosen = np.sort(rng.choice(len(db), size=min(len(db), count), replace=False))
+    images = [pseudo_query(db.thumbnails(int(i)), rng) for i in chosen]
+    estimates = loc.localize_batch(images, exclude=[[int(i)] for i in chosen])
+    return horizontal_errors(loc, estimates, db.positions(chosen))
 
 
 def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -120,17 +159,25 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     folder = args.work / f'seed{seed}_{args.frames}'
     folder.mkdir(parents=True, exist_ok=True)
     path = prepare_map(route, folder, args.geowarp_iterations, args.device)
-    config = LocalizerConfig(subspacing=args.subspacing)
-    loc = Localizer.open(path, config, device=args.device)
+    loc = Localizer.open(path, LocalizerConfig(), device=args.device)
     cal_images, cal_truth, _ = drive(route, 1)
     cal, report = calibrate_map(loc, CalibrationConfig(seed=seed),
                                 queries=(cal_images, cal_truth[:, :2]), progress=False)
     store_calibration(loc.map, cal, report)
-    loc = Localizer.open(path, config, device=args.device)
+    # Localised with GeoWarp sub-spacing (its route scores), every variant re-derived.
+    loc = Localizer.open(path, LocalizerConfig(subspacing='geowarp'), device=args.device)
     images, truth, stamps = drive(route, 0)
     estimates = loc.localize_batch(images)
-    result = {'seed': seed, 'frames': args.frames, 'spacing_m': route.config.spacing_m,
+    spacing = route.config.spacing_m
+    result = {'seed': seed, 'frames': args.frames, 'spacing_m': spacing,
               'calibration': {k: report[k] for k in CALIBRATION_KEYS}}
+    loc.config = dataclasses.replace(loc.config, subspacing='auto')
+    result['errors'] = {'calibration drive (drive 1)': report['error_m'],
+                        'query drive (drive 0)': distribution(horizontal_errors(
+                            loc, [loc.reorder(e) for e in estimates], truth), spacing)}
+    if args.pseudo:
+        result['errors']['pseudo-queries'] = distribution(
+            pseudo_errors(loc, args.frames, seed), spacing)
     for name, ests in variants(loc, estimates, stamps).items():
         result[name] = score(ests, truth, stamps, args.wrong_m)
     result['seconds'] = round(time.perf_counter() - t0, 1)
@@ -152,11 +199,10 @@ def run_corridor(args: argparse.Namespace) -> dict[str, Any]:
         path = build_corridor_map(folder, refs, ref_ll)
         fit_geowarp(path, GeoWarpFitConfig(iterations=args.geowarp_iterations, batch_size=8,
                                            device=args.device), restart=True, progress=False)
-    config = LocalizerConfig(subspacing=args.subspacing)
-    loc = Localizer.open(path, config, device=args.device)
+    loc = Localizer.open(path, LocalizerConfig(), device=args.device)
     cal, report = calibrate_map(loc, CalibrationConfig(), progress=False)
     store_calibration(loc.map, cal, report)
-    loc = Localizer.open(path, config, device=args.device)
+    loc = Localizer.open(path, LocalizerConfig(subspacing='geowarp'), device=args.device)
     truth_ll = np.array([ref_ll[sorted(p)].mean(axis=0) for p in positives])
     truth = np.hstack([truth_ll, np.zeros((len(truth_ll), 1))])
     stamps = (1_700_000_000 + np.arange(len(queries)) * 0.5) * 1e9
@@ -164,6 +210,12 @@ def run_corridor(args: argparse.Namespace) -> dict[str, Any]:
     estimates = loc.localize_batch([load_image(q) for q in queries])
     result = {'name': 'corridor', 'spacing_m': 1.0,
               'calibration': {k: report[k] for k in CALIBRATION_KEYS}}
+    loc.config = dataclasses.replace(loc.config, subspacing='auto')
+    result['errors'] = {
+        'pseudo-queries (calibration)': distribution(pseudo_errors(
+            loc, CalibrationConfig().pseudo_queries, CalibrationConfig().seed), 1.0),
+        'queries': distribution(horizontal_errors(
+            loc, [loc.reorder(e) for e in estimates], truth), 1.0)}
     for name, ests in variants(loc, estimates, stamps).items():
         result[name] = score(ests, truth, stamps, args.wrong_m)
     return result
@@ -175,7 +227,9 @@ def main() -> int:
     parser.add_argument('--seeds', type=int, nargs='*', default=[0, 1, 2, 3, 4])
     parser.add_argument('--frames', type=int, default=200)
     parser.add_argument('--corridor', action='store_true')
-    parser.add_argument('--subspacing', default='geowarp')
+    parser.add_argument('--pseudo', action='store_true',
+                        help='also localise pseudo-queries of each synthetic map (their '
+                             'error distribution beside the drives\')')
     parser.add_argument('--geowarp-iterations', type=int, default=30)
     parser.add_argument('--wrong-m', type=float, default=10.0,
                         help='a valid fix farther than this from the truth is a wrong place')
@@ -194,6 +248,8 @@ def main() -> int:
             tmp.write_text(json.dumps({'results': results}, indent=1) + '\n')
             tmp.replace(args.json)
     print(table(results))
+    print()
+    print(errors_table(results))
     return 0
 
 
@@ -211,6 +267,23 @@ def table(results: list[dict]) -> str:
             lines.append(f'| {name} | {variant} | {m["median_m"]:.2f} | {m["p95_m"]:.2f} | '
                          f'{track} | {nees} | {100 * m["availability"]:.1f} | '
                          f'{m["wrong_places"]} | {100 * m["beyond_3sigma"]:.1f} |')
+    return '\n'.join(lines)
+
+
+def errors_table(results: list[dict]) -> str:
+    """Markdown table: the error distributions of calibration frames and queries side by side."""
+    lines = ['| route | frames | median m | p75 m | p95 m | within 0.5 / 1 / 3 spacings % |',
+             '|' + '---|' * 6]
+    for r in results:
+        name = r.get('name') or f'seed {r["seed"]}'
+        for kind, d in r.get('errors', {}).items():
+            if 'within_1_spacing' not in d:
+                lines.append(f'| {name} | {kind} | {d["median"]:.2f} | | {d["p95"]:.2f} | |')
+                continue
+            shares = ' / '.join(f'{100 * d["within_" + k + "_spacing"]:.0f}'
+                                for k in ('0.5', '1', '3'))
+            lines.append(f'| {name} | {kind} ({d["frames"]}) | {d["median_m"]:.2f} | '
+                         f'{d["p75_m"]:.2f} | {d["p95_m"]:.2f} | {shares} |')
     return '\n'.join(lines)
 
 
