@@ -127,28 +127,33 @@ def connect(address: str, *, num_cpus: int | None = None,
 class ChunkDescriber:
     """Ray actor: the driver's model, kept loaded, describing one chunk per call."""
 
-    def __init__(self, model_ref: list[Any], device: str, fingerprint: str,
-                 threads: int) -> None:
-        import ray
+    def __init__(self, device: str, fingerprint: str, threads: int) -> None:
         import torch
 
         torch.set_num_threads(max(1, threads))
-        # The model comes as a reference in a list, fetched here: a restarted actor fetches
-        # it again while the driver holds the reference (RayDescriber.model_ref).
-        self.model = ray.get(model_ref[0]).to(device).eval()
-        got = str(self.model.fingerprint())
-        if got != fingerprint:
-            raise MapError(f'the model reached this Ray worker with fingerprint {got}, the '
-                           f'driver has {fingerprint} (different vpr_ros versions?)')
+        self.device, self.fingerprint, self.model = device, fingerprint, None
 
-    def pid(self) -> int:
-        """Process id of this actor (for operators and the kill tests)."""
-        return os.getpid()
+    def _load(self, model_ref: list[Any]) -> Any:
+        # The model comes with each call as a reference (in a list, so Ray does not resolve
+        # it) and is fetched once: a restarted actor fetches it again, and no constructor
+        # argument lives in the object store (Ray warns about those, ray#53727).
+        import ray
 
-    def describe(self, chunk: int, entries: Sequence[Entry],
-                 settings: dict[str, Any]) -> tuple[int, ChunkResult]:
+        if self.model is None:
+            model = ray.get(model_ref[0]).to(self.device).eval()
+            got = str(model.fingerprint())
+            if got != self.fingerprint:
+                raise MapError(f'the model reached this Ray worker with fingerprint {got}, '
+                               f'the driver has {self.fingerprint} (different vpr_ros '
+                               f'versions?)')
+            self.model = model
+        return self.model
+
+    def describe(self, chunk: int, entries: Sequence[Entry], settings: dict[str, Any],
+                 model_ref: list[Any]) -> tuple[int, ChunkResult]:
         """Describe one chunk: the result :func:`describe_chunks` gives for it locally."""
-        result = next(describe_chunks(self.model, entries, [0], chunk_size=len(entries),
+        model = self._load(model_ref)
+        result = next(describe_chunks(model, entries, [0], chunk_size=len(entries),
                                       **settings))[1]
         return chunk, result
 
@@ -187,8 +192,8 @@ class RayDescriber:
             num_cpus=self.cpus_per_actor, num_gpus=1 if self.use_gpu else 0,
             max_restarts=-1, max_task_retries=MAX_TASK_RETRIES)
         fingerprint = str(self.model.fingerprint())
-        self.actors = [actor_class.remote([self.model_ref], self.device, fingerprint,
-                                          self.cpus_per_actor) for _ in range(count)]
+        self.actors = [actor_class.remote(self.device, fingerprint, self.cpus_per_actor)
+                       for _ in range(count)]
         log.info('describing on %d Ray actor(s) (%s, %d CPU each)', count, self.device,
                  self.cpus_per_actor)
 
@@ -206,7 +211,7 @@ class RayDescriber:
         def submit(actor: Any) -> None:
             c = todo.pop()
             part = entries[c * chunk_size:(c + 1) * chunk_size]
-            running[actor.describe.remote(c, part, settings)] = (actor, c)
+            running[actor.describe.remote(c, part, settings, [self.model_ref])] = (actor, c)
 
         for _ in range(TASKS_PER_ACTOR):
             for actor in self.actors:
