@@ -246,6 +246,10 @@ def test_cli_ray_actors_needs_ray(source, tmp_path, capsys):
     assert main(['build-map', str(source), '--out', str(tmp_path / 'm'),
                  '--ray-actors', '2']) == 1
     assert '--ray-actors needs --ray' in capsys.readouterr().err
+    assert main(['build-map', str(source), '--out', str(tmp_path / 'm'), '--ray',
+                 '--ray-actors', '-1']) == 1
+    assert '--ray-actors -1: must be >= 0' in capsys.readouterr().err
+    assert not (tmp_path / 'm').exists()
 
 
 def test_source_is_read_where_the_workers_run(source):

@@ -102,6 +102,9 @@ def main(args: argparse.Namespace) -> int:
     """Build the map and print where it is."""
     config = config_from_args(args)
     log.debug('build config: %s', config.to_dict())
+    if args.ray_actors < 0:
+        raise ConfigError(f'--ray-actors {args.ray_actors}: must be >= 0 (0: one per CPU or '
+                          f'GPU of the cluster)')
     if args.ray is None and args.ray_actors:
         raise ConfigError('--ray-actors needs --ray')
     if args.ray is not None:   # before the model loads: a missing Ray fails at once

@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 INSTALL_HINT = 'pip install vpr_ros[ray]'
 LOCAL = 'local'            # --ray without an address: start a cluster on this machine
 TASKS_PER_ACTOR = 2        # chunks queued per actor: the next one is ready when one finishes
-MAX_TASK_RETRIES = 3       # a chunk whose worker died this often in a row stops the build
+MAX_TASK_RETRIES = 3       # a chunk whose worker dies once more than this stops the build
 MIN_OBJECT_STORE = 128 << 20
 
 
