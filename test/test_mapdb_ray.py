@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 from ray_helpers import actor_processes, HERE, logged, ray_head, read_log
 
-from vpr_ros.errors import ConfigError, MapError
+from vpr_ros.errors import ConfigError, DataError, MapError
 from vpr_ros.mapdb import build_map, BuildConfig, MapDB, open_source
 from vpr_ros.mapdb.adaptation import AdaptConfig
 from vpr_ros.mapdb.build import work_dir_for
@@ -182,6 +182,19 @@ def test_driver_killed_mid_build_resumes_from_finished_chunks(cluster, source, r
     assert not done_names & set(again)   # no finished chunk was described again
     assert sorted(again) == sorted(set(reference.names) - done_names)
     assert_same_map(MapDB.open(out), reference)
+
+
+@pytest.mark.slow
+def test_a_bad_image_read_on_a_worker_is_named(cluster, tmp_path):
+    address, _ = cluster
+    csv = write_csv_source(tmp_path / 'src', 8)
+    (tmp_path / 'src' / 'img' / '0005.png').write_bytes(b'not a png')
+    with pytest.raises(DataError, match='0005.png.*--skip-bad'):
+        build_map(csv, tmp_path / 'a.vprmap', CFG, progress=False, ray=address)
+    db = MapDB.open(build_map(csv, tmp_path / 'b.vprmap', CFG.replace(skip_bad=True),
+                              progress=False, ray=address))
+    assert len(db) == 7 and 'img/0005.png' not in db.names
+    assert [s['name'] for s in db.manifest['skipped_images']] == ['img/0005.png']
 
 
 @pytest.mark.slow
