@@ -86,7 +86,9 @@ def test_ray_build_equals_the_local_build(cluster, source, reference, tmp_path, 
     log = tmp_path / 'reads.log'
     report = logged(open_source(source), log)
     with caplog.at_level(logging.INFO, logger='vpr_ros.mapdb.distributed'):
-        out = build_map(report, tmp_path / 'ray.vprmap', CFG, progress=False, ray=address)
+        out = build_map(report, tmp_path / 'ray.vprmap', CFG, progress=False, ray=address,
+                        ray_actors=5)   # more than fit: the ones that never start are not made
+    assert '--ray-actors 5: the cluster has room for 2; using 2' in caplog.text
     assert 'describing on 2 Ray actor(s) (cpu, 1 CPU each)' in caplog.text
     reads = read_log(log)
     assert sorted(name for name, _ in reads) == sorted(reference.names)   # each read once

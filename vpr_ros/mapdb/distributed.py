@@ -177,8 +177,15 @@ class RayDescriber:
             raise DeviceError(f'--device {config.device}: the Ray cluster has no GPU '
                               f'(resources: {resources})')
         self.cpus_per_actor = 1 + config.num_workers
-        self.actors_wanted = actors or (gpus if self.use_gpu else
-                                        max(1, cpus // self.cpus_per_actor))
+        capacity = gpus if self.use_gpu else cpus // self.cpus_per_actor
+        if capacity < 1:
+            raise MapError(f'the Ray cluster has no room for one actor of '
+                           f'{self.cpus_per_actor} CPU(s) (resources: {resources}); add '
+                           f'worker nodes or lower --workers')
+        if actors > capacity:   # the rest could never start, and their chunks would wait
+            log.warning('--ray-actors %d: the cluster has room for %d; using %d', actors,
+                        capacity, capacity)
+        self.actors_wanted = min(actors, capacity) if actors else capacity
         self.device = 'cuda:0' if self.use_gpu else 'cpu'   # each GPU actor sees one GPU
         self.actors: list[Any] = []
         self.model_ref: Any = None
