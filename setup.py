@@ -33,7 +33,8 @@ setup(
     ],
     python_requires='>=3.10',
     install_requires=['setuptools'],
-    extras_require={'test': ['pytest']},
+    # ray: build-map --ray (distributed map building); the robot never needs it.
+    extras_require={'test': ['pytest'], 'ray': ['ray>=2.40']},
     zip_safe=False,
     maintainer='vpr_ros maintainers',
     maintainer_email='vpr-ros-maintainers@example.com',

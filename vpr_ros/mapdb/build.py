@@ -408,47 +408,16 @@ def extent(positions: np.ndarray) -> dict[str, Any]:
             'route_length_m': route_length_m(lat, lon)}
 
 
-def build_map(source: str | Path | SourceReport, out: str | Path,
-              config: BuildConfig | None = None, *, model: Any = None,
-              overwrite: bool = False, progress: bool = True) -> Path:
-    """Build ``out`` (a ``*.vprmap`` directory) from a source; resume an interrupted build.
+def _describe_all(describe: Any, entries: Sequence[Entry], report: SourceReport, model: Any,
+                  fingerprint: str, config: BuildConfig, device: str, out: Path,
+                  progress: bool) -> tuple[Path, list[Path], str]:
+    """Describe the chunks not in the work dir yet, each saved as soon as it is finished.
 
-    Args:
-        source: a source path (VG folder, CSV, bag) or an already-read :class:`SourceReport`.
-        out: the map directory to create.
-        config: build settings; ``config.model`` is loaded unless ``model`` is given.
-        model: an already loaded ``DescriptorModel`` (skips ``config.model``).
-        overwrite: replace an existing ``out``.
-        progress: show a tqdm bar (images/s).
-
-    Returns:
-        The path of the finished map.
+    ``describe`` is :func:`describe_chunks` or the Ray describer (same arguments; it may
+    yield the chunks in any order). Returns the work dir, every chunk path and the job key.
     """
-    config = config or BuildConfig()
-    out = Path(out)
-    try:
-        with build_lock(out):
-            remove_stale(out)
-            return _build_locked(source, out, config, model, overwrite, progress)
-    except OSError as exc:  # read-only folder, disk full, ...: name the file, no traceback
-        raise MapError(f'cannot build {out}: {exc.strerror or exc}'
-                       + (f': {exc.filename}' if exc.filename else '')) from None
-
-
-def _build_locked(source: str | Path | SourceReport, out: Path, config: BuildConfig,
-                  model: Any, overwrite: bool, progress: bool) -> Path:
     from tqdm import tqdm
 
-    if out.exists() and not overwrite:
-        raise MapError(f'{out} exists already, not overwriting (use --overwrite)')
-    report = source if isinstance(source, SourceReport) else open_source(source, config.source)
-    entries = report.entries
-    if report.skipped:
-        log.info('source %s: %d entries, skipped %s', report.path, len(entries), report.skipped)
-    model_spec = config.model if model is None else f'<{type(model).__name__} object>'
-    model = _load_model(config, model)
-    fingerprint = str(model.fingerprint())
-    device = str(_model_device(model))
     work = work_dir_for(out)
     key = _job_key(report, fingerprint, config, device)
     _prepare_work_dir(work, key)
@@ -461,12 +430,12 @@ def _build_locked(source: str | Path | SourceReport, out: Path, config: BuildCon
     started = time.perf_counter()
     pending = [i for i, path in enumerate(chunks) if not path.is_file()]
     with tqdm(total=n, initial=done, unit='img', desc='build-map', disable=not progress) as bar:
-        for i, result in describe_chunks(model, entries, pending, chunk_size=size,
-                                         batch_size=config.batch_size,
-                                         resize_max=config.resize_max,
-                                         thumbnail_size=config.thumbnail_size,
-                                         num_workers=config.num_workers,
-                                         skip_bad=config.skip_bad):
+        for i, result in describe(model, entries, pending, chunk_size=size,
+                                  batch_size=config.batch_size,
+                                  resize_max=config.resize_max,
+                                  thumbnail_size=config.thumbnail_size,
+                                  num_workers=config.num_workers,
+                                  skip_bad=config.skip_bad):
             expected = min(size, n - i * size)
             if len(result.descriptors) + len(result.bad) != expected:
                 raise DataError(f'chunk {i}: described {len(result.descriptors)} of '
@@ -483,6 +452,62 @@ def _build_locked(source: str | Path | SourceReport, out: Path, config: BuildCon
     if n > done:
         log.info('described %d images in %.1f s (%.1f images/s)', n - done, elapsed,
                  (n - done) / max(elapsed, 1e-9))
+    return work, chunks, key
+
+
+def build_map(source: str | Path | SourceReport, out: str | Path,
+              config: BuildConfig | None = None, *, model: Any = None,
+              overwrite: bool = False, progress: bool = True, ray: str | None = None,
+              ray_actors: int = 0) -> Path:
+    """Build ``out`` (a ``*.vprmap`` directory) from a source; resume an interrupted build.
+
+    Args:
+        source: a source path (VG folder, CSV, bag) or an already-read :class:`SourceReport`.
+        out: the map directory to create.
+        config: build settings; ``config.model`` is loaded unless ``model`` is given.
+        model: an already loaded ``DescriptorModel`` (skips ``config.model``).
+        overwrite: replace an existing ``out``.
+        progress: show a tqdm bar (images/s).
+        ray: describe the chunks on a Ray cluster (:mod:`vpr_ros.mapdb.distributed`):
+            ``'local'`` starts one on this machine, ``'auto'`` or ``'HOST:PORT'`` connects
+            to a running one; None (default) describes in this process.
+        ray_actors: Ray actors describing at once (0: one per cluster CPU, or per GPU).
+
+    Returns:
+        The path of the finished map.
+    """
+    config = config or BuildConfig()
+    out = Path(out)
+    try:
+        with build_lock(out):
+            remove_stale(out)
+            return _build_locked(source, out, config, model, overwrite, progress, ray,
+                                 ray_actors)
+    except OSError as exc:  # read-only folder, disk full, ...: name the file, no traceback
+        raise MapError(f'cannot build {out}: {exc.strerror or exc}'
+                       + (f': {exc.filename}' if exc.filename else '')) from None
+
+
+def _build_locked(source: str | Path | SourceReport, out: Path, config: BuildConfig,
+                  model: Any, overwrite: bool, progress: bool, ray: str | None = None,
+                  ray_actors: int = 0) -> Path:
+    if out.exists() and not overwrite:
+        raise MapError(f'{out} exists already, not overwriting (use --overwrite)')
+    report = source if isinstance(source, SourceReport) else open_source(source, config.source)
+    entries = report.entries
+    if report.skipped:
+        log.info('source %s: %d entries, skipped %s', report.path, len(entries), report.skipped)
+    model_spec = config.model if model is None else f'<{type(model).__name__} object>'
+    model = _load_model(config, model)
+    fingerprint = str(model.fingerprint())
+    with contextlib.ExitStack() as cluster:
+        describe, device = describe_chunks, str(_model_device(model))
+        if ray is not None:   # the chunks are described by Ray actors, in any order
+            from vpr_ros.mapdb.distributed import ray_describer
+            describe, device = cluster.enter_context(
+                ray_describer(ray, config, model, actors=ray_actors))
+        work, chunks, key = _describe_all(describe, entries, report, model, fingerprint,
+                                          config, device, out, progress)
 
     tmp = out.with_name(f'.{out.name}.tmp-{os.getpid()}')
     if tmp.exists():

@@ -21,6 +21,7 @@ import logging
 from pathlib import Path
 
 from vpr_ros.config import Config
+from vpr_ros.errors import ConfigError
 from vpr_ros.mapdb.adaptation import METHODS
 from vpr_ros.mapdb.build import build_map, BuildConfig
 from vpr_ros.mapdb.format import read_manifest
@@ -66,6 +67,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='leave out images that cannot be read (listed in the manifest) '
                              'instead of stopping')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+    parser.add_argument('--ray', nargs='?', const='local', metavar='ADDRESS',
+                        help='describe the images on a Ray cluster (pip install '
+                             'vpr_ros[ray]): no ADDRESS starts one on this machine, auto or '
+                             'HOST:PORT joins a running one; the source must be readable at '
+                             'the same path on every worker')
+    parser.add_argument('--ray-actors', type=int, default=0, metavar='N',
+                        help='with --ray: model copies describing at once (default: one per '
+                             'cluster CPU, or per GPU when the cluster has GPUs)')
 
 
 def _override(config: Config, args: argparse.Namespace, names: tuple[str, ...]) -> Config:
@@ -93,8 +102,16 @@ def main(args: argparse.Namespace) -> int:
     """Build the map and print where it is."""
     config = config_from_args(args)
     log.debug('build config: %s', config.to_dict())
+    if args.ray_actors < 0:
+        raise ConfigError(f'--ray-actors {args.ray_actors}: must be >= 0 (0: one per CPU or '
+                          f'GPU of the cluster)')
+    if args.ray is None and args.ray_actors:
+        raise ConfigError('--ray-actors needs --ray')
+    if args.ray is not None:   # before the model loads: a missing Ray fails at once
+        from vpr_ros.mapdb.distributed import import_ray
+        import_ray()
     out = build_map(args.source, args.out, config, overwrite=args.overwrite,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, ray=args.ray, ray_actors=args.ray_actors)
     print(f'map written: {out}')
     manifest = read_manifest(out)
     skipped = manifest.get('skipped_images') or []
