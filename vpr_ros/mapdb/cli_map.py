@@ -81,7 +81,7 @@ def info_lines(db: MapDB, *, verified: bool) -> list[tuple[str, str]]:
     on_disk = sum(f['size'] for f in files.values()) + (db.path / 'manifest.json').stat().st_size
     n = max(1, len(db))
     per_entry = {name: files[name]['size'] / n for name in sorted(files) if name != 'model.pt'}
-    entry_total = sum(per_entry.values())
+    entry_total = sum(v for k, v in per_entry.items() if k != 'projection.npz')
     model_cfg = m['model'].get('config') or {}
     model_name = model_cfg.get('name') or model_cfg.get('preset') or ''
     index = m['index']
@@ -117,7 +117,8 @@ def info_lines(db: MapDB, *, verified: bool) -> list[tuple[str, str]]:
         ('size on disk', f'{_size(on_disk)} '
                          f'({", ".join(f"{k} {v:.0f} B" for k, v in per_entry.items())} '
                          f'per entry)'),
-        ('per entry', f'{entry_total:.0f} B ({_size(entry_total)}; all files but model.pt)'),
+        ('per entry', f'{entry_total:.0f} B ({_size(entry_total)}; the files that grow '
+                      f'with the map: all but model.pt and projection.npz)'),
         ('checksums', 'verified (sha256)' if verified else 'sizes checked (use --verify)'),
     ]
     return rows
