@@ -140,7 +140,7 @@ def serve(path: str, queries: int, seed: int) -> dict:
             'queries': len(q), 'ms_per_query_p50': round(1e3 * np.median(times), 2),
             'ms_per_query_p95': round(1e3 * np.quantile(times, 0.95), 2),
             'recall@10_vs_exact': round(recall_at_k(np.array(found), exact), 4),
-            'model': 'tiny-test'}
+            'model': f'tiny-test ({model.descriptor_dim}-D)'}
 
 
 def main(argv=None) -> int:
