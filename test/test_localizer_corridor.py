@@ -62,3 +62,15 @@ def test_corridor(shared_data, tmp_path):
     assert reranked['no_fix_rate'] <= 0.1
     # 2-sigma coverage within 10 points of the 2-D Gaussian 86.5 % (the project's window).
     assert abs(reranked['nees_2sigma'] - 0.865) <= 0.10
+    # Issue 19: the compact format (v2) localises the same (+-1 query), at < 8 KB per entry.
+    from vpr_ros.mapdb.compact import convert_map
+    compact = MapDB.open(convert_map(path, tmp_path / 'corridor-v2.vprmap'))
+    per_entry = sum(f['size'] for n, f in compact.manifest['files'].items()
+                    if n not in ('model.pt', 'projection.npz')) / len(compact)  # per map
+    assert per_entry <= 8192, per_entry
+    for config, want in ((base.replace(rerank=False), plain), (base, reranked)):
+        got = evaluate(Localizer(compact, model, config), images, positives, truth)
+        print(f'corridor v2 ({per_entry:.0f} B per entry): {got}')
+        for key in ('R@1', 'R@5'):
+            assert abs(got[key] - want[key]) <= 1 / len(queries) + 1e-9, (key, got, want)
+        assert abs(got['median_m'] - want['median_m']) <= 0.5

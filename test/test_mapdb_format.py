@@ -89,7 +89,7 @@ def test_missing_manifest(copy):
 
 
 @pytest.mark.parametrize('change,match', [
-    ({'format_version': 2}, 'format version 2.*reads version 1.*newer vpr_ros'),
+    ({'format_version': 3}, 'format version 3.*reads versions 1, 2.*newer vpr_ros'),
     ({'format_version': 0}, 'format version 0.*rebuild the map'),
     ({'format': 'other'}, 'not a vpr_ros map manifest'),
 ])

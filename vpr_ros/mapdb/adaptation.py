@@ -149,6 +149,22 @@ def fit_pcaw(descriptors: np.ndarray, dim: int, *, shrinkage: float = 0.1) -> Pr
     return Projection('pcaw', mean.astype(np.float32), matrix.astype(np.float32))
 
 
+def fit_pca(descriptors: np.ndarray, dim: int) -> Projection:
+    """Rotation onto the top ``dim`` principal directions, no centring, no whitening.
+
+    The projection the compact map format (v2) stores when the map keeps its plain
+    descriptors: inner products are kept exactly for vectors in the span of the first ``dim``
+    directions (all map descriptors when the map has at most ``dim`` entries) and nearly so
+    otherwise, so retrieval ranks as with the plain descriptors. Without centring, the
+    query-independent term ``-m . x`` that centring adds to every score does not appear.
+    """
+    x = np.asarray(descriptors, np.float32)
+    values, vectors = _eigh_desc(_covariance(x, np.zeros(x.shape[1])))
+    dim = min(int(dim), x.shape[1])
+    return Projection('pca', np.zeros(x.shape[1], np.float32),
+                      vectors[:, :dim].T.astype(np.float32))
+
+
 def fit_lw(descriptors: np.ndarray, pairs: np.ndarray, dim: int, *,
            shrinkage: float = 0.1) -> Projection:
     """Learnt whitening from matching ``pairs`` (Radenović et al., TPAMI 2018).
@@ -414,6 +430,9 @@ def adapt_map(db: Any, config: AdaptConfig | None = None, *, model: Any = None,
     :class:`DataError` (nothing is stored).
     """
     config = config or AdaptConfig()
+    if getattr(db, 'format_version', 1) >= 2:
+        raise MapError(f'{db.path} is a compact (v2) map: its descriptors are stored '
+                       f'projected already; adapt the v1 map, then convert it')
     if config.method == 'none':
         choice = AdaptationChoice(None, 'none', int(db.descriptor_dim), [],
                                   {'reason': 'adaptation switched off (method none)'})
@@ -481,6 +500,6 @@ def _save_npy(path: Any, array: np.ndarray) -> None:
 
 
 __all__ = ['adapt_map', 'AdaptConfig', 'AdaptationChoice', 'choose_adaptation',
-           'describe_pseudo_queries', 'fit_lw', 'fit_pcaw', 'matching_pairs', 'METHODS',
+           'describe_pseudo_queries', 'fit_lw', 'fit_pca', 'fit_pcaw', 'matching_pairs', 'METHODS',
            'recall_rows',
            'Projection', 'spatial_folds', 'store_adaptation']

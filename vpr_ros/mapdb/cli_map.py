@@ -12,7 +12,13 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""``vpr-ros map info``: what a map holds (entries, extent, model, index, size on disk)."""
+"""``vpr-ros map``: what a map holds (``info``, ``verify``) and maps made from maps.
+
+``convert`` writes the compact format v2 of a v1 map, ``merge`` joins maps of one model and
+projection, ``append`` adds a new drive to a v2 map without describing the old entries again
+(:mod:`vpr_ros.mapdb.compact`). Each writes a temporary folder, the manifest last, then
+renames it into place.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +36,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     info.add_argument('map', type=Path, help='the *.vprmap directory')
     info.add_argument('--verify', action='store_true',
                       help='check the sha256 of every file (default: sizes only)')
+    verify = sub.add_parser('verify', help='check every file of a map (sha256, shapes, '
+                            'finite values); exit 1 on a problem')
+    verify.add_argument('map', type=Path, help='the *.vprmap directory')
+    convert = sub.add_parser('convert', help='write the compact format v2 of a v1 map '
+                             '(float16 projected descriptors, JPEG thumbnails)')
+    convert.add_argument('map', type=Path, help='the v1 *.vprmap directory')
+    convert.add_argument('--out', type=Path, help='write here (default: replace MAP)')
+    convert.add_argument('--dim', type=int, default=256,
+                         help='stored descriptor size when the map has no adaptation '
+                              '(default 256)')
+    convert.add_argument('--keep-features', action='store_true',
+                         help='keep the stored float16 GeoWarp features (11 KB per entry '
+                              'with the default model; default: computed from the JPEG '
+                              'thumbnails on use)')
+    convert.add_argument('--projection-from', type=Path, metavar='MAP',
+                         help='store the descriptors with the projection of this v2 map '
+                              '(maps to be merged need the same one)')
+    merge = sub.add_parser('merge', help='join maps of one model and projection')
+    merge.add_argument('maps', type=Path, nargs='+', metavar='MAP', help='maps, in order')
+    merge.add_argument('--out', type=Path, required=True, help='the merged *.vprmap')
+    merge.add_argument('--overwrite', action='store_true', help='replace an existing --out')
+    append = sub.add_parser('append', help='add a new drive (a source) to a v2 map, '
+                            'describing only its images')
+    append.add_argument('map', type=Path, help='the v2 *.vprmap directory')
+    append.add_argument('source', type=Path, help='VG folder, CSV or bag of the new drive')
+    append.add_argument('--out', type=Path, help='write here (default: replace MAP)')
+    append.add_argument('--batch-size', type=int, default=16, help='images per forward pass')
 
 
 def _size(nbytes: float) -> str:
@@ -48,6 +81,7 @@ def info_lines(db: MapDB, *, verified: bool) -> list[tuple[str, str]]:
     on_disk = sum(f['size'] for f in files.values()) + (db.path / 'manifest.json').stat().st_size
     n = max(1, len(db))
     per_entry = {name: files[name]['size'] / n for name in sorted(files) if name != 'model.pt'}
+    entry_total = sum(v for k, v in per_entry.items() if k != 'projection.npz')
     model_cfg = m['model'].get('config') or {}
     model_name = model_cfg.get('name') or model_cfg.get('preset') or ''
     index = m['index']
@@ -73,7 +107,8 @@ def info_lines(db: MapDB, *, verified: bool) -> list[tuple[str, str]]:
         ('origin', '{lat:.7f}, {lon:.7f}, {alt:.2f} m'.format(**m['origin'])
          + ('' if m.get('altitude_known', True) else ' (altitude unknown)')),
         ('model', f'{model_name} fingerprint {m["model"]["fingerprint"]}'.strip()),
-        ('descriptors', f'{m["descriptors"]["dim"]}-D {m["descriptors"]["dtype"]}'),
+        ('descriptors', f'{m["descriptors"]["dim"]}-D {m["descriptors"]["dtype"]}'
+                        + _projection_text(m['descriptors'])),
         ('index', f'{index["kind"]} ({params})' if params else index['kind']),
         ('adaptation', _adaptation_text(m.get('adaptation'))),
         ('thumbnails', '{height}x{width} ({bytes_per_entry} B per entry)'.format(
@@ -82,9 +117,18 @@ def info_lines(db: MapDB, *, verified: bool) -> list[tuple[str, str]]:
         ('size on disk', f'{_size(on_disk)} '
                          f'({", ".join(f"{k} {v:.0f} B" for k, v in per_entry.items())} '
                          f'per entry)'),
+        ('per entry', f'{entry_total:.0f} B ({_size(entry_total)}; the files that grow '
+                      f'with the map: all but model.pt and projection.npz)'),
         ('checksums', 'verified (sha256)' if verified else 'sizes checked (use --verify)'),
     ]
     return rows
+
+
+def _projection_text(record: dict[str, Any]) -> str:
+    proj = record.get('projection')
+    if not proj:
+        return ''
+    return f' (projected from {record["input_dim"]}-D by {proj["method"]})'
 
 
 def _adaptation_text(record: dict[str, Any] | None) -> str:
@@ -97,7 +141,33 @@ def _adaptation_text(record: dict[str, Any] | None) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Print the map's description."""
+    """Run one ``map`` action."""
+    action = getattr(args, 'map_command', 'info')
+    if action == 'verify':
+        db = MapDB.open(args.map, fast=False)
+        if db.manifest.get('thumbnails'):   # v2: every JPEG decodes to the stated size
+            for start in range(0, len(db), 4096):
+                db.thumbnails(list(range(start, min(len(db), start + 4096))))
+        print(f'{args.map}: OK ({len(db)} entries, format v{db.format_version}, every sha256 '
+              f'and value checked)')
+        return 0
+    if action in ('convert', 'merge', 'append'):
+        from vpr_ros.mapdb import compact
+
+        if action == 'convert':
+            projection = (MapDB.open(args.projection_from, fast=True).projection
+                          if args.projection_from else None)
+            if args.projection_from and projection is None:
+                from vpr_ros.errors import MapError
+                raise MapError(f'{args.projection_from} has no projection to take')
+            out = compact.convert_map(args.map, args.out, dim=args.dim,
+                                      keep_features=args.keep_features, projection=projection)
+        elif action == 'merge':
+            out = compact.merge_maps(args.maps, args.out, overwrite=args.overwrite)
+        else:
+            out = compact.append_to_map(args.map, args.source, out=args.out,
+                                        batch_size=args.batch_size)
+        args = argparse.Namespace(map=out, verify=False)
     db = MapDB.open(args.map, fast=not args.verify)
     rows = info_lines(db, verified=args.verify)
     width = max(len(k) for k, _ in rows)

@@ -47,17 +47,18 @@ class MapDB:
     """A verified map: descriptors, positions, entries, FAISS index, thumbnails and model."""
 
     def __init__(self, path: Path, manifest: dict[str, Any], descriptors: np.ndarray,
-                 positions: np.ndarray, names: list[str], stamps: list[int | None],
-                 index: MapIndex, thumbnails: np.ndarray | None) -> None:
+                 positions: np.ndarray, names: list[str] | None, stamps: list[int | None] | None,
+                 index: MapIndex, thumbnails: Any) -> None:
         self.path = path
         self.manifest = manifest
         self.descriptors = descriptors
         self._positions = positions
-        self.names = names
-        self.stamps = stamps
+        self._names = names
+        self._stamps = stamps
         self.index = index
         self._thumbnails = thumbnails
-        #: The map's learnt descriptor projection (``vpr-ros adapt``), None when plain.
+        #: The projection applied to queries: the learnt one (``vpr-ros adapt``) or, in a
+        #: compact (v2) map, the one its descriptors were stored with; None when plain.
         self.projection: adaptation.Projection | None = None
 
     @classmethod
@@ -75,39 +76,68 @@ class MapDB:
         fmt.verify_files(path, manifest, fast=fast)
         if model is not None:
             check_model(path, manifest, model)
+        version = int(manifest['format_version'])
         n, d = int(manifest['entries']), int(manifest['descriptors']['dim'])
+        dtype = np.float16 if version >= 2 else np.float32
         descriptors = _load_npy(path / fmt.DESCRIPTORS, mmap=True)
-        if descriptors.shape != (n, d) or descriptors.dtype != np.float32:
+        if descriptors.shape != (n, d) or descriptors.dtype != dtype:
             raise MapError(f'{path / fmt.DESCRIPTORS}: {descriptors.dtype} {descriptors.shape}, '
-                           f'the manifest says float32 ({n}, {d})')
-        positions = _load_npy(path / fmt.POSITIONS, mmap=False)
+                           f'the manifest says {np.dtype(dtype)} ({n}, {d})')
+        positions = _load_npy(path / fmt.POSITIONS, mmap=True)
         if positions.shape != (n, 3) or positions.dtype != np.float64:
             raise MapError(f'{path / fmt.POSITIONS}: {positions.dtype} {positions.shape}, '
                            f'expected float64 ({n}, 3)')
         check_positions(path / fmt.POSITIONS, positions)
         if not fast:
             check_descriptors(path / fmt.DESCRIPTORS, descriptors)
-        names, stamps = _read_entries(path / fmt.ENTRIES, n)
-        raw_index = _read_index(path / fmt.INDEX, n, d)
+        # Names are read on first use when fast (a 1 M-entry CSV costs seconds and 100s of MB).
+        entries = None if fast else _read_entries(path / fmt.ENTRIES, n)
+        raw_index = _read_index(path / fmt.INDEX, n, d, kind=manifest['index'].get('kind'))
         thumbnails = None
         if manifest.get('thumbnails'):
-            thumbnails = _load_npy(path / fmt.THUMBNAILS, mmap=True)
-            t = manifest['thumbnails']
-            if thumbnails.shape != (n, t['height'], t['width'], 3):
-                raise MapError(f'{path / fmt.THUMBNAILS}: shape {thumbnails.shape} does not '
-                               f'match the manifest')
-        db = cls(path, manifest, descriptors, positions, names, stamps,
+            thumbnails = _load_thumbnails(path, manifest, n)
+        db = cls(path, manifest, descriptors, positions, *(entries or (None, None)),
                  MapIndex(raw_index, manifest['index'], descriptors), thumbnails)
-        if (manifest.get(adaptation.KEY) or {}).get('method', 'none') != 'none':
+        if version >= 2:
+            db.projection = _load_projection(path, manifest)
+        elif (manifest.get(adaptation.KEY) or {}).get('method', 'none') != 'none':
             db.projection, db.index = _load_adaptation(path, manifest)
         return db
+
+    @property
+    def format_version(self) -> int:
+        return int(self.manifest['format_version'])
+
+    @property
+    def names(self) -> list[str]:
+        """Return the entry names, from ``entries.csv`` read on first use."""
+        if self._names is None:
+            self._names, self._stamps = _read_entries(self.path / fmt.ENTRIES, len(self))
+        return self._names
+
+    @names.setter
+    def names(self, value: list[str]) -> None:
+        self._names = value
+
+    @property
+    def stamps(self) -> list[int | None]:
+        """Return the entry stamps in ns, None where unknown, read on first use."""
+        if self._stamps is None:
+            self._names, self._stamps = _read_entries(self.path / fmt.ENTRIES, len(self))
+        return self._stamps
+
+    @stamps.setter
+    def stamps(self, value: list[int | None]) -> None:
+        self._stamps = value
 
     def __len__(self) -> int:
         return int(self.manifest['entries'])
 
     @property
     def descriptor_dim(self) -> int:
-        return int(self.manifest['descriptors']['dim'])
+        """Size of the model's descriptors (v2 stores them projected, see ``projection``)."""
+        desc = self.manifest['descriptors']
+        return int(desc.get('input_dim', desc['dim']))
 
     @property
     def origin(self) -> tuple[float, float, float]:
@@ -127,7 +157,7 @@ class MapDB:
 
     def positions(self, indices: Any) -> np.ndarray:
         """Return WGS84 ``(..., 3)`` lat (deg), lon (deg), alt (m; NaN if unknown) of entries."""
-        return self._positions[np.asarray(indices, np.int64)]
+        return np.asarray(self._positions[np.asarray(indices, np.int64)])
 
     def positions_enu(self, indices: Any) -> np.ndarray:
         """Return ``(..., 2)`` east/north metres of entries about :attr:`origin` (height 0)."""
@@ -230,7 +260,7 @@ def check_model(path: Path, manifest: dict[str, Any], model: Any) -> None:
         raise MapError(f'{path / fmt.MANIFEST}: the map was built with model {expected}, '
                        f'this model is {got}; use the model stored in the map '
                        f'(MapDB.load_model) or rebuild the map')
-    dim = int(manifest['descriptors']['dim'])
+    dim = int(manifest['descriptors'].get('input_dim', manifest['descriptors']['dim']))
     if int(model.descriptor_dim) != dim:
         raise MapError(f'{path / fmt.MANIFEST}: map descriptors have {dim} dimensions, the '
                        f'model gives {model.descriptor_dim}')
@@ -270,16 +300,99 @@ def _load_adaptation(path: Path, manifest: dict[str, Any],
     if adapted.shape != (n, dim) or adapted.dtype != np.float32:
         raise MapError(f'{path / files["adapted-descriptors"]}: {adapted.dtype} '
                        f'{adapted.shape}, expected float32 ({n}, {dim})')
-    index = _read_index(path / files['adapted-index'], n, dim)
+    index = _read_index(path / files['adapted-index'], n, dim, kind=info.get('kind'))
     return projection, MapIndex(index, info, adapted)
 
 
-def _read_index(path: Path, n: int, d: int) -> Any:
-    """Read a FAISS index file that must hold ``n`` vectors of ``d`` dimensions."""
+def _load_projection(path: Path, manifest: dict[str, Any]) -> adaptation.Projection:
+    """Read the projection of a compact (v2) map's descriptors (applied to queries)."""
+    desc = manifest['descriptors']
+    try:
+        record = desc['projection']
+        name, method = record['file'], str(record['method'])
+        dim, input_dim = int(desc['dim']), int(desc['input_dim'])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MapError(f'{path / fmt.MANIFEST}: descriptors.projection is malformed '
+                       f'({exc!r})') from None
+    try:
+        with np.load(path / name, allow_pickle=False) as data:
+            projection = adaptation.Projection(method, np.asarray(data['mean'], np.float32),
+                                               np.asarray(data['matrix'], np.float32))
+    except (OSError, ValueError, KeyError) as exc:
+        raise MapError(f'{path / name} is not a readable projection: {exc}') from None
+    if projection.mean.shape != (input_dim,) or projection.matrix.shape != (dim, input_dim):
+        raise MapError(f'{path / name}: projection {projection.matrix.shape} does not map '
+                       f'{input_dim}-D descriptors to the {dim}-D stored ones')
+    return projection
+
+
+class JpegThumbnails:
+    """Thumbnails stored as JPEG (v2): ``t[indices]`` decodes ``(len, h, w, 3)`` uint8 RGB."""
+
+    def __init__(self, data: np.ndarray, offsets: np.ndarray, height: int, width: int) -> None:
+        self.data = data
+        self.offsets = offsets
+        self.shape = (len(offsets) - 1, height, width, 3)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def encoded(self, i: int) -> np.ndarray:
+        """Return the JPEG bytes of entry ``i``."""
+        return np.asarray(self.data[int(self.offsets[i]):int(self.offsets[i + 1])])
+
+    def __getitem__(self, indices: Any) -> np.ndarray:
+        import cv2
+
+        idx = np.asarray(indices, np.int64).reshape(-1)
+        out = np.empty((len(idx), *self.shape[1:]), np.uint8)
+        for row, i in enumerate(idx):
+            bgr = cv2.imdecode(self.encoded(int(i)), cv2.IMREAD_COLOR)
+            if bgr is None or bgr.shape != self.shape[1:]:
+                raise MapError(f'thumbnail {int(i)} is not a {self.shape[2]}x{self.shape[1]} '
+                               f'JPEG')
+            out[row] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        return out
+
+
+def _load_thumbnails(path: Path, manifest: dict[str, Any], n: int) -> Any:
+    t = manifest['thumbnails']
+    if t.get('encoding') == 'jpeg':
+        data = _load_npy(path / t['file'], mmap=True)
+        offsets = _load_npy(path / t['offsets_file'], mmap=False)
+        if (data.dtype != np.uint8 or data.ndim != 1 or offsets.shape != (n + 1,)
+                or offsets.dtype != np.int64 or offsets[0] != 0 or offsets[-1] != len(data)
+                or (np.diff(offsets) <= 0).any()):
+            raise MapError(f'{path / t["offsets_file"]}: offsets do not cut '
+                           f'{path / t["file"]} into {n} JPEG thumbnails')
+        return JpegThumbnails(data, offsets, int(t['height']), int(t['width']))
+    thumbnails = _load_npy(path / fmt.THUMBNAILS, mmap=True)
+    if thumbnails.shape != (n, t['height'], t['width'], 3):
+        raise MapError(f'{path / fmt.THUMBNAILS}: shape {thumbnails.shape} does not '
+                       f'match the manifest')
+    return thumbnails
+
+
+def _read_index(path: Path, n: int, d: int, *, kind: str | None = None,
+                mmap: bool = True) -> Any:
+    """Read a FAISS index file that must hold ``n`` vectors of ``d`` dimensions.
+
+    With ``mmap`` the bulk of the index stays in the file (read-only, paged in on demand): the
+    inverted lists of IVF kinds (``IO_FLAG_MMAP``), the codes of flat kinds
+    (``IO_FLAG_MMAP_IFC``); a kind that cannot be mapped is read into memory.
+    """
     import faiss
 
+    flags = 0
+    if mmap:
+        flags = faiss.IO_FLAG_MMAP if str(kind).startswith('ivf') else faiss.IO_FLAG_MMAP_IFC
     try:
-        index = faiss.read_index(str(path))
+        try:
+            index = faiss.read_index(str(path), flags)
+        except RuntimeError:
+            if not flags:
+                raise
+            index = faiss.read_index(str(path))
     except RuntimeError as exc:
         raise MapError(f'{path} is not a readable FAISS index: '
                        f'{str(exc).splitlines()[0]}') from None

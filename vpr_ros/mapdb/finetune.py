@@ -161,6 +161,10 @@ def finetune_map(map_path: str | Path, config: FinetuneConfig | None = None, *,
     started = time.perf_counter()
     map_path = Path(map_path)
     db = MapDB.open(map_path)
+    if db.format_version >= 2:
+        from vpr_ros.errors import MapError
+        raise MapError(f'{map_path} is a compact (v2) map: it keeps projected descriptors '
+                       f'only; fine-tune the v1 map, then convert it (vpr-ros map convert)')
     entries, source_path = source_entries(db, source)
     enu = db.positions_enu(np.arange(len(db)))
     if not np.isfinite(enu).all():

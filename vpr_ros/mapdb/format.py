@@ -17,15 +17,19 @@
 A map directory holds::
 
     manifest.json     written last; describes everything below (see :func:`make_manifest`)
-    descriptors.npy   (N, D) float32, L2-normalised global descriptors
+    descriptors.npy   (N, D) float32, L2-normalised global descriptors (v2: (N, d) float16,
+                      projected by projection.npz; see :mod:`vpr_ros.mapdb.compact`)
     positions.npy     (N, 3) float64 WGS84 lat (deg), lon (deg), alt (m, ellipsoid; NaN unknown)
     entries.csv       name, stamp_ns (empty if unknown), heading_deg (empty if unknown)
     index.faiss       the FAISS index over the descriptors (kind in the manifest)
-    thumbnails.npy    (N, h, w, 3) uint8 RGB, fixed size, for GeoWarp re-ranking
+    thumbnails.npy    (N, h, w, 3) uint8 RGB, fixed size, for GeoWarp re-ranking (v2: JPEG,
+                      thumbnails-jpeg.npy bytes + thumbnails-offsets.npy (N + 1) int64)
     model.pt          the model checkpoint that made the descriptors (self-contained map)
 
 Format versions:
     1: first version.
+    2: compact (``vpr-ros map convert``): descriptors reduced by the map's projection to
+       float16, thumbnails as JPEG, FAISS flat index as float16 codes.
 
 No pickle anywhere: numpy files are read with ``allow_pickle=False``, the manifest is JSON.
 The manifest is validated as a whole when read (:func:`validate_manifest`): at most
@@ -49,7 +53,9 @@ import vpr_ros
 from vpr_ros.errors import MapError
 
 FORMAT_NAME = 'vprmap'
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions this vpr_ros reads; ``build-map`` writes 1 unless told otherwise (``map convert``).
+READ_VERSIONS = (1, 2)
 MANIFEST = 'manifest.json'
 DESCRIPTORS = 'descriptors.npy'
 POSITIONS = 'positions.npy'
@@ -83,11 +89,11 @@ def file_records(directory: Path) -> dict[str, dict[str, Any]]:
             for p in sorted(directory.iterdir()) if p.is_file() and p.name != MANIFEST}
 
 
-def make_manifest(directory: Path, **fields: Any) -> dict[str, Any]:
+def make_manifest(directory: Path, *, version: int = 1, **fields: Any) -> dict[str, Any]:
     """Assemble a manifest for the finished files of ``directory`` (checksums included)."""
     return {
         'format': FORMAT_NAME,
-        'format_version': FORMAT_VERSION,
+        'format_version': version,
         'package_version': vpr_ros.__version__,
         'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         **fields,
@@ -144,11 +150,12 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get('format') != FORMAT_NAME:
         raise MapError(f'{path} is not a vpr_ros map manifest (no "format": "{FORMAT_NAME}")')
     version = manifest.get('format_version')
-    if version != FORMAT_VERSION:
+    if version not in READ_VERSIONS or type(version) is not int:
         newer = isinstance(version, int) and version > FORMAT_VERSION
         hint = ('made by a newer vpr_ros; upgrade' if newer else 'rebuild the map')
         raise MapError(f'{path}: format version {version!r}, this vpr_ros '
-                       f'{vpr_ros.__version__} reads version {FORMAT_VERSION} ({hint})')
+                       f'{vpr_ros.__version__} reads versions '
+                       f'{", ".join(map(str, READ_VERSIONS))} ({hint})')
     for key in ('files', 'entries', 'descriptors', 'model', 'index', 'origin'):
         if key not in manifest:
             raise MapError(f'{path}: key {key!r} is missing')
