@@ -229,7 +229,7 @@ def main() -> int:
     parser.add_argument('--corridor', action='store_true')
     parser.add_argument('--pseudo', action='store_true',
                         help='also localise pseudo-queries of each synthetic map (their '
-                             'error distribution beside the drives\')')
+                             'error distribution beside those of the drives)')
     parser.add_argument('--geowarp-iterations', type=int, default=30)
     parser.add_argument('--wrong-m', type=float, default=10.0,
                         help='a valid fix farther than this from the truth is a wrong place')

@@ -38,15 +38,8 @@ INTERNAL_REF = re.compile(r'\b[Ss]eeds? 0\d\d\b'  # paper files: "seed 004", "se
 SEARCHED = ('vpr_ros', 'test', 'bench', 'scripts', 'launch', 'config')
 SUFFIXES = {'.py', '.md', '.yaml', '.yml', '.sh', '.txt', '.cfg', '.toml', '.xml'}
 
-#: TODO: lead fixes after merge. Files other engineers were changing while the citations were
-#: fixed; their references are listed in the issue-20 report. Empty this set once they are fixed.
-ALLOWED = {
-    'vpr_ros/mapdb/build.py',
-    'vpr_ros/mapdb/cli_build.py',
-    'vpr_ros/mapdb/cli_map.py',
-    'vpr_ros/mapdb/database.py',
-    'vpr_ros/mapdb/format.py',
-}
+#: Files allowed to name internal documents (none).
+ALLOWED: set[str] = set()
 
 
 def searched_files() -> list[Path]:

@@ -31,6 +31,7 @@ from vpr_ros.calibration import calibrate_map, CalibrationConfig, store_calibrat
 from vpr_ros.images import load_image
 from vpr_ros.localizer import Localizer, LocalizerConfig
 from vpr_ros.mapdb import MapDB
+from vpr_ros.mapdb.format import entry_file_bytes
 from vpr_ros.training.geowarp_trainer import fit_geowarp, GeoWarpFitConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'bench'))
@@ -65,8 +66,7 @@ def test_corridor(shared_data, tmp_path):
     # Issue 19: the compact format (v2) localises the same (+-1 query), at < 8 KB per entry.
     from vpr_ros.mapdb.compact import convert_map
     compact = MapDB.open(convert_map(path, tmp_path / 'corridor-v2.vprmap'))
-    per_entry = sum(f['size'] for n, f in compact.manifest['files'].items()
-                    if n not in ('model.pt', 'projection.npz')) / len(compact)  # per map
+    per_entry = sum(entry_file_bytes(compact.manifest['files'], len(compact)).values())
     assert per_entry <= 8192, per_entry
     for config, want in ((base.replace(rerank=False), plain), (base, reranked)):
         got = evaluate(Localizer(compact, model, config), images, positives, truth)

@@ -32,6 +32,7 @@ from vpr_ros.mapdb import build_map, BuildConfig, MapDB
 from vpr_ros.mapdb.adaptation import adapt_map, AdaptConfig, fit_pca
 from vpr_ros.mapdb.compact import (append_to_map, convert_map, map_projection, merge_maps,
                                    write_compact)
+from vpr_ros.mapdb.format import entry_file_bytes
 from vpr_ros.mapdb.index import IndexConfig
 
 N = 24
@@ -94,8 +95,7 @@ def test_convert_keeps_search_results_and_shrinks(maps, tmp_path):
     assert isinstance(v2.descriptors, np.memmap) and v2.descriptors.dtype == np.float16
     assert not (tmp_path / 'v2.vprmap').with_name('.v2.vprmap.tmp').exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ['v2.vprmap']
-    size = {db: sum(f['size'] for n, f in db.manifest['files'].items()
-                    if n not in ('model.pt', 'projection.npz')) for db in (v1, v2)}
+    size = {db: sum(entry_file_bytes(db.manifest['files'], N).values()) for db in (v1, v2)}
     assert size[v2] < size[v1] / 3, size   # per-entry files; the projection is per map
     np.testing.assert_array_equal(v2.positions(np.arange(N)), v1.positions(np.arange(N)))
     assert v2.names == v1.names and v2.stamps == v1.stamps

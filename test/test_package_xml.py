@@ -53,6 +53,10 @@ PIP_ONLY = {'efficientnet_lite_pytorch': 'efficientnet-lite-pytorch',
             # runs without them; not an exec_depend, because a GPU robot installs
             # onnxruntime-gpu (or JetPack's wheel) in place of the CPU onnxruntime.
             'onnx': 'onnx', 'onnxruntime': 'onnxruntime'}
+#: Extras for machines other than the robot (``pip install vpr_ros[ray]`` for ``build-map
+#: --ray``): imported only when asked for, neither a dependency of the package nor pinned for
+#: a distro install. psutil comes with ray; only the Ray tests' helpers use it.
+EXTRAS = {'ray', 'psutil'}
 #: Keys no import shows: the build tool, the pytest plugin setup.cfg configures, the linters
 #: test_linters.py loads by name.
 NOT_IMPORTED = {'ament_python', 'python3-pytest-timeout', 'ament_copyright', 'ament_flake8',
@@ -143,11 +147,12 @@ def test_resolver_reads_rosdep_rules_like_rosdep():
 def test_every_import_maps_to_a_declared_dependency(rosdistro):
     package = sorted((REPO / 'vpr_ros').rglob('*.py')) + sorted((REPO / 'launch').glob('*.py'))
     exec_deps = set(_depends('exec_depend', 'depend'))
-    used = {_key(m) for m in _imports(package) if m not in PIP_ONLY} | _launch_packages()
+    used = {_key(m) for m in _imports(package) if m not in PIP_ONLY and m not in EXTRAS} | \
+        _launch_packages()
     assert sorted(used - exec_deps) == [], 'imported but not declared as exec_depend'
     test_deps = exec_deps | set(_depends('test_depend'))
     test_used = {_key(m) for m in _imports(sorted((REPO / 'test').glob('*.py')))
-                 if m not in PIP_ONLY}
+                 if m not in PIP_ONLY and m not in EXTRAS}
     assert sorted(test_used - test_deps) == [], 'tests import undeclared dependencies'
     # Nothing declared that nothing uses.
     assert sorted(exec_deps - used - NOT_IMPORTED) == [], 'declared but not used'

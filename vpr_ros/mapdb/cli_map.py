@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from vpr_ros.mapdb.database import MapDB
+from vpr_ros.mapdb.format import entry_file_bytes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,7 +82,7 @@ def info_lines(db: MapDB, *, verified: bool) -> list[tuple[str, str]]:
     on_disk = sum(f['size'] for f in files.values()) + (db.path / 'manifest.json').stat().st_size
     n = max(1, len(db))
     per_entry = {name: files[name]['size'] / n for name in sorted(files) if name != 'model.pt'}
-    entry_total = sum(v for k, v in per_entry.items() if k != 'projection.npz')
+    entry_total = sum(entry_file_bytes(files, len(db)).values())
     model_cfg = m['model'].get('config') or {}
     model_name = model_cfg.get('name') or model_cfg.get('preset') or ''
     index = m['index']
@@ -118,7 +119,8 @@ def info_lines(db: MapDB, *, verified: bool) -> list[tuple[str, str]]:
                          f'({", ".join(f"{k} {v:.0f} B" for k, v in per_entry.items())} '
                          f'per entry)'),
         ('per entry', f'{entry_total:.0f} B ({_size(entry_total)}; the files that grow '
-                      f'with the map: all but model.pt and projection.npz)'),
+                      f'with the map: descriptors, positions, entries, index, thumbnails, '
+                      f'local features)'),
         ('checksums', 'verified (sha256)' if verified else 'sizes checked (use --verify)'),
     ]
     return rows

@@ -74,6 +74,19 @@ _SHA256 = re.compile(r'[0-9a-f]{64}')
 FROZEN_KEYS = ('format', 'format_version', 'files', 'entries', 'descriptors', 'model')
 
 
+#: Name prefixes of the map files that grow with its entries; the others (model, GeoWarp weights,
+#: projections, exports) are one per map, whatever its size.
+ENTRY_FILE_PREFIXES = ('descriptors', 'positions', 'entries', 'index', 'thumbnails',
+                       'local-features')
+
+
+def entry_file_bytes(files: dict[str, dict[str, Any]], entries: int) -> dict[str, float]:
+    """Bytes per entry of each file of a manifest's ``files`` that grows with the map."""
+    n = max(1, int(entries))
+    return {name: rec['size'] / n for name, rec in sorted(files.items())
+            if name.startswith(ENTRY_FILE_PREFIXES)}
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
