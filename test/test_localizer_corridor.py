@@ -40,6 +40,7 @@ from corridor_localize import build_corridor_map, corridor_truth, evaluate  # no
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.timeout(1800)   # five passes over the 111 queries, two of them on the v2 map
 def test_corridor(shared_data, tmp_path):
     refs, queries, positives, ref_ll = corridor_truth(shared_data / 'corridor')
     assert len(queries) == 111
