@@ -441,6 +441,16 @@ def calibration_frames(localizer: Any, images: Sequence[Any], truth_lat_lon: np.
     return frame_errors(localizer, estimates, truth_lat_lon)
 
 
+def _truth_en(origin: Sequence[float], truth_lat_lon: np.ndarray) -> np.ndarray:
+    """East/north (m) of ``(N, 2)`` truth lat/lon in the map frame, ``(N, 2)``."""
+    from vpr_ros.geo import wgs84_to_enu
+
+    truth = np.asarray(truth_lat_lon, np.float64).reshape(-1, 2)
+    if not len(truth):
+        return np.zeros((0, 2))
+    return np.stack([wgs84_to_enu(lat, lon, 0.0, origin)[:2] for lat, lon in truth])
+
+
 def fit_rerank_weight(localizer: Any, estimates: Sequence[Any], truth_lat_lon: np.ndarray,
                       right_m: float, *, weights: Sequence[float] = FUSION_WEIGHTS,
                       min_gain: float = 0.01, seed: int = 0) -> tuple[float, dict[str, Any]]:
@@ -455,11 +465,7 @@ def fit_rerank_weight(localizer: Any, estimates: Sequence[Any], truth_lat_lon: n
     """
     import dataclasses
 
-    from vpr_ros.geo import wgs84_to_enu
-
-    origin = localizer.map.origin
-    truth = np.asarray(truth_lat_lon, np.float64).reshape(-1, 2)
-    truth_en = np.stack([wgs84_to_enu(lat, lon, 0.0, origin)[:2] for lat, lon in truth])
+    truth_en = _truth_en(localizer.map.origin, truth_lat_lon)
     saved = localizer.config
     right = np.zeros((len(weights), len(estimates)), bool)
     try:
@@ -514,9 +520,7 @@ def fit_subspacing(localizer: Any, estimates: Sequence[Any], truth_lat_lon: np.n
     from vpr_ros.geo import wgs84_to_enu
 
     origin = localizer.map.origin
-    truth = np.asarray(truth_lat_lon, np.float64).reshape(-1, 2)
-    truth_en = np.stack([wgs84_to_enu(lat, lon, 0.0, origin)[:2] for lat, lon in truth]) \
-        if len(truth) else np.zeros((0, 2))
+    truth_en = _truth_en(origin, truth_lat_lon)
     modes = ('off', 'geowarp', 'global') if localizer.rerank else ('off', 'global')
     saved = localizer.config
     errors = np.full((len(modes), len(estimates)), np.nan)
