@@ -20,9 +20,10 @@ from mapdb_helpers import textured_map
 import numpy as np
 import pytest
 from vpr_ros.calibration import (calibrate_map, Calibration, CalibrationConfig,
-                                 cross_validated_coverage, FEATURES, fit, IDEAL_COVERAGE,
+                                 cross_validated_coverage, fit, IDEAL_COVERAGE,
                                  nees_coverage, place_spacing_m, pseudo_query)
 from vpr_ros.cli import main as cli_main
+from vpr_ros.confidence import FEATURES
 from vpr_ros.errors import DataError, MapError
 from vpr_ros.localizer import Localizer
 from vpr_ros.mapdb import MapDB

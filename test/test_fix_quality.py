@@ -20,8 +20,9 @@ import math
 
 import numpy as np
 import pytest
-from vpr_ros.calibration import (Calibration, covariance_en, FEATURES, fit, IDEAL_COVERAGE,
+from vpr_ros.calibration import (Calibration, covariance_en, fit, IDEAL_COVERAGE,
                                  nees_coverage, track_errors)
+from vpr_ros.confidence import FEATURES
 from vpr_ros.errors import MapError
 from vpr_ros.fix_quality import RouteGeometry, subspacing_along, subspacing_offset
 from vpr_ros.sequence import SequenceCheck

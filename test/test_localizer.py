@@ -27,10 +27,11 @@ from mapdb_helpers import route, texture, textured_map
 import numpy as np
 import pytest
 import torch
-from vpr_ros.calibration import Calibration, FEATURES
+from vpr_ros.calibration import Calibration
 from vpr_ros.cli import main as cli_main
+from vpr_ros.confidence import FEATURES
 from vpr_ros.errors import CheckpointError, DataError, MapError, VprError
-from vpr_ros.geo import haversine_m
+from vpr_ros.geo import haversine_m, wgs84_to_enu
 from vpr_ros.localizer import Localizer, LocalizerConfig, NO_FIX
 from vpr_ros.mapdb import MapDB
 from vpr_ros.models.checkpoints import load_model
@@ -69,6 +70,9 @@ def test_map_image_localises_to_itself(tiny_map, model):
         assert np.all(np.linalg.eigvalsh(est.cov_enu) > 0)
         assert est.sigma_m == loc.config.uncalibrated_sigma_m      # no calibration yet
         assert set(est.features) == set(FEATURES)
+        # The map-frame position the consumers use is the published lat/lon.
+        east_north = wgs84_to_enu(est.lat, est.lon, 0.0, loc.map.origin)[:2]
+        assert est.enu == pytest.approx(tuple(east_north), abs=1e-6)
         assert set(est.timings) == {'decode', 'resize', 'forward', 'search', 'rerank',
                                     'estimate'}
         assert est.ok and not est.reason

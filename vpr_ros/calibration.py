@@ -49,11 +49,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from vpr_ros.confidence import feature_vector, FEATURES
 from vpr_ros.config import Config, option
 from vpr_ros.errors import ConfigError, DataError, MapError
 
-#: Confidence features, in the order of the fitted weights (see ``vpr_ros.localizer``).
-FEATURES = ('score', 'global_score', 'margin', 'log_spread', 'rerank_gain')
 #: Ideal share of a 2-D Gaussian within k sigma: 1 - exp(-k^2 / 2).
 IDEAL_COVERAGE = {k: 1.0 - math.exp(-k * k / 2.0) for k in (1, 2, 3)}
 VERSION = 2
@@ -416,18 +415,13 @@ def frame_errors(localizer: Any, estimates: Sequence[Any], truth_lat_lon: np.nda
 
     With ``tracks``, a third array: each estimate's unit along-track direction ``(N, 2)``.
     """
-    from vpr_ros.geo import wgs84_to_enu
-
     feats, errs, dirs = [], [], []
-    origin = localizer.map.origin
-    for est, (lat, lon) in zip(estimates, np.asarray(truth_lat_lon).reshape(-1, 2)):
+    for est, truth in zip(estimates, _truth_en(localizer.map.origin, truth_lat_lon)):
         if not est.features:
             continue
-        truth = wgs84_to_enu(lat, lon, 0.0, origin)[:2]
-        got = wgs84_to_enu(est.lat, est.lon, 0.0, origin)[:2]
-        feats.append([est.features[f] for f in FEATURES])
-        errs.append(got - truth)
-        dirs.append(getattr(est, 'track_enu', (np.nan, np.nan)))
+        feats.append(feature_vector(est.features))
+        errs.append(np.asarray(est.enu) - truth)
+        dirs.append(est.track_enu)
     out = (np.asarray(feats, np.float64).reshape(-1, len(FEATURES)),
            np.asarray(errs, np.float64).reshape(-1, 2))
     return (*out, np.asarray(dirs, np.float64).reshape(-1, 2)) if tracks else out
@@ -517,10 +511,7 @@ def fit_subspacing(localizer: Any, estimates: Sequence[Any], truth_lat_lon: np.n
     map keeps snapping: sub-spacing needs a calibration drive (``calibrate --queries``).
     Returns ``(mode, report)``.
     """
-    from vpr_ros.geo import wgs84_to_enu
-
-    origin = localizer.map.origin
-    truth_en = _truth_en(origin, truth_lat_lon)
+    truth_en = _truth_en(localizer.map.origin, truth_lat_lon)
     modes = ('off', 'geowarp', 'global') if localizer.rerank else ('off', 'global')
     saved = localizer.config
     errors = np.full((len(modes), len(estimates)), np.nan)
@@ -529,8 +520,7 @@ def fit_subspacing(localizer: Any, estimates: Sequence[Any], truth_lat_lon: np.n
             localizer.config = dataclasses.replace(saved, subspacing=mode)
             for i, est in enumerate(estimates):
                 if est.candidates:
-                    got = localizer.reorder(est)
-                    xy = wgs84_to_enu(got.lat, got.lon, 0.0, origin)[:2]
+                    xy = localizer.reorder(est).enu
                     errors[m, i] = float(np.linalg.norm(np.asarray(xy) - truth_en[i]))
     finally:
         localizer.config = saved

@@ -42,11 +42,12 @@ import cv2
 import numpy as np
 import torch
 
-from vpr_ros.calibration import Calibration, FEATURES
+from vpr_ros.calibration import Calibration
+from vpr_ros.confidence import confidence_features, feature_vector
 from vpr_ros.config import Config, option
 from vpr_ros.errors import DataError, MapError, VprError
 from vpr_ros.fix_quality import RouteGeometry, subspacing_along
-from vpr_ros.geo import enu_to_wgs84, wgs84_to_enu
+from vpr_ros.geo import enu_to_wgs84
 from vpr_ros.images import check_rgb, load_image, to_tensor
 from vpr_ros.mapdb.database import MapDB
 from vpr_ros.models.geowarp import GeoWarp, GeoWarpConfig, load_geowarp
@@ -162,6 +163,7 @@ class Estimate:
     reason: str = ''
     track_enu: tuple[float, float] = (math.nan, math.nan)   # local route direction (unit)
     route_scores: dict[int, float] = field(default_factory=dict)  # GeoWarp of route neighbours
+    enu: tuple[float, float] = (math.nan, math.nan)   # east/north (m) in the map's ENU frame
 
     @property
     def ok(self) -> bool:
@@ -174,7 +176,7 @@ class Estimate:
                 'sigma_m': self.sigma_m, 'score': self.score,
                 'cov_enu': np.asarray(self.cov_enu).tolist(), 'reason': self.reason,
                 'features': dict(self.features), 'timings_ms': dict(self.timings),
-                'track_enu': list(self.track_enu),
+                'track_enu': list(self.track_enu), 'enu': list(self.enu),
                 'route_scores': {str(k): v for k, v in self.route_scores.items()},
                 'candidates': [vars(c) for c in self.candidates]}
 
@@ -379,10 +381,9 @@ class Localizer:
         seq.frames, seq.support = cfg.sequence_frames, cfg.sequence_support
         seq.max_speed_mps, seq.margin_m = cfg.max_speed_mps, cfg.sequence_margin_m
         seq.window_s = cfg.sequence_window_s
-        origin = self.map.origin
-        position = wgs84_to_enu(estimate.lat, estimate.lon, 0.0, origin)[:2]
         top = [c.index for c in estimate.candidates[:cfg.sequence_candidates]]
-        verdict = seq.step(stamp_ns, position, self.map.positions_enu(np.array(top)))
+        verdict = seq.step(stamp_ns, np.asarray(estimate.enu),
+                           self.map.positions_enu(np.array(top)))
         if verdict.supported or not estimate.ok:
             return estimate
         why = (f'sequence: {verdict.support} of {verdict.required} recent frames agree, '
@@ -550,14 +551,45 @@ class Localizer:
     def _estimate(self, idx: np.ndarray, glob: np.ndarray, rerank: np.ndarray,
                   order: np.ndarray, timings: dict[str, float],
                   route_scores: dict[int, float] | None = None) -> Estimate:
+        """Position, altitude, confidence and covariance of candidates put in ``order``."""
         cfg = self.config
         idx, glob, rerank = idx[order], glob[order], rerank[order]
         pos = self.map.positions(idx)
-        origin = self.map.origin
         enu = self.map.positions_enu(idx)
         dist = np.linalg.norm(enu - enu[0], axis=1)
+        route_scores = dict(route_scores or {})
+        track = self.route.direction[int(idx[0])]
+        xy, weights, near = self._position(idx, enu, dist, glob, rerank, route_scores, track)
+        alt, alt_known = _altitude(pos, weights, near, self.map.origin[2])
+        features = confidence_features(glob, rerank, order, dist, cfg.margin_radius_m)
+        cov, sigma = self._covariance(features, track, alt_known)
+        status, reason = FIX, ''
+        if not math.isfinite(sigma) or sigma > cfg.max_sigma_m:
+            status = NO_FIX
+            reason = f'sigma {sigma:.1f} m > max_sigma_m {cfg.max_sigma_m:g} m'
+        # Up: the height-0 surface the entries' east/north are measured on (positions_enu).
+        lat, lon, _ = enu_to_wgs84(xy[0], xy[1], -self.map.origin[2], self.map.origin)
+        names = self.map.names
+        candidates = tuple(
+            Candidate(int(j), names[int(j)], float(p[0]), float(p[1]), float(p[2]),
+                      float(g), float(r))
+            for j, p, g, r in zip(idx, pos, glob, rerank))
+        top_score = features['score']
+        return Estimate(float(lat), float(lon), alt, cov, status, top_score, sigma,
+                        candidates, features, timings, reason,
+                        (float(track[0]), float(track[1])), route_scores,
+                        (float(xy[0]), float(xy[1])))
+
+    def _position(self, idx: np.ndarray, enu: np.ndarray, dist: np.ndarray, glob: np.ndarray,
+                  rerank: np.ndarray, route_scores: dict[int, float], track: np.ndarray,
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """East/north of the estimate, the candidates' weights in it, and the near mask.
+
+        The top-1 (moved between its route neighbours when sub-spacing is on), or the
+        softmax-weighted mean of the candidates within ``cluster_radius_m`` of it.
+        """
+        cfg = self.config
         reranked = np.isfinite(rerank)
-        # Position: top-1, or the softmax-weighted mean of the candidates near it.
         near = dist <= cfg.cluster_radius_m
         if cfg.estimator == 'weighted':
             s = np.where(reranked, rerank, glob)
@@ -567,8 +599,6 @@ class Localizer:
         else:
             w = (np.arange(len(idx)) == 0).astype(np.float64)
         xy = (enu * w[:, None]).sum(axis=0) / w.sum()
-        track = self.route.direction[int(idx[0])]
-        route_scores = dict(route_scores or {})
         subspacing = self.subspacing
         if cfg.estimator == 'top1' and subspacing != 'off':
             geowarp = subspacing == 'geowarp' and bool(reranked[0])
@@ -576,57 +606,50 @@ class Localizer:
                                      route_scores if geowarp else None)
             if along:
                 xy = enu[0] + along * track
-        lat, lon, _ = enu_to_wgs84(xy[0], xy[1], 0.0, origin)
-        # Altitude: the same weights over the candidates that have one; else the near ones'.
-        has_alt = np.isfinite(pos[:, 2])
-        if (w * has_alt).sum() > 0:
-            alt = float((np.nan_to_num(pos[:, 2]) * w * has_alt).sum() / (w * has_alt).sum())
-        elif (near & has_alt).any():
-            alt = float(pos[near & has_alt, 2].mean())
-        else:
-            alt = float('nan')
-        alt_known = math.isfinite(alt)
-        alt = alt if alt_known else float(origin[2])
-        # Confidence features (calibration.FEATURES order).
-        far = dist > cfg.margin_radius_m
-        best_far = glob[far].max() if far.any() else glob.min()
-        spread = math.sqrt(float(np.mean(dist ** 2)))
-        gain = float(rerank[0] - rerank[np.argmax(order == 0)]) if reranked[0] else 0.0
-        top_score = float(rerank[0]) if reranked[0] else float(glob[0])
-        features = {'score': top_score, 'global_score': float(glob[0]),
-                    'margin': float(glob[0] - best_far), 'log_spread': math.log1p(spread),
-                    'rerank_gain': gain}
-        # Covariance: along/cross-track from the calibration, rotated into ENU; sigma_m is the
-        # larger axis (what max_sigma_m bounds).
+        return xy, w, near
+
+    def _covariance(self, features: dict[str, float], track: np.ndarray,
+                    alt_known: bool) -> tuple[np.ndarray, float]:
+        """ENU covariance (3, 3) and horizontal sigma (the larger axis, what max_sigma_m bounds).
+
+        Along/cross-track from the map's calibration, rotated into ENU; the uncalibrated
+        sigma when the map has none.
+        """
+        cfg = self.config
         if self.calibration is not None:
-            cov_en = self.calibration.covariance_en(
-                np.array([features[f] for f in FEATURES]), track)
+            cov_en = self.calibration.covariance_en(feature_vector(features), track)
         else:
             cov_en = np.eye(2) * cfg.uncalibrated_sigma_m ** 2
         sigma = math.sqrt(float(np.linalg.eigvalsh(cov_en)[-1])) if np.isfinite(cov_en).all() \
             else math.inf
-        sigma_up = cfg.sigma_up_m if alt_known else cfg.unknown_alt_sigma_m
         cov = np.zeros((3, 3))
         cov[:2, :2] = cov_en
-        cov[2, 2] = sigma_up ** 2
-        status, reason = FIX, ''
-        if not math.isfinite(sigma) or sigma > cfg.max_sigma_m:
-            status = NO_FIX
-            reason = f'sigma {sigma:.1f} m > max_sigma_m {cfg.max_sigma_m:g} m'
-        names = self.map.names
-        candidates = tuple(
-            Candidate(int(j), names[int(j)], float(p[0]), float(p[1]), float(p[2]),
-                      float(g), float(r))
-            for j, p, g, r in zip(idx, pos, glob, rerank))
-        return Estimate(float(lat), float(lon), alt, cov, status, top_score, sigma,
-                        candidates, features, timings, reason,
-                        (float(track[0]), float(track[1])), route_scores)
+        cov[2, 2] = (cfg.sigma_up_m if alt_known else cfg.unknown_alt_sigma_m) ** 2
+        return cov, sigma
 
     def _no_fix(self, reason: str, timings: dict[str, float]) -> Estimate:
         lat, lon, alt = self.map.origin
         big = self.config.unknown_alt_sigma_m ** 2
         return Estimate(lat, lon, alt, np.diag([big, big, big]), NO_FIX, float('nan'),
-                        float('inf'), (), {}, timings, reason)
+                        float('inf'), (), {}, timings, reason, enu=(0.0, 0.0))
+
+
+def _altitude(pos: np.ndarray, weights: np.ndarray, near: np.ndarray,
+              origin_alt: float) -> tuple[float, bool]:
+    """Altitude of an estimate and whether it is known (the map origin's when not).
+
+    The position's weights over the candidates that have an altitude; else the mean of the
+    near ones that have one.
+    """
+    has_alt = np.isfinite(pos[:, 2])
+    if (weights * has_alt).sum() > 0:
+        alt = float((np.nan_to_num(pos[:, 2]) * weights * has_alt).sum() /
+                    (weights * has_alt).sum())
+    elif (near & has_alt).any():
+        alt = float(pos[near & has_alt, 2].mean())
+    else:
+        return float(origin_alt), False
+    return alt, True
 
 
 #: Manifest key of the re-ranking fusion weight that ``vpr-ros calibrate`` validated.
