@@ -36,8 +36,8 @@ import time
 
 import numpy as np
 import pymap3d
-from vpr_ros.calibration import (calibrate_map, CalibrationConfig, nees_coverage,
-                                 store_calibration)
+from vpr_ros.calibrate import calibrate_map
+from vpr_ros.calibration import CalibrationConfig, nees_coverage, store_calibration
 from vpr_ros.geo import wgs84_to_enu
 from vpr_ros.images import load_image
 from vpr_ros.localizer import Localizer, LocalizerConfig

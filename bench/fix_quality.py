@@ -44,8 +44,8 @@ import time
 from typing import Any
 
 import numpy as np
-from vpr_ros.calibration import calibrate_map, CalibrationConfig, pseudo_query
-from vpr_ros.calibration import store_calibration
+from vpr_ros.calibrate import calibrate_map, pseudo_query
+from vpr_ros.calibration import CalibrationConfig, store_calibration
 from vpr_ros.evaluation.bag_eval import estimates_to_fixes
 from vpr_ros.evaluation.metrics import compute_metrics, TruthSeries
 from vpr_ros.geo import wgs84_to_enu

@@ -34,7 +34,8 @@ import tempfile
 
 import numpy as np
 import pymap3d
-from vpr_ros.calibration import calibrate_map, CalibrationConfig, store_calibration
+from vpr_ros.calibrate import calibrate_map
+from vpr_ros.calibration import CalibrationConfig, store_calibration
 from vpr_ros.localizer import Localizer
 from vpr_ros.mapdb import build_map, BuildConfig
 from vpr_ros.synth import SynthConfig, SynthRoute, write_csv_source

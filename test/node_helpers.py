@@ -35,7 +35,8 @@ class TinyMap:
 
 def build_tiny_map(folder: Path, frames: int = MAP_FRAMES) -> TinyMap:
     """Build and calibrate a ``tiny-test`` map of a synthetic route (about 20 s on 2 cores)."""
-    from vpr_ros.calibration import calibrate_map, CalibrationConfig, store_calibration
+    from vpr_ros.calibrate import calibrate_map
+    from vpr_ros.calibration import CalibrationConfig, store_calibration
     from vpr_ros.localizer import Localizer
     from vpr_ros.mapdb.build import build_map, BuildConfig
     from vpr_ros.synth import SynthConfig, SynthRoute, write_csv_source

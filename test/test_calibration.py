@@ -19,12 +19,13 @@ from __future__ import annotations
 from mapdb_helpers import textured_map
 import numpy as np
 import pytest
-from vpr_ros.calibration import (calibrate_map, Calibration, CalibrationConfig,
-                                 cross_validated_coverage, fit, IDEAL_COVERAGE,
-                                 nees_coverage, place_spacing_m, pseudo_query)
+from vpr_ros.calibrate import calibrate_map, pseudo_query
+from vpr_ros.calibration import (Calibration, CalibrationConfig, cross_validated_coverage, fit,
+                                 IDEAL_COVERAGE, nees_coverage)
 from vpr_ros.cli import main as cli_main
 from vpr_ros.confidence import FEATURES
 from vpr_ros.errors import DataError, MapError
+from vpr_ros.fix_quality import place_spacing_m
 from vpr_ros.localizer import Localizer
 from vpr_ros.mapdb import MapDB
 

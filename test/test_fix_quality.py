@@ -252,9 +252,9 @@ def test_subspacing_auto_snaps_unless_calibrate_shows_a_gain(textured, tmp_path)
     import shutil
 
     from mapdb_helpers import texture
-    from vpr_ros.calibration import calibrate_map, CalibrationConfig, fit_subspacing
-    from vpr_ros.calibration import store_calibration
-    from vpr_ros.localizer import Localizer, LocalizerConfig, SUBSPACING_KEY
+    from vpr_ros.calibrate import calibrate_map, fit_subspacing
+    from vpr_ros.calibration import CalibrationConfig, store_calibration, SUBSPACING_KEY
+    from vpr_ros.localizer import Localizer, LocalizerConfig
     from vpr_ros.mapdb import MapDB
 
     path = tmp_path / 'copy.vprmap'

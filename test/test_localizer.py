@@ -259,7 +259,7 @@ def _estimate_with(loc, ranking):
 
 
 def test_fusion_weight_is_kept_only_where_geowarp_finds_the_right_place(tiny_map, model):
-    from vpr_ros.calibration import fit_rerank_weight
+    from vpr_ros.calibrate import fit_rerank_weight
 
     loc = _localizer(tiny_map, model)
     pos = route(N)
@@ -279,8 +279,8 @@ def test_fusion_weight_is_kept_only_where_geowarp_finds_the_right_place(tiny_map
 def test_calibrate_stores_the_fusion_weight_the_localizer_then_uses(tiny_map, tmp_path):
     import shutil
 
-    from vpr_ros.calibration import calibrate_map, CalibrationConfig, store_calibration
-    from vpr_ros.localizer import FUSION_KEY
+    from vpr_ros.calibrate import calibrate_map
+    from vpr_ros.calibration import CalibrationConfig, FUSION_KEY, store_calibration
 
     path = tmp_path / 'fused.vprmap'
     shutil.copytree(tiny_map, path)

@@ -27,7 +27,8 @@ import sys
 
 import numpy as np
 import pytest
-from vpr_ros.calibration import calibrate_map, CalibrationConfig, store_calibration
+from vpr_ros.calibrate import calibrate_map
+from vpr_ros.calibration import CalibrationConfig, store_calibration
 from vpr_ros.images import load_image
 from vpr_ros.localizer import Localizer, LocalizerConfig
 from vpr_ros.mapdb import MapDB

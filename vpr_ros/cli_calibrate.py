@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vpr_ros.calibration import (calibrate_map, CalibrationConfig, IDEAL_COVERAGE,
-                                 store_calibration)
+from vpr_ros.calibrate import calibrate_map
+from vpr_ros.calibration import CalibrationConfig, IDEAL_COVERAGE, store_calibration
 from vpr_ros.localizer import Localizer, LocalizerConfig
 
 

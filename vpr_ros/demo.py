@@ -336,7 +336,8 @@ def build_demo_map(csv: Path, map_path: Path, config: DemoConfig, steps: Steps,
     ``route`` renders the calibration drive (``calibrate_on: drive``); without it the map is
     calibrated on pseudo-queries.
     """
-    from vpr_ros.calibration import calibrate_map, CalibrationConfig, store_calibration
+    from vpr_ros.calibrate import calibrate_map
+    from vpr_ros.calibration import CalibrationConfig, store_calibration
     from vpr_ros.localizer import Localizer, LocalizerConfig
     from vpr_ros.mapdb import build_map, BuildConfig
     from vpr_ros.training.geowarp_trainer import fit_geowarp, GeoWarpFitConfig, work_dir_for

@@ -53,8 +53,6 @@ class RouteGeometry:
         """Index ``(N, 2)`` east/north positions of the map entries (NaN for unknown)."""
         import faiss
 
-        from vpr_ros.calibration import place_spacing_m
-
         pts = np.asarray(enu, np.float64).reshape(-1, 2)
         n = len(pts)
         self.enu = pts
@@ -152,3 +150,16 @@ def subspacing_along(route: RouteGeometry, idx: np.ndarray, scores: np.ndarray,
                     (None, math.nan))
     (a_prev, s_prev), (a_next, s_next) = side
     return subspacing_offset(a_prev, s_prev, scored[j], a_next, s_next)
+
+
+def place_spacing_m(enu: np.ndarray) -> float:
+    """Median distance from each map entry to its nearest other entry (m), at least 0.5 m."""
+    import faiss
+
+    pts = np.ascontiguousarray(enu[:, :2], np.float32)
+    if len(pts) < 2:
+        return 1.0
+    index = faiss.IndexFlatL2(2)
+    index.add(pts)
+    dist, _ = index.search(pts, 2)
+    return max(0.5, float(np.median(np.sqrt(np.maximum(dist[:, 1], 0.0)))))

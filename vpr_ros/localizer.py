@@ -42,7 +42,7 @@ import cv2
 import numpy as np
 import torch
 
-from vpr_ros.calibration import Calibration
+from vpr_ros.calibration import stored_calibration, stored_rerank_weight, stored_subspacing
 from vpr_ros.confidence import confidence_features, feature_vector
 from vpr_ros.config import Config, option
 from vpr_ros.errors import DataError, MapError, VprError
@@ -222,8 +222,7 @@ class Localizer:
             check_model(map_db.path, map_db.manifest, model)
         self.model = model.eval()
         self.device = self.model.device
-        thumbs = map_db.manifest.get('thumbnails') or {}
-        self.thumb_size = (int(thumbs.get('height', 0)), int(thumbs.get('width', 0)))
+        self.thumb_size = map_db.thumbnail_size or (0, 0)
         self.rerank = self.config.rerank and self.thumb_size[0] > 0
         if self.config.rerank and not self.rerank:
             log.warning('%s has no thumbnails: GeoWarp re-ranking is off', map_db.path)
@@ -250,8 +249,7 @@ class Localizer:
             else:
                 log.warning('a GeoWarp other than the one of the map was given: its '
                             'regression runs in torch')
-        cal = map_db.manifest.get('calibration') or {}
-        self.calibration = Calibration.from_dict(cal) if cal else None
+        self.calibration = stored_calibration(map_db.manifest)
 
     @functools.cached_property
     def route(self) -> RouteGeometry:
@@ -268,15 +266,15 @@ class Localizer:
         """Weight of the GeoWarp score in the order: the config's, else the map's validated one."""
         if self.config.rerank_weight >= 0:
             return float(self.config.rerank_weight)
-        fusion = self.map.manifest.get(FUSION_KEY) or {}
-        return float(fusion.get('weight', 1.0))
+        weight = stored_rerank_weight(self.map.manifest)
+        return 1.0 if weight is None else weight
 
     @property
     def subspacing(self) -> str:
         """The sub-spacing mode in use: the config's, else the one calibrate validated (or off)."""
         if self.config.subspacing != 'auto':
             return self.config.subspacing
-        mode = (self.map.manifest.get(SUBSPACING_KEY) or {}).get('mode', 'off')
+        mode = stored_subspacing(self.map.manifest)
         return mode if mode in SUBSPACING[1:] else 'off'
 
     def reorder(self, estimate: Estimate) -> Estimate:
@@ -312,10 +310,9 @@ class Localizer:
             return tuple(int(v) for v in self.model.local_features(probe).shape[-2:])
 
     def _map_geowarp(self) -> GeoWarp:
-        info = self.map.manifest.get('geowarp') or {}
-        if not info:
+        path = self.map.geowarp_path
+        if path is None:
             return GeoWarp(self.config.geowarp)
-        path = self.map.path / info['file']
         geowarp, _ = load_geowarp(path, backbone=self.model.config.backbone,
                                   config=self.config.geowarp)
         return geowarp
@@ -652,12 +649,6 @@ def _altitude(pos: np.ndarray, weights: np.ndarray, near: np.ndarray,
     return alt, True
 
 
-#: Manifest key of the re-ranking fusion weight that ``vpr-ros calibrate`` validated.
-FUSION_KEY = 'rerank_fusion'
-#: Manifest key of the sub-spacing mode ``vpr-ros calibrate`` validated (``subspacing: auto``).
-SUBSPACING_KEY = 'subspacing'
-
-
 def fused_order(glob: np.ndarray, rerank: np.ndarray, weight: float) -> np.ndarray:
     """Order candidates: re-ranked ones by ``(1 - w) global + w GeoWarp``, the others after.
 
@@ -679,5 +670,5 @@ def localize(images: Any, map_path: str | Path, *, config: LocalizerConfig | Non
     return localizer.localize_batch(list(images))
 
 
-__all__ = ['Candidate', 'Estimate', 'FIX', 'fused_order', 'FUSION_KEY', 'localize', 'Localizer',
-           'LocalizerConfig', 'NO_FIX', 'SUBSPACING_KEY']
+__all__ = ['Candidate', 'Estimate', 'FIX', 'fused_order', 'localize', 'Localizer',
+           'LocalizerConfig', 'NO_FIX']

@@ -248,7 +248,7 @@ def describe_pseudo_queries(db: Any, model: Any, count: int, *, seed: int = 0,
     """
     import torch
 
-    from vpr_ros.calibration import pseudo_query
+    from vpr_ros.calibrate import pseudo_query
     from vpr_ros.images import check_rgb, thumbnail, to_tensor
 
     rng = np.random.default_rng(seed)
@@ -301,7 +301,7 @@ def choose_adaptation(descriptors: np.ndarray, enu: np.ndarray, queries: np.ndar
         sources: ``(Q,)`` map entry each pseudo-query was made from.
         config: candidates and the gate.
     """
-    from vpr_ros.calibration import place_spacing_m
+    from vpr_ros.fix_quality import place_spacing_m
 
     config = config or AdaptConfig()
     started = time.perf_counter()

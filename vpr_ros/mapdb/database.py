@@ -145,6 +145,18 @@ class MapDB:
         o = self.manifest['origin']
         return float(o['lat']), float(o['lon']), float(o['alt'])
 
+    @property
+    def thumbnail_size(self) -> tuple[int, int] | None:
+        """``(height, width)`` of the stored thumbnails (GeoWarp re-ranking); None without."""
+        thumbs = self.manifest.get('thumbnails') or {}
+        return (int(thumbs['height']), int(thumbs['width'])) if thumbs else None
+
+    @property
+    def geowarp_path(self) -> Path | None:
+        """The GeoWarp fitted on this map (``vpr-ros fit-geowarp``); None when not fitted."""
+        info = self.manifest.get('geowarp') or {}
+        return self.path / info['file'] if info else None
+
     def search(self, descriptors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` entries per query descriptor: ``(indices (Q, k), scores (Q, k))``.
 

@@ -127,7 +127,7 @@ def held_out_recall(db: Any, model: Any, candidates: np.ndarray, images: Callabl
                     config: FinetuneConfig, database: np.ndarray, resize_max: int,
                     ) -> dict[str, float]:
     """Recall@1/5 at the right place of held-out pseudo-queries against ``database``."""
-    from vpr_ros.calibration import place_spacing_m
+    from vpr_ros.fix_quality import place_spacing_m
     from vpr_ros.mapdb.adaptation import describe_pseudo_queries, recall_rows
 
     enu = db.positions_enu(np.arange(len(db)))

@@ -1,0 +1,302 @@
+# Copyright 2026 vpr_ros maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The ``vpr-ros calibrate`` stage: localise frames with known positions, then choose and fit.
+
+Frames with known positions (a second drive of the route, ``calibrate --queries``, or
+pseudo-queries made from the map's own images) are localised once; the GeoWarp fusion weight
+and the sub-spacing mode are then chosen on them (each kept only when it helps held out), and
+the sigma mapping (:mod:`vpr_ros.calibration`) is fitted on the frames re-derived with those
+choices. The result goes into the map with :func:`vpr_ros.calibration.store_calibration`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from vpr_ros.calibration import (Calibration, CalibrationConfig, cross_validated_coverage, fit,
+                                 nees_coverage, track_errors)
+from vpr_ros.confidence import feature_vector, FEATURES
+from vpr_ros.errors import MapError
+from vpr_ros.fix_quality import place_spacing_m
+from vpr_ros.geo import wgs84_to_enu
+from vpr_ros.localizer import Estimate, Localizer
+from vpr_ros.models.geowarp import identity_points, warp
+
+#: GeoWarp fusion weights ``vpr-ros calibrate`` tries (0: global order, 1: GeoWarp order).
+FUSION_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.85, 1.0)
+
+
+def pseudo_query(thumbnail: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Make a query-like view of a map image: a random homography and photometric change.
+
+    The corners move by up to 10 % of the frame (kornia homography via GeoWarp's ``warp``),
+    then gain, gamma, blur and noise vary, so the map's own images stand in for real queries
+    when no calibration set with positions is given.
+    """
+    image = torch.from_numpy(np.array(thumbnail)).permute(2, 0, 1).float()[None] / 255.0
+    points = identity_points(1) + torch.from_numpy(rng.uniform(-0.1, 0.1, (1, 4, 2))).float()
+    view = warp(image, points)[0].permute(1, 2, 0).numpy()
+    view = np.clip(rng.uniform(0.6, 1.4) * view, 0.0, 1.0) ** rng.uniform(0.7, 1.4)
+    view = (view * 255.0).astype(np.float32)
+    if rng.random() < 0.5:
+        view = cv2.GaussianBlur(view, (0, 0), rng.uniform(0.3, 1.0))
+    view += rng.normal(0.0, rng.uniform(1.0, 6.0), view.shape).astype(np.float32)
+    return np.clip(view, 0, 255).astype(np.uint8)
+
+
+def localize_frames(localizer: Localizer, images: Sequence[Any], *,
+                    exclude: Sequence[Sequence[int]] | None = None,
+                    progress: bool = True) -> list[Estimate]:
+    """Localize frames in batches of 16 with a tqdm bar; return the estimates."""
+    out = []
+    step = 16
+    for start in tqdm(range(0, len(images), step), disable=not progress, desc='calibrate',
+                      unit='batch'):
+        chunk = list(images[start:start + step])
+        excl = exclude[start:start + step] if exclude is not None else None
+        out.extend(localizer.localize_batch(chunk, exclude=excl))
+    return out
+
+
+def frame_errors(localizer: Localizer, estimates: Sequence[Estimate], truth_lat_lon: np.ndarray, *,
+                 tracks: bool = False) -> tuple[np.ndarray, ...]:
+    """``(features (N, F), errors_en (N, 2) m)`` of the estimates that have features.
+
+    With ``tracks``, a third array: each estimate's unit along-track direction ``(N, 2)``.
+    """
+    feats, errs, dirs = [], [], []
+    for est, truth in zip(estimates, _truth_en(localizer.map.origin, truth_lat_lon)):
+        if not est.features:
+            continue
+        feats.append(feature_vector(est.features))
+        errs.append(np.asarray(est.enu) - truth)
+        dirs.append(est.track_enu)
+    out = (np.asarray(feats, np.float64).reshape(-1, len(FEATURES)),
+           np.asarray(errs, np.float64).reshape(-1, 2))
+    return (*out, np.asarray(dirs, np.float64).reshape(-1, 2)) if tracks else out
+
+
+def calibration_frames(localizer: Localizer, images: Sequence[Any],
+                       truth_lat_lon: np.ndarray, *,
+                       exclude: Sequence[Sequence[int]] | None = None,
+                       progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Localize frames with known positions: ``(features (N, F), errors_en (N, 2) m)``."""
+    estimates = localize_frames(localizer, images, exclude=exclude, progress=progress)
+    return frame_errors(localizer, estimates, truth_lat_lon)
+
+
+def _truth_en(origin: Sequence[float], truth_lat_lon: np.ndarray) -> np.ndarray:
+    """East/north (m) of ``(N, 2)`` truth lat/lon in the map frame, ``(N, 2)``."""
+    truth = np.asarray(truth_lat_lon, np.float64).reshape(-1, 2)
+    if not len(truth):
+        return np.zeros((0, 2))
+    return np.stack([wgs84_to_enu(lat, lon, 0.0, origin)[:2] for lat, lon in truth])
+
+
+def fit_rerank_weight(localizer: Localizer, estimates: Sequence[Estimate],
+                      truth_lat_lon: np.ndarray, right_m: float, *,
+                      weights: Sequence[float] = FUSION_WEIGHTS, min_gain: float = 0.01,
+                      seed: int = 0) -> tuple[float, dict[str, Any]]:
+    """Choose the GeoWarp fusion weight on frames with known positions; 0 unless it helps.
+
+    For each weight the estimates are re-ordered (no new forward) and scored by the share of
+    frames whose top-1 lies within ``right_m`` of the truth. The weight is chosen on one half
+    of the frames and scored on the other, both ways (2-fold, split by frame), and a weight
+    above 0 is kept only when its held-out rate beats the global order (weight 0) by
+    ``min_gain``: re-ranking that cannot show a gain on the map's own data does not reorder.
+    Returns ``(weight, report)``.
+    """
+    truth_en = _truth_en(localizer.map.origin, truth_lat_lon)
+    saved = localizer.config
+    right = np.zeros((len(weights), len(estimates)), bool)
+    try:
+        for w, weight in enumerate(weights):
+            localizer.config = dataclasses.replace(saved, rerank_weight=float(weight))
+            for i, est in enumerate(estimates):
+                if not est.candidates:
+                    continue
+                top = localizer.reorder(est).candidates[0].index
+                pos = localizer.map.positions_enu(top)
+                right[w, i] = np.linalg.norm(pos - truth_en[i]) <= right_m
+    finally:
+        localizer.config = saved
+    rates = right.mean(axis=1)
+    halves = np.array_split(np.random.default_rng(seed).permutation(len(estimates)), 2)
+    held_out = np.zeros(len(estimates), bool)
+    for a, b in ((0, 1), (1, 0)):
+        pick = int(np.argmax(right[:, halves[a]].mean(axis=1)))
+        held_out[halves[b]] = right[pick, halves[b]]
+    best = int(np.argmax(rates))
+    base = float(rates[list(weights).index(0.0)]) if 0.0 in weights else float(rates.min())
+    cv_rate = float(held_out.mean())
+    keep = weights[best] > 0 and cv_rate >= base + min_gain and rates[best] >= base + min_gain
+    weight = float(weights[best]) if keep else 0.0
+    report = {
+        'weight': weight, 'right_place_m': float(right_m), 'frames': int(len(estimates)),
+        'right_place_rate': {f'{w:g}': float(r) for w, r in zip(weights, rates)},
+        'global_order_rate': base, 'chosen_rate_cross_validated': cv_rate,
+        'reason': (f'weight {weight:g}: top-1 right place {base:.3f} -> {rates[best]:.3f} '
+                   f'(2-fold held out {cv_rate:.3f})' if keep else
+                   f're-ranking does not raise the right-place rate on these frames by '
+                   f'{min_gain:g} (global {base:.3f}, best {rates[best]:.3f} at weight '
+                   f'{weights[best]:g}, held out {cv_rate:.3f}): global order kept'),
+    }
+    return weight, report
+
+
+def fit_subspacing(localizer: Localizer, estimates: Sequence[Estimate], truth_lat_lon: np.ndarray,
+                   spacing_m: float, *, min_gain: float = 0.05,
+                   seed: int = 0) -> tuple[str, dict[str, Any]]:
+    """Choose snapping or a sub-spacing mode on frames with known positions; off unless it helps.
+
+    Each mode re-derives the estimates (no new forward; GeoWarp sub-spacing needs the route
+    neighbours' scores, so the frames must have been localised with ``subspacing: geowarp``)
+    and is scored by the median horizontal error. A mode is chosen on one half of the frames
+    and scored on the other, both ways, and kept only when its median error beats snapping's
+    by ``min_gain`` place spacings both on all frames and held out. Pseudo-queries (a map
+    image with itself left out) sit exactly on a map frame, so they cannot show a gain and the
+    map keeps snapping: sub-spacing needs a calibration drive (``calibrate --queries``).
+    Returns ``(mode, report)``.
+    """
+    truth_en = _truth_en(localizer.map.origin, truth_lat_lon)
+    modes = ('off', 'geowarp', 'global') if localizer.rerank else ('off', 'global')
+    saved = localizer.config
+    errors = np.full((len(modes), len(estimates)), np.nan)
+    try:
+        for m, mode in enumerate(modes):
+            localizer.config = dataclasses.replace(saved, subspacing=mode)
+            for i, est in enumerate(estimates):
+                if est.candidates:
+                    xy = localizer.reorder(est).enu
+                    errors[m, i] = float(np.linalg.norm(np.asarray(xy) - truth_en[i]))
+    finally:
+        localizer.config = saved
+    good = np.isfinite(errors).all(axis=0)
+    errors = errors[:, good]
+    medians = np.median(errors, axis=1) if errors.shape[1] else np.full(len(modes), np.nan)
+    halves = np.array_split(np.random.default_rng(seed).permutation(errors.shape[1]), 2)
+    held = []
+    for a, b in ((0, 1), (1, 0)):
+        if len(halves[a]) == 0 or len(halves[b]) == 0:
+            continue
+        pick = int(np.argmin(np.median(errors[:, halves[a]], axis=1)))
+        held.append((np.median(errors[pick, halves[b]]), np.median(errors[0, halves[b]])))
+    best = int(np.nanargmin(medians)) if np.isfinite(medians).any() else 0
+    need = min_gain * spacing_m
+    keep = best > 0 and bool(held) and medians[best] <= medians[0] - need and \
+        all(chosen <= snap - need for chosen, snap in held)
+    mode = modes[best] if keep else 'off'
+    report = {
+        'mode': mode, 'frames': int(errors.shape[1]), 'place_spacing_m': float(spacing_m),
+        'median_error_m': {name: float(v) for name, v in zip(modes, medians)},
+        'held_out_median_error_m': [[float(c), float(s)] for c, s in held],
+        'reason': (f'{mode}: median error {medians[0]:.2f} m snapping -> {medians[best]:.2f} m '
+                   f'(held out {", ".join(f"{s:.2f} -> {c:.2f}" for c, s in held)})' if keep else
+                   f'no sub-spacing mode lowers the median error of these frames by '
+                   f'{min_gain:g} place spacings (snapping {medians[0]:.2f} m, best '
+                   f'{modes[best]} {medians[best]:.2f} m): snapping kept'),
+    }
+    return mode, report
+
+
+def calibrate_map(localizer: Localizer, config: CalibrationConfig | None = None, *,
+                  queries: tuple[Sequence[Any], np.ndarray] | None = None,
+                  progress: bool = True) -> tuple[Calibration, dict[str, Any]]:
+    """Fit the map's calibration with its localizer; return ``(calibration, report)``.
+
+    Args:
+        localizer: the localizer over the map (its GeoWarp included).
+        config: sampling and fit settings.
+        queries: ``(images, (N, 2) lat/lon)`` of a calibration set; pseudo-queries made from
+            the map's own thumbnails (:func:`pseudo_query`, the entry itself excluded) when None.
+        progress: tqdm bars.
+
+    The report holds the NEES coverage in-sample and 2-fold cross-validated, the place
+    spacing (the error floor) and the error quantiles.
+    """
+    config = config or CalibrationConfig()
+    db = localizer.map
+    pos = db.positions(np.arange(len(db)))
+    spacing = place_spacing_m(db.positions_enu(np.arange(len(db))))
+    if queries is None:
+        if not db.manifest.get('thumbnails'):
+            raise MapError(f'{db.path} has no thumbnails to make pseudo-queries from; pass '
+                           f'a calibration set with positions (--queries)')
+        rng = np.random.default_rng(config.seed)
+        count = min(len(db), config.pseudo_queries)
+        chosen = np.sort(rng.choice(len(db), size=count, replace=False))
+        images = [pseudo_query(db.thumbnails(int(i)), rng) for i in chosen]
+        truth = pos[chosen, :2]
+        exclude = [[int(i)] for i in chosen]
+        source = f'{count} pseudo-queries from the map images'
+    else:
+        images, truth = queries
+        truth = np.asarray(truth, np.float64).reshape(-1, 2)
+        exclude = None
+        source = f'{len(truth)} calibration frames with positions'
+    chosen_mode = localizer.config.subspacing
+    if chosen_mode == 'auto':
+        # Localise with GeoWarp sub-spacing so the route neighbours get scored; every mode is
+        # then tried on the same frames without a new forward.
+        localizer.config = dataclasses.replace(localizer.config, subspacing='geowarp')
+    estimates = localize_frames(localizer, images, exclude=exclude, progress=progress)
+    fusion = None
+    if localizer.rerank and config.fit_rerank_weight:
+        weight, fusion = fit_rerank_weight(localizer, estimates, truth,
+                                           config.right_place_spacings * spacing,
+                                           seed=config.seed)
+        localizer.config = dataclasses.replace(localizer.config, rerank_weight=weight)
+    if chosen_mode == 'auto':
+        mode, subspacing = fit_subspacing(localizer, estimates, truth, spacing,
+                                          min_gain=config.subspacing_gain, seed=config.seed)
+    else:
+        mode, subspacing = chosen_mode, {'mode': chosen_mode,
+                                         'reason': 'set by the localizer config'}
+    localizer.config = dataclasses.replace(localizer.config, subspacing=mode)
+    estimates = [localizer.reorder(est) for est in estimates]
+    feats, errs, dirs = frame_errors(localizer, estimates, truth, tracks=True)
+    norms = np.linalg.norm(errs, axis=1)
+    split = track_errors(errs, dirs)
+    cal = fit(feats, norms, config, floor_m=spacing, info={}, errors_track=split)
+    covs = np.stack([cal.covariance_en(f, d) for f, d in zip(feats, dirs)]) if len(feats) \
+        else np.zeros((0, 2, 2))
+    known = np.isfinite(split).all(axis=1)
+    report = {
+        'source': source,
+        'frames': int(len(norms)),
+        'place_spacing_m': spacing,
+        'error_m': {'median': float(np.median(norms)), 'p95': float(np.quantile(norms, 0.95)),
+                    'along_track_median': float(np.median(np.abs(split[known, 0])))
+                    if known.any() else None,
+                    'cross_track_median': float(np.median(np.abs(split[known, 1])))
+                    if known.any() else None},
+        'sigma_ratio_along_cross': list(cal.knots_ratio),
+        'nees_coverage': {str(k): v for k, v in nees_coverage(errs, covs).items()},
+        'nees_coverage_cv': {str(k): v for k, v in cross_validated_coverage(
+            feats, errs, config, floor_m=spacing, seed=config.seed, tracks_en=dirs).items()}
+        if len(norms) >= 2 * config.min_per_bin else {},
+        'rerank': bool(localizer.rerank),
+        'rerank_fusion': fusion,
+        'subspacing': subspacing,
+        'geowarp_mode': localizer.config.geowarp.mode,
+    }
+    cal = dataclasses.replace(cal, info=report)
+    return cal, report
