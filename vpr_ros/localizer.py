@@ -24,6 +24,12 @@ GeoWarp works at the size of the map's thumbnails: the query is shrunk to that s
 dense features are the backbone's stride-16 map of the small images (``local_features``), so
 re-ranking costs a fraction of one descriptor forward. Candidate features are kept in a
 bounded LRU cache: consecutive frames of a drive retrieve the same places.
+
+Why one module of this size: it is the one-frame pipeline and its config, read top to bottom
+in the order a frame goes through it. The concepts it uses live elsewhere: confidence features
+(:mod:`vpr_ros.confidence`), the sigma model (:mod:`vpr_ros.calibration`), route geometry and
+sub-spacing (:mod:`vpr_ros.fix_quality`), the sequence check's memory (:mod:`vpr_ros.sequence`),
+GeoWarp (:mod:`vpr_ros.models.geowarp`), inference backends (:mod:`vpr_ros.runtime`).
 """
 
 from __future__ import annotations
