@@ -19,6 +19,7 @@ The recipe follows the papers cited in each module: the ResNet-18 heads report (
 
 ``data`` reads training sets from map sources and splits them by place, ``mining`` finds
 positives and hard negatives with GPS weak supervision, ``losses`` holds the triplet losses,
-``trainer`` runs the (optionally distributed) training loop, ``cli_train`` is ``vpr-ros train``.
+``trainer`` runs the (optionally distributed) training loop (``vpr-ros train``:
+:mod:`vpr_ros.commands.train`).
 Importing this package imports torch.
 """
