@@ -14,7 +14,7 @@
 
 """``vpr-ros demo``: synthetic route -> map -> node on a bag -> evaluation report.
 
-The steps are :func:`vpr_ros.demo.run_demo`'s (README command 1).
+The steps are :func:`vpr_ros.demo.run.run_demo`'s (README command 1).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import argparse
 from pathlib import Path
 
 from vpr_ros.commands._args import add_config, add_device, add_progress, load_config, override
-from vpr_ros.demo import DemoConfig, LAUNCHERS
+from vpr_ros.demo.run import DemoConfig, LAUNCHERS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,7 +64,7 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
 
 def main(args: argparse.Namespace) -> int:
     """Run the demo (errors are VprErrors that name the failing step's log)."""
-    from vpr_ros.demo import run_demo
+    from vpr_ros.demo.run import run_demo
 
     run_demo(args.out, config_from_args(args), map_path=args.map_path, bag=args.bag,
              progress=not args.no_progress)
