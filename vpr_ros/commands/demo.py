@@ -23,7 +23,7 @@ import argparse
 from pathlib import Path
 
 from vpr_ros.commands._args import add_config, add_device, add_progress, load_config, override
-from vpr_ros.demo.run import DemoConfig, LAUNCHERS
+from vpr_ros.demo.config import DemoConfig, LAUNCHERS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -27,7 +27,8 @@ import os
 
 from vpr_ros.commands._args import (add_config, add_device, add_model, add_progress, load_config,
                                     override)
-from vpr_ros.training.trainer import train, TrainConfig
+from vpr_ros.training.train_config import TrainConfig
+from vpr_ros.training.trainer import train
 
 log = logging.getLogger(__name__)
 

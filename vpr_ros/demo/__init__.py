@@ -12,4 +12,14 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""``vpr-ros demo``: a synthetic geotagged route end to end, through the real ROS 2 node."""
+"""``vpr-ros demo``: a synthetic geotagged route end to end, through the real ROS 2 node.
+
+- :mod:`~vpr_ros.demo.run`: :func:`run_demo`, the steps in order (README command 1);
+- :mod:`~vpr_ros.demo.config`: ``DemoConfig`` and the topics and log lines the steps rely on;
+- :mod:`~vpr_ros.demo.inputs`: the rendered map pass, the query bag, or a user's bag checked;
+- :mod:`~vpr_ros.demo.mapping`: build-map, fit-geowarp and calibrate on the map pass;
+- :mod:`~vpr_ros.demo.node_run`: the node, the recorder and the player as child processes;
+- :mod:`~vpr_ros.demo.processes`: a child in its own process group, stopped with SIGINT;
+- :mod:`~vpr_ros.demo.steps`: numbered progress lines with the time of each step;
+- :mod:`~vpr_ros.demo.summary`: eval-bag on the recording and the summary table.
+"""

@@ -51,7 +51,7 @@ from vpr_ros.models.geowarp_losses import (consistency_loss, features_wise_loss,
                                            GeoWarpLossConfig, mine_pairs, random_trapezoids,
                                            self_supervised_loss, self_supervised_pair,
                                            total_loss)
-from vpr_ros.training.trainer import atomic_write
+from vpr_ros.training.run_files import atomic_write
 
 log = logging.getLogger(__name__)
 
