@@ -118,15 +118,10 @@ def main(args: argparse.Namespace) -> int:
     db = MapDB.open(args.map)
     images = None
     if args.source:
-        from vpr_ros.errors import DataError
-        from vpr_ros.mapdb.sources import open_source
+        from vpr_ros.mapdb.finetune import source_entries
 
-        by_name = {e.name: e for e in open_source(args.source).entries}
-        missing = [n for n in db.names if n not in by_name]
-        if missing:
-            raise DataError(f'{args.source} does not hold {len(missing)} of the map entries '
-                            f'(e.g. {missing[0]!r}); give the source the map was built from')
-        images = lambda i: by_name[db.names[i]].load()   # noqa: E731
+        entries, _ = source_entries(db, args.source)    # in map order
+        images = lambda i: entries[i].load()   # noqa: E731
     resize_max = int((db.manifest.get('build') or {}).get('resize_max') or 0)
     choice = adapt_map(db, config, device=args.device, dry_run=args.dry_run, images=images,
                        resize_max=resize_max)

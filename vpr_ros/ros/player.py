@@ -31,7 +31,6 @@ from typing import Any, Sequence
 
 import rclpy
 from rclpy.duration import Duration
-from rclpy.executors import ExternalShutdownException
 from rclpy.qos import qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 from rosidl_runtime_py.utilities import get_message
@@ -39,7 +38,7 @@ from rosidl_runtime_py.utilities import get_message
 from vpr_ros.bags import (has_header, header_stamp_ns, open_reader, playback_offsets_s,
                           PlayConfig, select_connections, shift_header_stamp)
 from vpr_ros.errors import DataError
-from vpr_ros.ros.compat import ros_session
+from vpr_ros.ros.compat import in_own_session
 from vpr_ros.ros.stop import StopSignals
 
 
@@ -167,11 +166,5 @@ def play_session(bag: Path, config: PlayConfig, topics: Sequence[str] | None = N
     SIGTERM into a clean end; a shutdown from outside ends it too.
     """
     stop = stop or StopSignals.install()
-    count = 0
-    try:
-        with ros_session() as context:
-            if not stop.requested:
-                count = play(bag, config, topics, progress=progress, context=context, stop=stop)
-    except ExternalShutdownException:
-        pass
-    return count
+    return in_own_session(lambda context: play(bag, config, topics, progress=progress,
+                                               context=context, stop=stop), stop, 0)

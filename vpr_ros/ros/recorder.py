@@ -36,7 +36,7 @@ from rosidl_runtime_py.utilities import get_message
 
 from vpr_ros.bags import BagWriter, message_class, RecordConfig
 from vpr_ros.errors import DataError
-from vpr_ros.ros.compat import ros_session, spin_until_stopped
+from vpr_ros.ros.compat import in_own_session, spin_until_stopped
 from vpr_ros.ros.stop import StopSignals
 
 IGNORED_TOPICS = ('/rosout', '/parameter_events')
@@ -137,11 +137,5 @@ def record_session(out: Path, topics: Sequence[str] | None, config: RecordConfig
                    stop: StopSignals | None = None) -> dict[str, int]:
     """Record in a ROS session of its own until SIGINT/SIGTERM; return messages per topic."""
     stop = stop or StopSignals.install()
-    counts: dict[str, int] = {}
-    try:
-        with ros_session() as context:
-            if not stop.requested:
-                counts = record(out, topics, config, log=log, context=context, stop=stop)
-    except ExternalShutdownException:
-        pass
-    return counts
+    return in_own_session(lambda context: record(out, topics, config, log=log, context=context,
+                                                 stop=stop), stop, {})
