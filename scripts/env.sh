@@ -137,7 +137,7 @@ run_tests() {
 
 run_demo() {
   # README command 1: versions and the device `auto` picks, then the whole demo
-  # (vpr_ros/demo.py: synthetic route -> map -> node on a bag -> report) in a DDS domain of
+  # (vpr_ros/demo/: synthetic route -> map -> node on a bag -> report) in a DDS domain of
   # its own unless ROS_DOMAIN_ID is set.
   vpr-ros doctor
   export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$((RANDOM % 100 + 1))}"

@@ -16,6 +16,8 @@
 
 from __future__ import annotations
 
+import importlib
+from pathlib import Path
 import re
 import shutil
 import subprocess
@@ -98,3 +100,42 @@ def test_command_help_lists_its_options(command, option, capsys):
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith(f'usage: vpr-ros {command}') and option in out
+
+
+COMMANDS_DIR = Path(vpr_ros.__file__).parent / 'commands'
+
+
+def test_every_verb_is_one_module_in_commands():
+    modules = {p.stem for p in COMMANDS_DIR.glob('*.py') if not p.stem.startswith('_')}
+    assert modules == {verb.replace('-', '_') for verb in cli.COMMANDS}
+    for verb in cli.COMMANDS:
+        module = importlib.import_module(cli.command_module(verb))
+        assert callable(module.add_arguments) and callable(module.main), verb
+
+
+@pytest.mark.parametrize('verb', sorted(cli.COMMANDS))
+def test_every_verb_answers_help(verb, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main([verb, '--help'])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.startswith(f'usage: vpr-ros {verb}')
+
+
+def test_verb_modules_import_no_ros():
+    # play and record import rclpy when they run, not when their module (or --help) loads.
+    names = ', '.join(cli.command_module(v) for v in cli.COMMANDS)
+    code = (f'import sys, {names}; bad = [m for m in sys.modules if m.startswith(("rclpy", '
+            '"sensor_msgs"))]; print(bad); sys.exit(1 if bad else 0)')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_device_option_is_one_text(capsys):
+    texts = set()
+    for verb in ('localize', 'calibrate', 'build-map', 'adapt', 'describe', 'eval'):
+        with pytest.raises(SystemExit):
+            cli.main([verb, '--help'])
+        out = ' '.join(capsys.readouterr().out.split())
+        texts.add(re.search(r'--device DEVICE (torch device: [^)]*\))', out).group(1))
+    assert texts == {'torch device: auto, cpu, cuda or cuda:N (default auto)'}

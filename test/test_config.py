@@ -17,7 +17,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, FrozenInstanceError
-from typing import Literal
+from typing import ClassVar, Literal, Mapping
+import warnings
 
 import pytest
 
@@ -37,6 +38,19 @@ class SearchConfig(Config):
     def validate(self) -> None:
         if self.image_size[0] > 4 * self.image_size[1]:
             raise ConfigError('SearchConfig.image_size: absurd aspect ratio')
+
+
+@dataclass(frozen=True)
+class OuterConfig(Config):
+    search: SearchConfig = option(SearchConfig(), 'nested')
+
+
+@dataclass(frozen=True)
+class MovedConfig(Config):
+    MOVED: ClassVar[Mapping[str, str]] = {'old.top_k': 'search.top_k'}
+    RETIRED: ClassVar[Mapping[str, str]] = {'old': 'notes are gone'}
+
+    search: SearchConfig = option(SearchConfig(), 'nested')
 
 
 class TestConfig:
@@ -88,12 +102,56 @@ class TestConfig:
         with pytest.raises(ConfigError, match='cannot read config .*missing.yaml'):
             SearchConfig.from_yaml(tmp_path / 'missing.yaml')
 
-    def test_describe_fields(self):
-        fields = {f['name']: f for f in SearchConfig.describe_fields()}
-        assert fields['threshold']['runtime'] is True
-        assert fields['top_k']['runtime'] is False
-        assert fields['top_k']['min'] == 1
-        assert fields['top_k']['doc'] == 'candidates from the index'
+    def test_field_specs(self):
+        fields = {f.name: f for f in SearchConfig.field_specs()}
+        assert fields['threshold'].runtime is True
+        assert fields['top_k'].runtime is False
+        assert (fields['top_k'].min, fields['top_k'].max, fields['top_k'].type) == (1, 1000, int)
+        assert fields['top_k'].doc == 'candidates from the index'
+        assert fields['top_k'].rules() == 'range [1, 1000]'
+        assert fields['index'].rules() == 'one of: flat, ivfpq, hnsw'
+        with pytest.raises(ConfigError, match='below the minimum') as exc:
+            fields['top_k'].check(0)
+        assert exc.value.field == 'top_k'
+
+    def test_error_carries_the_field(self):
+        with pytest.raises(ConfigError) as exc:
+            SearchConfig(top_k=0)
+        assert (exc.value.field, exc.value.owner) == ('top_k', 'SearchConfig')
+        assert exc.value.problem == '0 is below the minimum 1'
+        with pytest.raises(ConfigError) as exc:
+            SearchConfig(image_size=(240, 'x'))
+        assert exc.value.field == 'image_size[1]'
+        assert str(exc.value) == "SearchConfig.image_size[1]: expected an integer, got 'x'"
+        with pytest.raises(ConfigError) as exc:       # a cross-field rule: free text
+            SearchConfig(image_size=(4000, 10))
+        assert exc.value.field is None
+
+    def test_nested_error_names_the_path(self):
+        with pytest.raises(ConfigError) as exc:
+            OuterConfig.from_dict({'search': {'index': 'lsh'}})
+        assert (exc.value.field, exc.value.owner) == ('search.index', 'OuterConfig')
+        assert str(exc.value).startswith("OuterConfig.search.index: 'lsh' is not one of")
+        with pytest.raises(ConfigError, match=r"OuterConfig.search: unknown key\(s\) \['topk'\]"):
+            OuterConfig.from_dict({'search': {'topk': 1}})
+
+    def test_moved_keys_are_read_from_the_old_place_with_a_warning(self, tmp_path):
+        path = tmp_path / 'old.yaml'
+        path.write_text('search: {index: hnsw}\nold: {top_k: 3, note: x}\n')
+        with pytest.warns(FutureWarning) as caught:
+            cfg = MovedConfig.from_yaml(path)
+        texts = [str(w.message) for w in caught]
+        assert (cfg.search.top_k, cfg.search.index, cfg.search.note) == (3, 'hnsw', None)
+        assert any(f'{path}: old.top_k has moved to search.top_k' in t for t in texts)
+        assert any(f'{path}: old is ignored here: notes are gone' in t for t in texts), texts
+        # The new place alone: no warning; both places with different values: an error.
+        with warnings.catch_warnings():
+            warnings.simplefilter('error')
+            assert MovedConfig.from_dict({'search': {'top_k': 4}}).search.top_k == 4
+        with pytest.raises(ConfigError, match=r'search.top_k: given twice') as exc, \
+                pytest.warns(FutureWarning, match='old.top_k has moved'):
+            MovedConfig.from_dict({'search': {'top_k': 4}, 'old': {'top_k': 3}})
+        assert exc.value.field == 'search.top_k'
 
     def test_mutable_default_rejected(self):
         with pytest.raises(TypeError, match='use a tuple'):
@@ -121,3 +179,13 @@ class TestDevice:
         if not torch.cuda.is_available():
             with pytest.raises(DeviceError, match='CUDA is not available'):
                 resolve_device('cuda')
+
+
+def test_config_error_survives_pickling():
+    import pickle
+
+    with pytest.raises(ConfigError) as exc:
+        SearchConfig(top_k=0)
+    copy = pickle.loads(pickle.dumps(exc.value))
+    assert (str(copy), copy.field, copy.owner, copy.problem) == (
+        str(exc.value), 'top_k', 'SearchConfig', '0 is below the minimum 1')

@@ -29,7 +29,10 @@ import numpy as np
 import pytest
 from vpr_ros.bags import has_header, header_stamp_ns, message_class, serialize, \
     shift_header_stamp
-from vpr_ros.demo import Child, DemoConfig, run_demo, summary_table
+from vpr_ros.demo.config import DemoConfig
+from vpr_ros.demo.processes import Child
+from vpr_ros.demo.run import run_demo
+from vpr_ros.demo.summary import summary_table
 from vpr_ros.errors import ConfigError, DataError
 from vpr_ros.synth import SynthConfig
 
@@ -158,7 +161,7 @@ def test_child_stops_on_sigint_even_when_the_parent_ignores_it(tmp_path):
 import signal, sys
 from pathlib import Path
 signal.signal(signal.SIGINT, signal.SIG_IGN)
-from vpr_ros.demo import Child
+from vpr_ros.demo.processes import Child
 child = Child('sleeper', [sys.executable, '-c',
               'import time; print("ready", flush=True); time.sleep(60)'],
               Path({str(tmp_path / 'c.log')!r}))

@@ -29,9 +29,9 @@ from vpr_ros.models.geowarp import (corners_to_homography, correlation, dense_si
                                     GeoWarp, GeoWarpConfig, identity_points, project_points,
                                     warp, WarpingRegression)
 from vpr_ros.models.geowarp_losses import (consistency_loss, features_wise_loss, flip_points,
-                                           loss_cons, mine_pairs, random_trapezoids,
-                                           self_supervised_loss, self_supervised_pair,
-                                           swap_pair, total_loss)
+                                           GeoWarpLossConfig, loss_cons, mine_pairs,
+                                           random_trapezoids, self_supervised_loss,
+                                           self_supervised_pair, swap_pair, total_loss)
 
 
 def smooth_maps(n, c, h, w, seed=0):
@@ -161,7 +161,7 @@ def test_gradient_reaches_the_regression_module():
     f_q, f_g = smooth_maps(3, 16, 7, 9), smooth_maps(3, 16, 7, 9, seed=5)
     t_x, t_y, t_z = random_trapezoids(3, 0.6, torch.Generator().manual_seed(5))
     f_a, f_b, t_a, t_b = self_supervised_pair(f_q, t_x, t_y, t_z)
-    loss = total_loss(model.config, l_ss=self_supervised_loss(model, f_a, f_b, t_a, t_b),
+    loss = total_loss(GeoWarpLossConfig(), l_ss=self_supervised_loss(model, f_a, f_b, t_a, t_b),
                       l_fw=features_wise_loss(model, f_q, f_g),
                       l_cons=consistency_loss(model, f_q, f_g))
     loss.backward()
@@ -172,7 +172,7 @@ def test_gradient_reaches_the_regression_module():
     features_wise_loss(model, f_q, f_g).backward()
     assert model.regression.linear.bias.grad.abs().sum() > 0
     with pytest.raises(DataError, match='at least one'):
-        total_loss(model.config)
+        total_loss(GeoWarpLossConfig())
 
 
 def _candidates(f_q):
@@ -235,11 +235,13 @@ def test_odd_sizes_and_five_candidates(mode):
 def test_config_and_state_dict_layout():
     with pytest.raises(ConfigError, match='mode'):
         GeoWarpConfig(mode='pixels')
-    with pytest.raises(ConfigError, match='k'):
-        GeoWarpConfig(k=1.5)
-    config = GeoWarpConfig()
-    assert (config.k, config.t_geo, config.t_feat, config.num_reranked) == (0.6, 25.0, 1.2, 5)
-    assert (config.lambda_ss, config.lambda_fw, config.lambda_cons) == (1.0, 10.0, 0.1)
+    with pytest.raises(ConfigError, match='k: 1.5 is above the maximum') as exc:
+        GeoWarpLossConfig(k=1.5)
+    assert exc.value.field == 'k'
+    assert GeoWarpConfig().num_reranked == 5
+    losses = GeoWarpLossConfig()
+    assert (losses.k, losses.t_geo, losses.t_feat) == (0.6, 25.0, 1.2)
+    assert (losses.lambda_ss, losses.lambda_fw, losses.lambda_cons) == (1.0, 10.0, 0.1)
     keys = GeoWarp().state_dict()
     # gmberton/geo_warp HomographyRegression (trained configuration) under 'regression.'.
     assert keys['regression.conv.0.weight'].shape == (128, 225, 7, 7)
@@ -256,5 +258,5 @@ def test_mine_pairs_applies_both_thresholds():
     positions_g = torch.tensor([[10.0, 0.0], [30.0, 0.0], [100.0, 5.0]])
     desc_q = F.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), dim=1)
     desc_g = F.normalize(torch.tensor([[1.0, 0.1], [1.0, 0.0], [-1.0, 0.0]]), dim=1)
-    pairs = mine_pairs(positions_q, positions_g, desc_q, desc_g, GeoWarpConfig())
+    pairs = mine_pairs(positions_q, positions_g, desc_q, desc_g, GeoWarpLossConfig())
     assert pairs.tolist() == [[0, 0]]  # (0, 1) is too far; (1, 2) too different (d^2 = 2)

@@ -21,15 +21,18 @@ ICCV 2021, arXiv 2109.09827, §3.4.
 from __future__ import annotations
 
 import shutil
+import warnings
 
 from mapdb_helpers import textured_map
 import pytest
 import torch
 from vpr_ros.cli import main as cli_main
 from vpr_ros.errors import MapError
-from vpr_ros.localizer import Localizer
+from vpr_ros.localizer import Localizer, LocalizerConfig
 from vpr_ros.mapdb import MapDB
-from vpr_ros.models.geowarp import GeoWarp, load_geowarp
+from vpr_ros.models.checkpoints import save_payload
+from vpr_ros.models.geowarp import GeoWarp, GEOWARP_FORMAT, GeoWarpConfig, load_geowarp
+from vpr_ros.models.geowarp_losses import GeoWarpLossConfig
 from vpr_ros.training.geowarp_trainer import fit_geowarp, GeoWarpFitConfig, work_dir_for
 
 
@@ -116,3 +119,31 @@ def test_cli(small_map, tmp_path, capsys):
     assert 'GeoWarp fitted: 2 steps, losses ss+cons' in out
     assert MapDB.open(path).manifest['geowarp']['losses'] == ['ss', 'cons']
     assert cli_main(['fit-geowarp', str(tmp_path / 'none.vprmap')]) == 1
+
+
+def test_settings_written_before_the_config_split_keep_loading(tmp_path):
+    # Fitting settings were a `geowarp:` section of the fit's YAML (GeoWarpConfig held both
+    # re-ranking and fitting fields); they are read from there, with a warning.
+    old = tmp_path / 'fit.yaml'
+    old.write_text('iterations: 5\ngeowarp: {k: 0.5, lambda_fw: 5.0, mode: image}\n')
+    with pytest.warns(FutureWarning) as caught:
+        config = GeoWarpFitConfig.from_yaml(old)
+    texts = ' | '.join(str(w.message) for w in caught)
+    assert (config.iterations, config.losses.k, config.losses.lambda_fw) == (5, 0.5, 5.0)
+    assert config.losses.t_geo == GeoWarpLossConfig().t_geo
+    assert f'{old}: geowarp.k has moved to losses.k' in texts
+    assert 'geowarp is ignored here: how GeoWarp re-ranks is a localizer setting' in texts
+    # A localizer YAML with the fitting fields under geowarp: they are ignored, with a warning.
+    with pytest.warns(FutureWarning, match="geowarp.k is ignored here: .*fit-geowarp's losses.k"):
+        loc = LocalizerConfig.from_dict({'geowarp': {'k': 0.6, 'mode': 'image'}})
+    assert loc.geowarp.mode == 'image'
+    # A GeoWarp file fitted before the split stores them in its config: it still loads.
+    geowarp = GeoWarp(GeoWarpConfig(mode='image'))
+    save_payload({'format': GEOWARP_FORMAT, 'version': 1, 'backbone': 'resnet18',
+                  'config': {**geowarp.config.to_dict(), 'k': 0.6, 't_geo': 25.0, 't_feat': 1.2,
+                             'lambda_ss': 1.0, 'lambda_fw': 10.0, 'lambda_cons': 0.1},
+                  'state_dict': geowarp.state_dict(), 'extra': {}}, tmp_path / 'old.pt')
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        loaded, _ = load_geowarp(tmp_path / 'old.pt', backbone='resnet18')
+    assert loaded.config == GeoWarpConfig(mode='image')

@@ -32,7 +32,7 @@ from vpr_ros.mapdb.finetune import finetune_map, FinetuneConfig, resolve_layers
 from vpr_ros.models.backbones import build_backbone, final_stage
 from vpr_ros.models.descriptor import build_model, ModelConfig
 from vpr_ros.training.data import augment, AugmentConfig
-from vpr_ros.training.trainer import freeze_all_but_last, set_train_mode
+from vpr_ros.training.model_setup import freeze_all_but_last, set_train_mode
 
 QUICK = {'epochs': 2, 'validation_queries': 24, 'lr': 1e-4, 'batch_size': 2, 'negatives': 3}
 

@@ -230,16 +230,21 @@ def test_pipelined_worker_prepares_the_next_frame_while_processing_and_keeps_no_
 
 def test_parameters_mirror_the_config_dataclasses():
     from vpr_ros.localizer import LocalizerConfig
-    from vpr_ros.ros.params import descriptor, NodeConfig, parameter_specs, SKIPPED
+    from vpr_ros.models.geowarp import GeoWarpConfig
+    from vpr_ros.ros.params import descriptor, NodeConfig, parameter_specs
 
     specs = {s.name: s for s in parameter_specs()}
-    for f in NodeConfig.describe_fields():
-        assert f['name'] in specs
-    for f in LocalizerConfig.describe_fields():
-        if f['name'] != 'geowarp':
-            assert specs['localizer.' + f['name']].default == f['default']
+    for f in NodeConfig.field_specs():
+        assert f.name in specs
+    for f in LocalizerConfig.field_specs():
+        if f.name != 'geowarp':
+            assert specs['localizer.' + f.name].default == f.default
     assert specs['localizer.geowarp.mode'].default == 'features'
-    assert not SKIPPED & set(specs)
+    # GeoWarp's re-ranking settings, every one of them and nothing else (fitting is not a node
+    # parameter).
+    assert {n for n in specs if n.startswith('localizer.geowarp.')} == {
+        'localizer.geowarp.' + f.name for f in GeoWarpConfig.field_specs()}
+    assert 'localizer.geowarp.k' not in specs
     top_k = descriptor(specs['localizer.top_k'])
     assert top_k.read_only and 'candidates' in top_k.description
     assert (top_k.integer_range[0].from_value, top_k.integer_range[0].to_value) == (1, 1000)
@@ -259,10 +264,17 @@ def test_configs_from_values_validate_and_name_the_parameter():
     node, loc = configs_from_values({'map': 'm.vprmap', 'localizer.top_k': 3,
                                      'localizer.geowarp.mode': 'image'})
     assert (node.map, loc.top_k, loc.geowarp.mode) == ('m.vprmap', 3, 'image')
-    with pytest.raises(ConfigError, match=r'localizer\.estimator: .median. is not one of'):
+    with pytest.raises(ConfigError, match=r'localizer\.estimator: .median. is not one of') as exc:
         configs_from_values({'localizer.estimator': 'median'})
-    with pytest.raises(ConfigError, match=r'image_reliability'):
+    assert exc.value.field == 'localizer.estimator'
+    with pytest.raises(ConfigError, match=r'image_reliability') as exc:
         configs_from_values({'image_reliability': 'sometimes'})
+    assert exc.value.field == 'image_reliability'
+    with pytest.raises(ConfigError) as exc:
+        configs_from_values({'localizer.geowarp.num_reranked': 0})
+    assert exc.value.field == 'localizer.geowarp.num_reranked'
+    assert str(exc.value) == ('invalid parameter localizer.geowarp.num_reranked: 0 is below '
+                              'the minimum 1')
 
 
 def test_config_yaml_is_generated_from_the_dataclasses():

@@ -28,7 +28,8 @@ from vpr_ros import cli
 from vpr_ros.mapdb.database import MapDB
 from vpr_ros.models.checkpoints import load_model, read_checkpoint
 from vpr_ros.training.data import DataConfig, load_data
-from vpr_ros.training.trainer import init_netvlad_from_data, train
+from vpr_ros.training.model_setup import init_netvlad_from_data
+from vpr_ros.training.trainer import train
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]

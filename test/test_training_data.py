@@ -26,7 +26,7 @@ from vpr_ros.mapdb.sources import open_source
 from vpr_ros.training.data import (augment, AugmentConfig, batch_size_for, DataConfig,
                                    load_data, make_data, nearest_distance, split_by_place)
 from vpr_ros.training.mining import MiningConfig, plan_queries
-from vpr_ros.training.trainer import TrainConfig
+from vpr_ros.training.train_config import TrainConfig
 
 
 @pytest.fixture(scope='module')

@@ -24,7 +24,7 @@ import torch
 from vpr_ros.models.descriptor import build_model, PRESETS
 from vpr_ros.training.losses import (batch_loss, detection_distance, LossConfig,
                                      triplet_terms)
-from vpr_ros.training.trainer import TrainForward
+from vpr_ros.training.model_setup import TrainForward
 
 
 def test_triplet_terms_values():

@@ -21,7 +21,7 @@ from pathlib import Path
 from vpr_ros.synth import SynthConfig, SynthRoute, write_csv_source
 from vpr_ros.training.data import AugmentConfig, DataConfig
 from vpr_ros.training.mining import MiningConfig
-from vpr_ros.training.trainer import TrainConfig
+from vpr_ros.training.train_config import TrainConfig
 
 # 40 frames 2 m apart (78 m): 5 m positives are +-2 frames, 25 m negatives exist everywhere.
 ROUTE = SynthConfig(frames=40, spacing_m=2.0, image_size=(48, 64))

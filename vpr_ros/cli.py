@@ -14,8 +14,8 @@
 
 """The ``vpr-ros`` command: a thin argparse front over the core.
 
-Each subcommand is a module with ``add_arguments(parser)`` and ``main(args) -> int``; the
-CLI only parses, turns arguments into configs, and calls the library.
+Each verb is a module ``vpr_ros/commands/<verb>.py`` with ``add_arguments(parser)`` and
+``main(args) -> int``; the CLI only parses, turns arguments into configs, and calls the library.
 """
 
 from __future__ import annotations
@@ -29,37 +29,35 @@ from typing import Sequence
 import vpr_ros
 from vpr_ros.errors import VprError
 
-# subcommand -> (module, one-line help). Modules are imported only when their command runs,
-# so `vpr-ros --help` stays fast and a broken optional part cannot break the others.
-COMMANDS: dict[str, tuple[str, str]] = {
-    'doctor': ('vpr_ros.doctor', 'print versions and the device that device: auto picks'),
-    'build-map': ('vpr_ros.mapdb.cli_build',
-                  'build a map (*.vprmap) from a VG image folder, a CSV or a rosbag2'),
-    'map': ('vpr_ros.mapdb.cli_map', 'inspect a map: map info route.vprmap'),
-    'adapt': ('vpr_ros.mapdb.cli_adapt',
-              "learn the map's descriptor whitening, kept only if it helps on held-out places"),
-    'describe': ('vpr_ros.models.cli_describe', 'global descriptors of images to a .npy file'),
-    'play': ('vpr_ros.ros.player', 'publish a rosbag2 with rclpy at the recorded pace'),
-    'record': ('vpr_ros.ros.recorder', 'record topics into a rosbag2 (mcap or sqlite3)'),
-    'eval': ('vpr_ros.evaluation.cli_eval',
-             'recall@N of a model on a VG or VPR-Bench dataset (benchmark protocol)'),
-    'localize': ('vpr_ros.cli_localize', 'positions of images against a map (text or JSON)'),
-    'fit-geowarp': ('vpr_ros.training.cli_fit_geowarp',
-                    'fit GeoWarp re-ranking on the map images and store it in the map'),
-    'export': ('vpr_ros.runtime.cli_export',
-               "export the map's networks to ONNX (verified against torch) for ONNX Runtime "
-               'and TensorRT'),
-    'calibrate': ('vpr_ros.cli_calibrate',
-                  'fit the confidence -> covariance calibration of a map and store it'),
-    'eval-bag': ('vpr_ros.evaluation.cli_eval_bag',
-                 'score recorded fixes against a truth NavSatFix topic: metrics, plots, report'),
-    'demo': ('vpr_ros.demo', 'synthetic route -> map -> node on a bag -> evaluation report'),
-    'train': ('vpr_ros.training.cli_train',
-              'train a descriptor model on geotagged images (triplets, hard negatives)'),
+# verb -> one-line help. The verb's module is vpr_ros/commands/<verb>.py ('-' -> '_'); it is
+# imported only when its verb runs, so `vpr-ros --help` stays fast and a broken optional part
+# cannot break the others.
+COMMANDS: dict[str, str] = {
+    'doctor': 'print versions and the device that device: auto picks',
+    'build-map': 'build a map (*.vprmap) from a VG image folder, a CSV or a rosbag2',
+    'map': 'inspect a map: map info route.vprmap',
+    'adapt': "learn the map's descriptor whitening, kept only if it helps on held-out places",
+    'describe': 'global descriptors of images to a .npy file',
+    'play': 'publish a rosbag2 with rclpy at the recorded pace',
+    'record': 'record topics into a rosbag2 (mcap or sqlite3)',
+    'eval': 'recall@N of a model on a VG or VPR-Bench dataset (benchmark protocol)',
+    'localize': 'positions of images against a map (text or JSON)',
+    'fit-geowarp': 'fit GeoWarp re-ranking on the map images and store it in the map',
+    'export': "export the map's networks to ONNX (verified against torch) for ONNX Runtime "
+              'and TensorRT',
+    'calibrate': 'fit the confidence -> covariance calibration of a map and store it',
+    'eval-bag': 'score recorded fixes against a truth NavSatFix topic: metrics, plots, report',
+    'demo': 'synthetic route -> map -> node on a bag -> evaluation report',
+    'train': 'train a descriptor model on geotagged images (triplets, hard negatives)',
 }
 # Commands that run until SIGINT/SIGTERM: the signals become a stop request before their module
 # (rclpy, rosbags) is imported, so a signal at any moment ends them cleanly (vpr_ros.ros.stop).
 STOPPABLE = frozenset({'play', 'record'})
+
+
+def command_module(verb: str) -> str:
+    """Return the module of a verb: ``build-map`` -> ``vpr_ros.commands.build_map``."""
+    return f'vpr_ros.commands.{verb.replace("-", "_")}'
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,11 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--version', action='version', version=f'vpr_ros {vpr_ros.__version__}')
     parser.add_argument('-v', '--verbose', action='store_true', help='debug logging')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
-    for name, (module_name, help_text) in COMMANDS.items():
+    for name, help_text in COMMANDS.items():
         # No -h here: the full parser built in main() answers it, with the command's options.
-        sub_parser = sub.add_parser(name, help=help_text, description=help_text,
-                                    add_help=False)
-        sub_parser.set_defaults(_module=module_name)
+        sub.add_parser(name, help=help_text, description=help_text, add_help=False)
         # Options are added lazily below, once we know which command runs.
     return parser
 
@@ -92,9 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from vpr_ros.ros.stop import StopSignals
 
         stop = StopSignals.install()
-    module = importlib.import_module(known._module)
+    module = importlib.import_module(command_module(known.command))
     full = argparse.ArgumentParser(prog=f'vpr-ros {known.command}',
-                                   description=COMMANDS[known.command][1])
+                                   description=COMMANDS[known.command])
     full.add_argument('-v', '--verbose', action='store_true', help='debug logging')
     module.add_arguments(full)
     rest = argv[argv.index(known.command) + 1:]

@@ -27,6 +27,9 @@ Example::
 
     SearchConfig.from_dict({'top_k': 5})      # ok
     SearchConfig.from_dict({'topk': 5})       # ConfigError naming the valid keys
+
+A key that moves to another place (or another config) is declared in ``MOVED`` (or ``RETIRED``)
+so that files written before keep loading, with a ``FutureWarning`` saying where it goes now.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ import dataclasses
 from pathlib import Path
 import types
 import typing
-from typing import Any, Mapping, TypeVar
+from typing import Any, ClassVar, Mapping, TypeVar
+import warnings
 
 from vpr_ros.errors import ConfigError
 import yaml
@@ -70,7 +74,10 @@ def _type_name(tp: Any) -> str:
 
 
 def _coerce(name: str, tp: Any, value: Any) -> Any:
-    """Check ``value`` against the annotation ``tp``; convert int->float and list->tuple."""
+    """Check ``value`` of field ``name`` against the annotation ``tp``; int->float, list->tuple.
+
+    A :class:`ConfigError` names the field (``field``); the config that owns it adds itself.
+    """
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
@@ -83,67 +90,192 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
                 return _coerce(name, arg, value)
             except ConfigError:
                 continue
-        raise ConfigError(f'{name}: {value!r} matches none of {_type_name(tp)}')
+        raise ConfigError(f'{value!r} matches none of {_type_name(tp)}', field=name)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f'{name}: expected a list, got {value!r}')
+            raise ConfigError(f'expected a list, got {value!r}', field=name)
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(f'{name}[{i}]', args[0], v) for i, v in enumerate(value))
         if len(args) != len(value):
-            raise ConfigError(f'{name}: expected {len(args)} values, got {len(value)}')
+            raise ConfigError(f'expected {len(args)} values, got {len(value)}', field=name)
         return tuple(_coerce(f'{name}[{i}]', a, v) for i, (a, v) in enumerate(zip(args, value)))
     if origin is typing.Literal:
         if value not in args:
-            raise ConfigError(f'{name}: {value!r} is not one of {list(args)}')
+            raise ConfigError(f'{value!r} is not one of {list(args)}', field=name)
         return value
     if tp is Any:
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f'{name}: expected a number, got {value!r}')
+            raise ConfigError(f'expected a number, got {value!r}', field=name)
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f'{name}: expected an integer, got {value!r}')
+            raise ConfigError(f'expected an integer, got {value!r}', field=name)
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f'{name}: expected true or false, got {value!r}')
+            raise ConfigError(f'expected true or false, got {value!r}', field=name)
         return value
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f'{name}: expected a string, got {value!r}')
+            raise ConfigError(f'expected a string, got {value!r}', field=name)
         return value
     if isinstance(tp, type) and issubclass(tp, Config):
         if isinstance(value, tp):
             return value
         if isinstance(value, Mapping):
-            return tp.from_dict(value, where=name)
-        raise ConfigError(f'{name}: expected a mapping for {tp.__name__}, got {value!r}')
+            try:
+                return tp.from_dict(value)
+            except ConfigError as exc:
+                if exc.field is None and exc.owner is None:   # free text of a validate()
+                    raise
+                raise exc.inside(name, None) from None
+        raise ConfigError(f'expected a mapping for {tp.__name__}, got {value!r}', field=name)
     if isinstance(tp, type) and not isinstance(value, tp):
-        raise ConfigError(f'{name}: expected {_type_name(tp)}, got {value!r}')
+        raise ConfigError(f'expected {_type_name(tp)}, got {value!r}', field=name)
     return value
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldSpec:
+    """One config field as the checks, the ROS parameters and the generated YAML need it."""
+
+    name: str
+    type: Any  # noqa: A003 - the field's annotation
+    default: Any
+    doc: str
+    choices: tuple[Any, ...] | None = None
+    min: float | None = None  # noqa: A003
+    max: float | None = None  # noqa: A003
+    runtime: bool = False
+
+    def check(self, value: Any) -> None:
+        """Raise a :class:`ConfigError` naming this field when ``value`` breaks a rule."""
+        if self.choices is not None and value not in self.choices:
+            raise ConfigError(f'{value!r} is not one of {list(self.choices)}', field=self.name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if self.min is not None and value < self.min:
+                raise ConfigError(f'{value!r} is below the minimum {self.min}', field=self.name)
+            if self.max is not None and value > self.max:
+                raise ConfigError(f'{value!r} is above the maximum {self.max}', field=self.name)
+
+    def rules(self) -> str:
+        """Return the rules in words: ``one of: a, b``, ``range [0, 1]``, ``at least 1``."""
+        parts = []
+        if self.choices:
+            parts.append('one of: ' + ', '.join(str(c) for c in self.choices))
+        if self.min is not None and self.max is not None:
+            parts.append(f'range [{self.min:g}, {self.max:g}]')
+        elif self.min is not None:
+            parts.append(f'at least {self.min:g}')
+        elif self.max is not None:
+            parts.append(f'at most {self.max:g}')
+        return '; '.join(parts)
+
+
+_SPECS: dict[type, tuple[FieldSpec, ...]] = {}
+
+
+def _field_specs(cls: type) -> tuple[FieldSpec, ...]:
+    specs = _SPECS.get(cls)
+    if specs is None:
+        hints = typing.get_type_hints(cls)
+        specs = tuple(FieldSpec(
+            name=f.name, type=hints[f.name],
+            default=f.default if f.default is not _MISSING else None,
+            **{k: f.metadata.get(k) for k in ('doc', 'choices', 'min', 'max')},
+            runtime=bool(f.metadata.get('runtime'))) for f in dataclasses.fields(cls))
+        _SPECS[cls] = specs
+    return specs
+
+
+def _find(data: Mapping[str, Any], path: str) -> tuple[bool, Any]:
+    *parents, leaf = path.split('.')
+    node: Any = data
+    for part in parents:
+        node = node.get(part) if isinstance(node, Mapping) else None
+    if isinstance(node, Mapping) and leaf in node:
+        return True, node[leaf]
+    return False, None
+
+
+def _pop(data: dict[str, Any], path: str) -> None:
+    *parents, leaf = path.split('.')
+    node = data
+    for part in parents:
+        node[part] = dict(node[part])       # copies: the caller's mapping stays as it was
+        node = node[part]
+    del node[leaf]
+
+
+def _put(data: dict[str, Any], path: str, value: Any) -> None:
+    *parents, leaf = path.split('.')
+    node = data
+    for part in parents:
+        inner = node.get(part)
+        node[part] = dict(inner) if isinstance(inner, Mapping) else {}
+        node = node[part]
+    node[leaf] = value
+
+
+def _upgrade(cls: type[Config], data: dict[str, Any], label: str,
+             prefix: str = '') -> dict[str, Any]:
+    """Read keys at their old places (``MOVED``), drop retired ones (``RETIRED``), warn.
+
+    Nested configs given as mappings are upgraded too, so the warning names the file (or the
+    outer config) and the whole path.
+    """
+    for old, new in cls.MOVED.items():
+        found, value = _find(data, old)
+        if not found:
+            continue
+        _pop(data, old)
+        warnings.warn(f'{label}: {prefix}{old} has moved to {prefix}{new}; it is read from '
+                      f'the old place for now: move it in your file', FutureWarning,
+                      stacklevel=3 + prefix.count('.'))
+        given, current = _find(data, new)
+        if given and current != value:
+            raise ConfigError(f'given twice, here ({current!r}) and at its old place {old} '
+                              f'({value!r}); keep {new} only', field=prefix + new, owner=label)
+        _put(data, new, value)
+    for key, now in cls.RETIRED.items():
+        if key not in data:
+            continue
+        value = data.pop(key)
+        if value in ({}, None):             # emptied by the moves above: nothing is lost
+            continue
+        warnings.warn(f'{label}: {prefix}{key} is ignored here: {now}', FutureWarning,
+                      stacklevel=3 + prefix.count('.'))
+    for spec in _field_specs(cls):
+        inner = data.get(spec.name)
+        if isinstance(spec.type, type) and issubclass(spec.type, Config) and \
+                isinstance(inner, Mapping):
+            data[spec.name] = _upgrade(spec.type, dict(inner), label, f'{prefix}{spec.name}.')
+    return data
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Base of all config dataclasses: type/range/choice checks and dict/YAML round trips."""
 
+    #: Keys that moved, old dotted path -> new dotted path (``geowarp.k`` -> ``losses.k``):
+    #: still read from the old place, with a FutureWarning.
+    MOVED: ClassVar[Mapping[str, str]] = {}
+    #: Keys no longer read by this config -> where they live now: ignored, with a FutureWarning.
+    RETIRED: ClassVar[Mapping[str, str]] = {}
+
     def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for f in dataclasses.fields(self):
-            where = f'{type(self).__name__}.{f.name}'
-            value = _coerce(where, hints[f.name], getattr(self, f.name))
-            object.__setattr__(self, f.name, value)
-            meta = f.metadata
-            if meta.get('choices') is not None and value not in meta['choices']:
-                raise ConfigError(f'{where}: {value!r} is not one of {list(meta["choices"])}')
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                if meta.get('min') is not None and value < meta['min']:
-                    raise ConfigError(f'{where}: {value!r} is below the minimum {meta["min"]}')
-                if meta.get('max') is not None and value > meta['max']:
-                    raise ConfigError(f'{where}: {value!r} is above the maximum {meta["max"]}')
-        self.validate()
+        try:
+            for spec in _field_specs(type(self)):
+                value = _coerce(spec.name, spec.type, getattr(self, spec.name))
+                object.__setattr__(self, spec.name, value)
+                spec.check(value)
+            self.validate()
+        except ConfigError as exc:
+            if exc.field is None or exc.owner is not None:
+                raise
+            raise exc.inside(None, type(self).__name__) from None
 
     def validate(self) -> None:
         """Cross-field checks; subclasses override and raise :class:`ConfigError`."""
@@ -151,12 +283,12 @@ class Config:
     @classmethod
     def from_dict(cls: type[C], data: Mapping[str, Any] | None, *, where: str = '') -> C:
         """Build from a mapping; unknown keys are an error that lists the valid ones."""
-        data = dict(data or {})
+        label = where or cls.__name__
+        data = _upgrade(cls, dict(data or {}), label)
         names = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(data) - set(names))
         if unknown:
-            label = where or cls.__name__
-            raise ConfigError(f'{label}: unknown key(s) {unknown}; valid keys: {names}')
+            raise ConfigError(f'unknown key(s) {unknown}; valid keys: {names}', owner=label)
         return cls(**data)
 
     @classmethod
@@ -192,13 +324,6 @@ class Config:
         return dataclasses.replace(self, **changes)
 
     @classmethod
-    def describe_fields(cls) -> list[dict[str, Any]]:
+    def field_specs(cls) -> tuple[FieldSpec, ...]:
         """Name, type, default and rules of every field (for ROS parameters and docs)."""
-        hints = typing.get_type_hints(cls)
-        out = []
-        for f in dataclasses.fields(cls):
-            default = f.default if f.default is not _MISSING else None
-            out.append({'name': f.name, 'type': hints[f.name], 'default': default,
-                        **{k: f.metadata.get(k) for k in ('doc', 'choices', 'min', 'max',
-                                                          'runtime')}})
-        return out
+        return _field_specs(cls)

@@ -12,11 +12,10 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""``vpr-ros doctor``: report the versions and the device this installation would use."""
+"""The versions and the device this installation would use (``vpr-ros doctor`` prints them)."""
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import importlib.metadata
 import os
@@ -81,20 +80,3 @@ def collect() -> dict[str, str]:
     report['AMENT_PREFIX_PATH'] = os.environ.get('AMENT_PREFIX_PATH', '(not set)')
     report['ROS_DOMAIN_ID'] = os.environ.get('ROS_DOMAIN_ID', '(not set: 0)')
     return report
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Doctor takes no options."""
-
-
-def main(args: argparse.Namespace) -> int:
-    """Print the report; exit 1 when a required part (torch, faiss, rclpy) is missing."""
-    report = collect()
-    width = max(len(k) for k in report)
-    for key, value in report.items():
-        print(f'{key:<{width}}  {value}')
-    missing = [k for k in ('torch', 'faiss', 'rclpy') if report[k].startswith('NOT AVAILABLE')]
-    if missing:
-        print(f'missing required parts: {", ".join(missing)}', file=sys.stderr)
-        return 1
-    return 0

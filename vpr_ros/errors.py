@@ -18,13 +18,47 @@ Callers that must keep running (the node) catch VprError per frame; every messag
 thing that is wrong (file, field, value) and what was expected.
 """
 
+from __future__ import annotations
+
 
 class VprError(Exception):
     """Base class of every error vpr_ros raises on purpose."""
 
 
 class ConfigError(VprError, ValueError):
-    """A configuration value is missing, unknown or out of range."""
+    """A configuration value is missing, unknown or out of range.
+
+    When one field is at fault, ``field`` is its dotted path in the config being built
+    (``geowarp.mode``, ``image_size[0]``), ``owner`` that config's class (or file) and
+    ``problem`` the rule it breaks; the message reads ``owner.field: problem`` (``label:
+    problem`` when a ``label`` is given). A layer that mirrors the fields under other names (the
+    ROS parameters) names them from ``field``.
+    """
+
+    def __init__(self, problem: str, *, field: str | None = None, owner: str | None = None,
+                 label: str | None = None) -> None:
+        self.problem = problem
+        self.field = field
+        self.owner = owner
+        self.label = label
+        where = label or '.'.join(part for part in (owner, field) if part)
+        super().__init__(f'{where}: {problem}' if where else problem)
+
+    def inside(self, parent: str | None, owner: str | None) -> ConfigError:
+        """Return this error as seen from a config that holds the failing one as ``parent``."""
+        field = self.field
+        if parent:
+            field = parent if not field else (
+                parent + field if field.startswith('[') else f'{parent}.{field}')
+        return ConfigError(self.problem, field=field, owner=owner)
+
+    def __reduce__(self) -> tuple:
+        return _config_error, (self.problem, self.field, self.owner, self.label)
+
+
+def _config_error(problem: str, field: str | None, owner: str | None,
+                  label: str | None) -> ConfigError:
+    return ConfigError(problem, field=field, owner=owner, label=label)
 
 
 class DeviceError(VprError):

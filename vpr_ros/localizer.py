@@ -325,10 +325,10 @@ class Localizer:
 
     def set_config(self, config: LocalizerConfig) -> None:
         """Apply new settings; only ``runtime`` fields may differ (thresholds, estimator)."""
-        fixed = [f for f in config.describe_fields() if not f['runtime'] and
-                 getattr(config, f['name'], None) != getattr(self.config, f['name'], None)]
+        fixed = [f for f in config.field_specs() if not f.runtime and
+                 getattr(config, f.name, None) != getattr(self.config, f.name, None)]
         if fixed:
-            names = ', '.join(f['name'] for f in fixed)
+            names = ', '.join(f.name for f in fixed)
             raise VprError(f'cannot change {names} while running; restart with the new value')
         self.config = config
 

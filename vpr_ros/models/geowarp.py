@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, ClassVar, Literal, Mapping
 
 from kornia.geometry.linalg import transform_points
 from kornia.geometry.transform import get_perspective_transform, warp_perspective
@@ -64,9 +64,22 @@ _EPS = 1e-6
 DenseFn = Callable[[torch.Tensor], torch.Tensor]
 
 
+#: Fitting settings that GeoWarpConfig held before they moved to
+#: :class:`vpr_ros.models.geowarp_losses.GeoWarpLossConfig` (``vpr-ros fit-geowarp``).
+LOSS_FIELDS = ('k', 't_geo', 't_feat', 'lambda_ss', 'lambda_fw', 'lambda_cons')
+
+
 @dataclasses.dataclass(frozen=True)
 class GeoWarpConfig(Config):
-    """Settings of GeoWarp re-ranking and of its training (paper §4.1 defaults)."""
+    """How GeoWarp re-ranks (paper §4.1 defaults): the localizer's, mirrored as ROS parameters.
+
+    How it is fitted (trapezoids, pair mining, loss weights) is
+    :class:`vpr_ros.models.geowarp_losses.GeoWarpLossConfig`.
+    """
+
+    RETIRED: ClassVar[Mapping[str, str]] = {
+        name: f"a GeoWarp fitting setting: fit-geowarp's losses.{name} (GeoWarpLossConfig)"
+        for name in LOSS_FIELDS}
 
     mode: str = option('features', 'what is warped: "image" (as published: warp the images '
                        'and recompute dense features) or "features" (warp the dense feature '
@@ -77,15 +90,6 @@ class GeoWarpConfig(Config):
     image_scale: float = option(1.0, 'image mode: size of the warped images relative to the '
                                 'query image (below 1 trades accuracy for speed)',
                                 min=0.1, max=1.0)
-    k: float = option(0.6, 'warping coefficient of the random trapezoids (eq. 11)',
-                      min=0.0, max=1.0)
-    t_geo: float = option(25.0, 'L_fw pairs: largest distance between query and positive (m)',
-                          min=0.0)
-    t_feat: float = option(1.2, 'L_fw pairs: largest squared global-descriptor distance',
-                           min=0.0)
-    lambda_ss: float = option(1.0, 'weight of the self-supervised loss L_ss', min=0.0)
-    lambda_fw: float = option(10.0, 'weight of the features-wise loss L_fw', min=0.0)
-    lambda_cons: float = option(0.1, 'weight of the consistency loss L_cons', min=0.0)
 
 
 def _check_maps(name: str, x: torch.Tensor, channels: int | None = None) -> None:
@@ -394,7 +398,9 @@ def load_geowarp(path: str | Path, *, backbone: str | None = None,
         raise CheckpointError(f'{path}: GeoWarp was fitted on backbone {obj.get("backbone")!r}, '
                               f'the model uses {backbone!r}; fit it again with '
                               f'vpr-ros fit-geowarp')
-    geowarp = GeoWarp(config or GeoWarpConfig.from_dict(obj.get('config', {})))
+    # Checkpoints written before the split also hold the fitting settings (LOSS_FIELDS).
+    stored = {k: v for k, v in dict(obj.get('config') or {}).items() if k not in LOSS_FIELDS}
+    geowarp = GeoWarp(config or GeoWarpConfig.from_dict(stored))
     try:
         geowarp.load_state_dict(obj['state_dict'])
     except (KeyError, RuntimeError) as exc:

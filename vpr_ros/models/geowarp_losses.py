@@ -30,11 +30,30 @@ published code; the paper's sums differ by a constant factor.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
+from vpr_ros.config import Config, option
 from vpr_ros.errors import DataError
-from vpr_ros.models.geowarp import (corners_to_homography, GeoWarp, GeoWarpConfig,
-                                    identity_points, local_features, project_points, warp)
+from vpr_ros.models.geowarp import (corners_to_homography, GeoWarp, identity_points,
+                                    local_features, project_points, warp)
+
+
+@dataclasses.dataclass(frozen=True)
+class GeoWarpLossConfig(Config):
+    """How GeoWarp is fitted (§3.4, §4.1 defaults): trapezoids, L_fw pairs, loss weights."""
+
+    k: float = option(0.6, 'warping coefficient of the random trapezoids (eq. 11)',
+                      min=0.0, max=1.0)
+    t_geo: float = option(25.0, 'L_fw pairs: largest distance between query and positive (m)',
+                          min=0.0)
+    t_feat: float = option(1.2, 'L_fw pairs: largest squared global-descriptor distance',
+                           min=0.0)
+    lambda_ss: float = option(1.0, 'weight of the self-supervised loss L_ss', min=0.0)
+    lambda_fw: float = option(10.0, 'weight of the features-wise loss L_fw', min=0.0)
+    lambda_cons: float = option(0.1, 'weight of the consistency loss L_cons', min=0.0)
+
 
 #: Corner order after a horizontal flip: TL <-> TR and BR <-> BL, on both quadrilaterals.
 _FLIP_ORDER = (1, 0, 3, 2, 5, 4, 7, 6)
@@ -183,7 +202,7 @@ def consistency_loss(model: GeoWarp, f_q: torch.Tensor, f_g: torch.Tensor,
                      model.predict(f_q_flip, f_g_flip), model.predict(f_g_flip, f_q_flip))
 
 
-def total_loss(config: GeoWarpConfig, *, l_ss: torch.Tensor | None = None,
+def total_loss(config: GeoWarpLossConfig, *, l_ss: torch.Tensor | None = None,
                l_fw: torch.Tensor | None = None,
                l_cons: torch.Tensor | None = None) -> torch.Tensor:
     """L_total (eq. 10) with the config's lambdas; absent terms (None) count as zero."""
@@ -195,7 +214,7 @@ def total_loss(config: GeoWarpConfig, *, l_ss: torch.Tensor | None = None,
 
 
 def mine_pairs(positions_q: torch.Tensor, positions_g: torch.Tensor, desc_q: torch.Tensor,
-               desc_g: torch.Tensor, config: GeoWarpConfig) -> torch.Tensor:
+               desc_g: torch.Tensor, config: GeoWarpLossConfig) -> torch.Tensor:
     """Query-positive pairs for L_fw (eq. 14-15), mined once before training.
 
     Args:

@@ -22,11 +22,14 @@ the tests opens and closes the context with :func:`ros_session` instead.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import rclpy
 from rclpy.context import Context
+from rclpy.executors import ExternalShutdownException
 from rclpy.signals import SignalHandlerOptions
+
+T = TypeVar('T')
 
 
 @contextmanager
@@ -45,6 +48,22 @@ def ros_session(args: Sequence[str] | None = None, *, context: Context | None = 
         yield context
     finally:
         rclpy.try_shutdown(context=context)
+
+
+def in_own_session(work: Callable[[Context], T], stop: Any, default: T) -> T:
+    """Run ``work(context)`` in a ROS session of its own unless ``stop`` was requested first.
+
+    A shutdown from outside (``ExternalShutdownException``) ends it like a stop; ``default`` is
+    returned when ``work`` did not run to its end.
+    """
+    result = default
+    try:
+        with ros_session() as context:
+            if not stop.requested:
+                result = work(context)
+    except ExternalShutdownException:
+        pass
+    return result
 
 
 def spin_until_stopped(executor: Any, stop: Any, context: Context | None = None) -> None:

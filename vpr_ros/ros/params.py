@@ -16,15 +16,17 @@
 
 Parameters mirror the fields of :class:`NodeConfig` (the node itself) and of
 ``vpr_ros.localizer.LocalizerConfig`` (prefix ``localizer.``, nested configs add their name:
-``localizer.geowarp.mode``) 1:1; nothing is restated by hand. From the same field metadata come
-the ``ParameterDescriptor`` (type, range, description, read-only unless ``runtime``), the
-validation (the dataclasses check types, choices and bounds) and ``config/localize.yaml``
-(:func:`render_yaml`; ``python -m vpr_ros.ros.params > config/localize.yaml`` regenerates it).
+``localizer.geowarp.mode``) 1:1; nothing is restated by hand. From the same typed field specs
+(:class:`vpr_ros.config.FieldSpec`) come the ``ParameterDescriptor`` (type, range, description,
+read-only unless ``runtime``), the validation (the dataclasses check types, choices and bounds;
+a :class:`ConfigError` carries the field, which names the parameter) and
+``config/localize.yaml`` (:func:`render_yaml`; ``python -m vpr_ros.ros.params >
+config/localize.yaml`` regenerates it).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import json
 import sys
 import textwrap
@@ -32,16 +34,12 @@ from typing import Any, Mapping
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
-from vpr_ros.config import Config, option
+from vpr_ros.config import Config, FieldSpec, option
 from vpr_ros.errors import ConfigError
 from vpr_ros.localizer import LocalizerConfig
 
 IMAGE_RELIABILITY = ('best_effort', 'reliable')
 LOCALIZER_PREFIX = 'localizer.'
-# GeoWarp training settings: they do not change how a frame is localised, so the node does not
-# offer them as parameters (vpr-ros fit-geowarp takes them).
-SKIPPED = frozenset(f'localizer.geowarp.{name}' for name in (
-    'k', 't_geo', 't_feat', 'lambda_ss', 'lambda_fw', 'lambda_cons'))
 _INT64 = (-2 ** 63, 2 ** 63 - 1)
 
 
@@ -82,62 +80,32 @@ class NodeConfig(Config):
                             'the current one is localised (latest frame wins in both stages)')
 
 
-@dataclass(frozen=True)
-class ParamSpec:
-    """One ROS parameter: its name and the config field it mirrors."""
-
-    name: str
-    type: Any  # noqa: A003 - the field's annotation
-    default: Any
-    doc: str
-    choices: tuple[Any, ...] | None
-    min: float | None  # noqa: A003
-    max: float | None  # noqa: A003
-    runtime: bool
-
-
-def _flatten(cls: type[Config], prefix: str, defaults: Config | None = None) -> list[ParamSpec]:
-    # Defaults come from the parent's instance: a nested config may differ from its class's.
+def _flatten(cls: type[Config], prefix: str, defaults: Config | None = None) -> list[FieldSpec]:
+    # One parameter per leaf field: its FieldSpec under the dotted parameter name. Defaults
+    # come from the parent's instance: a nested config may differ from its class's.
     defaults = cls() if defaults is None else defaults
     specs = []
-    for f in cls.describe_fields():
-        name = prefix + f['name']
-        tp = f['type']
-        if isinstance(tp, type) and issubclass(tp, Config):
-            specs.extend(_flatten(tp, name + '.', getattr(defaults, f['name'])))
+    for spec in cls.field_specs():
+        name = prefix + spec.name
+        if isinstance(spec.type, type) and issubclass(spec.type, Config):
+            specs.extend(_flatten(spec.type, name + '.', getattr(defaults, spec.name)))
             continue
-        if name in SKIPPED:
-            continue
-        if tp not in (bool, int, float, str):
-            raise TypeError(f'{name}: {tp} has no ROS parameter type; add it to params.py')
-        specs.append(ParamSpec(name, tp, getattr(defaults, f['name']), f['doc'], f['choices'],
-                               f['min'], f['max'], bool(f['runtime'])))
+        if spec.type not in (bool, int, float, str):
+            raise TypeError(f'{name}: {spec.type} has no ROS parameter type; add it to params.py')
+        specs.append(replace(spec, name=name, default=getattr(defaults, spec.name)))
     return specs
 
 
-def parameter_specs() -> list[ParamSpec]:
+def parameter_specs() -> list[FieldSpec]:
     """Every node parameter, node fields first, then ``localizer.*``."""
     return _flatten(NodeConfig, '') + _flatten(LocalizerConfig, LOCALIZER_PREFIX)
 
 
-def _rules(spec: ParamSpec) -> str:
-    parts = []
-    if spec.choices:
-        parts.append('one of: ' + ', '.join(str(c) for c in spec.choices))
-    if spec.min is not None and spec.max is not None:
-        parts.append(f'range [{spec.min:g}, {spec.max:g}]')
-    elif spec.min is not None:
-        parts.append(f'at least {spec.min:g}')
-    elif spec.max is not None:
-        parts.append(f'at most {spec.max:g}')
-    return '; '.join(parts)
-
-
-def descriptor(spec: ParamSpec) -> ParameterDescriptor:
+def descriptor(spec: FieldSpec) -> ParameterDescriptor:
     """Return the ``ParameterDescriptor`` of a parameter: description, range, read-only."""
     change = 'may change at run time' if spec.runtime else 'fixed once the node runs'
     desc = ParameterDescriptor(name=spec.name, description=f'{spec.doc} ({change})',
-                               additional_constraints=_rules(spec),
+                               additional_constraints=spec.rules(),
                                read_only=not spec.runtime)
     if spec.type is float and (spec.min is not None or spec.max is not None):
         desc.floating_point_range = [FloatingPointRange(
@@ -164,18 +132,27 @@ def _nest(values: Mapping[str, Any]) -> dict[str, Any]:
 def configs_from_values(values: Mapping[str, Any]) -> tuple[NodeConfig, LocalizerConfig]:
     """Build the validated configs from parameter values (missing ones take the defaults).
 
-    A :class:`ConfigError` names the parameter and the rule it breaks.
+    A :class:`ConfigError` names the parameter (``field``) and the rule it breaks.
     """
     nested = _nest(values)
     localizer = nested.pop('localizer', {})
     try:
         node = NodeConfig.from_dict(nested, where='node parameters')
+    except ConfigError as exc:
+        raise _parameter_error(exc, '') from None
+    try:
         loc = LocalizerConfig.from_dict(localizer, where='localizer parameters')
     except ConfigError as exc:
-        text = str(exc).replace('NodeConfig.', '').replace('LocalizerConfig.', 'localizer.')
-        raise ConfigError(f'invalid parameter {text}'.replace('GeoWarpConfig.', 'geowarp.')
-                          ) from None
+        raise _parameter_error(exc, LOCALIZER_PREFIX) from None
     return node, loc
+
+
+def _parameter_error(exc: ConfigError, prefix: str) -> ConfigError:
+    """Name the parameter of the field at fault (``prefix`` + the field's dotted path)."""
+    if exc.field is None:      # a rule across fields: its own text names them
+        return ConfigError(f'invalid parameters: {exc}')
+    name = prefix + exc.field
+    return ConfigError(exc.problem, field=name, label=f'invalid parameter {name}')
 
 
 def _yaml_value(value: Any) -> str:
@@ -208,7 +185,7 @@ def render_yaml() -> str:
             lines.append('    ' + '  ' * len(opened) + f'{part}:')
             opened.append(part)
         indent = '    ' + '  ' * len(opened)
-        rules = _rules(spec)
+        rules = spec.rules()
         comment = spec.doc + (f'; {rules}' if rules else '') + \
             (' [runtime]' if spec.runtime else '')
         lines.extend(textwrap.wrap(comment, 99, initial_indent=indent + '# ',

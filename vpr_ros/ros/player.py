@@ -25,15 +25,12 @@ image stamp, can be scored for latency against the receive times a recorder logs
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
-import sys
 import time
 from typing import Any, Sequence
 
 import rclpy
 from rclpy.duration import Duration
-from rclpy.executors import ExternalShutdownException
 from rclpy.qos import qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 from rosidl_runtime_py.utilities import get_message
@@ -41,7 +38,7 @@ from rosidl_runtime_py.utilities import get_message
 from vpr_ros.bags import (has_header, header_stamp_ns, open_reader, playback_offsets_s,
                           PlayConfig, select_connections, shift_header_stamp)
 from vpr_ros.errors import DataError
-from vpr_ros.ros.compat import ros_session
+from vpr_ros.ros.compat import in_own_session
 from vpr_ros.ros.stop import StopSignals
 
 
@@ -161,38 +158,13 @@ def play(bag: Path, config: PlayConfig, topics: Sequence[str] | None = None, *,
     return published
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``vpr-ros play``; defaults come from PlayConfig."""
-    defaults = PlayConfig()
-    parser.add_argument('bag', type=Path, help='rosbag2 directory (mcap or sqlite3)')
-    parser.add_argument('--topics', nargs='+', help='topics to play (default: all)')
-    parser.add_argument('--rate', type=float, default=defaults.rate, help='speed factor')
-    parser.add_argument('--loop', action='store_true', help='play again and again')
-    parser.add_argument('--clock', action='store_true',
-                        help='publish /clock from the bag times (use_sim_time)')
-    parser.add_argument('--restamp', action='store_true',
-                        help='shift header stamps to the playback time (latency measurements)')
-    parser.add_argument('--qos', choices=('reliable', 'sensor_data'), default=defaults.qos,
-                        help='publisher QoS (default reliable)')
-    parser.add_argument('--wait-for-subscribers', type=float, default=0.0, metavar='S',
-                        dest='wait_for_subscribers_s',
-                        help='wait up to S seconds for a subscriber on every topic first')
-    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+def play_session(bag: Path, config: PlayConfig, topics: Sequence[str] | None = None, *,
+                 progress: bool = True, stop: StopSignals | None = None) -> int:
+    """Play the bag in a ROS session of its own until its end (or a stop); return the count.
 
-
-def main(args: argparse.Namespace) -> int:
-    """Play the bag until its end (or forever with --loop, until SIGINT)."""
-    config = PlayConfig(rate=args.rate, loop=args.loop, clock=args.clock, qos=args.qos,
-                        wait_for_subscribers_s=args.wait_for_subscribers_s,
-                        restamp=args.restamp)
-    stop = getattr(args, 'stop', None) or StopSignals.install()
-    count = 0
-    try:
-        with ros_session() as context:
-            if not stop.requested:
-                count = play(args.bag, config, args.topics, progress=not args.no_progress,
-                             context=context, stop=stop)
-    except ExternalShutdownException:
-        pass
-    print(f'played {count} messages from {args.bag}', file=sys.stderr)
-    return 0
+    ``stop`` (installed before rclpy is imported, :mod:`vpr_ros.ros.stop`) turns SIGINT and
+    SIGTERM into a clean end; a shutdown from outside ends it too.
+    """
+    stop = stop or StopSignals.install()
+    return in_own_session(lambda context: play(bag, config, topics, progress=progress,
+                                               context=context, stop=stop), stop, 0)

@@ -25,9 +25,7 @@ match a best-effort publisher, so any best-effort publisher makes the subscripti
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
-import sys
 from typing import Any, Callable, Sequence
 
 import rclpy
@@ -38,7 +36,7 @@ from rosidl_runtime_py.utilities import get_message
 
 from vpr_ros.bags import BagWriter, message_class, RecordConfig
 from vpr_ros.errors import DataError
-from vpr_ros.ros.compat import ros_session, spin_until_stopped
+from vpr_ros.ros.compat import in_own_session, spin_until_stopped
 from vpr_ros.ros.stop import StopSignals
 
 IGNORED_TOPICS = ('/rosout', '/parameter_events')
@@ -134,34 +132,10 @@ def record(out: Path, topics: Sequence[str] | None, config: RecordConfig, *,
     return dict(writer.counts)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``vpr-ros record``; defaults come from RecordConfig."""
-    defaults = RecordConfig()
-    parser.add_argument('out', type=Path, help='rosbag2 directory to create (must not exist)')
-    parser.add_argument('--topics', nargs='+', help='topics to record (default: all)')
-    parser.add_argument('--storage', choices=('mcap', 'sqlite3'), default=defaults.storage,
-                        help='storage plugin (default mcap)')
-    parser.add_argument('--qos', choices=('auto', 'reliable', 'best_effort'),
-                        default=defaults.qos, help='subscription reliability (default auto)')
-
-
-def main(args: argparse.Namespace) -> int:
-    """Record until SIGINT/SIGTERM, then print what was written."""
-    config = RecordConfig(storage=args.storage, qos=args.qos)
-
-    def log(text: str) -> None:
-        print(text, flush=True)
-
-    stop = getattr(args, 'stop', None) or StopSignals.install()
-    counts: dict[str, int] = {}
-    try:
-        with ros_session() as context:
-            if not stop.requested:
-                counts = record(args.out, args.topics, config, log=log, context=context,
-                                stop=stop)
-    except ExternalShutdownException:
-        pass
-    total = sum(counts.values())
-    detail = ', '.join(f'{t}: {n}' for t, n in sorted(counts.items()))
-    print(f'recorded {total} messages into {args.out} ({detail})', file=sys.stderr, flush=True)
-    return 0
+def record_session(out: Path, topics: Sequence[str] | None, config: RecordConfig, *,
+                   log: Callable[[str], None] = print,
+                   stop: StopSignals | None = None) -> dict[str, int]:
+    """Record in a ROS session of its own until SIGINT/SIGTERM; return messages per topic."""
+    stop = stop or StopSignals.install()
+    return in_own_session(lambda context: record(out, topics, config, log=log, context=context,
+                                                 stop=stop), stop, {})

@@ -19,6 +19,9 @@ The recipe follows the papers cited in each module: the ResNet-18 heads report (
 
 ``data`` reads training sets from map sources and splits them by place, ``mining`` finds
 positives and hard negatives with GPS weak supervision, ``losses`` holds the triplet losses,
-``trainer`` runs the (optionally distributed) training loop, ``cli_train`` is ``vpr-ros train``.
+``trainer`` runs the (optionally distributed) training loop (``vpr-ros train``:
+:mod:`vpr_ros.commands.train`) with ``train_config`` (its settings), ``distributed`` (the
+process group), ``model_setup``, ``batches``, ``validation`` and ``run_files`` (metrics, plots,
+checkpoints). ``geowarp_trainer`` fits GeoWarp re-ranking on a map (``vpr-ros fit-geowarp``).
 Importing this package imports torch.
 """

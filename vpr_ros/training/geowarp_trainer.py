@@ -37,7 +37,7 @@ import datetime
 import io
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 import torch
@@ -46,20 +46,28 @@ from vpr_ros.config import Config, option
 from vpr_ros.errors import DataError, MapError
 from vpr_ros.mapdb.database import MapDB
 from vpr_ros.models.checkpoints import read_checkpoint, save_payload
-from vpr_ros.models.geowarp import GeoWarp, GeoWarpConfig, save_geowarp
-from vpr_ros.models.geowarp_losses import (consistency_loss, features_wise_loss, mine_pairs,
-                                           random_trapezoids, self_supervised_loss,
-                                           self_supervised_pair, total_loss)
-from vpr_ros.training.trainer import atomic_write
+from vpr_ros.models.geowarp import GeoWarp, LOSS_FIELDS, save_geowarp
+from vpr_ros.models.geowarp_losses import (consistency_loss, features_wise_loss,
+                                           GeoWarpLossConfig, mine_pairs, random_trapezoids,
+                                           self_supervised_loss, self_supervised_pair,
+                                           total_loss)
+from vpr_ros.training.run_files import atomic_write
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class GeoWarpFitConfig(Config):
-    """Settings of ``vpr-ros fit-geowarp``."""
+    """Settings of ``vpr-ros fit-geowarp``; how GeoWarp re-ranks is the localizer's."""
 
-    geowarp: GeoWarpConfig = option(GeoWarpConfig(), 'GeoWarp settings (k, t_geo, lambdas)')
+    # Before the split, the fitting settings were a geowarp: section (GeoWarpConfig).
+    MOVED: ClassVar[Mapping[str, str]] = {f'geowarp.{n}': f'losses.{n}' for n in LOSS_FIELDS}
+    RETIRED: ClassVar[Mapping[str, str]] = {
+        'geowarp': 'how GeoWarp re-ranks is a localizer setting (LocalizerConfig.geowarp, ROS '
+                   'parameters localizer.geowarp.*), not a fitting one'}
+
+    losses: GeoWarpLossConfig = option(GeoWarpLossConfig(), 'random trapezoids, L_fw pairs '
+                                       'and loss weights (k, t_geo, t_feat, lambdas)')
     iterations: int = option(300, 'optimiser steps (the paper: 50 000 on a GPU)', min=1)
     batch_size: int = option(16, 'pairs per loss per step (the paper: 16)', min=1)
     lr: float = option(1e-4, 'Adam learning rate', min=0.0)
@@ -74,7 +82,7 @@ def work_dir_for(map_path: Path) -> Path:
     return map_path.parent / f'{map_path.name}.geowarp'
 
 
-def _fw_pairs(db: MapDB, config: GeoWarpConfig) -> torch.Tensor:
+def _fw_pairs(db: MapDB, config: GeoWarpLossConfig) -> torch.Tensor:
     """Pairs of distinct map entries within t_geo metres and t_feat in descriptor space."""
     enu = db.positions_enu(np.arange(len(db)))
     if not np.isfinite(enu).all():
@@ -145,13 +153,13 @@ def fit_geowarp(map_path: str | Path, config: GeoWarpFitConfig | None = None, *,
     model = db.load_model(str(device)).eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    gw_cfg = config.geowarp
+    losses_cfg = config.losses
     with torch.random.fork_rng(devices=[]):        # the same seed, the same initial convs
         torch.manual_seed(config.seed)
-        geowarp = GeoWarp(gw_cfg).to(device).train()
+        geowarp = GeoWarp().to(device).train()
     optimiser = torch.optim.Adam(geowarp.regression.parameters(), lr=config.lr)
     generator = torch.Generator().manual_seed(config.seed)
-    pairs = (_fw_pairs(db, gw_cfg) if config.use_positions
+    pairs = (_fw_pairs(db, losses_cfg) if config.use_positions
              else torch.zeros((0, 2), dtype=torch.long))
     work = work_dir_for(map_path)
     work.mkdir(parents=True, exist_ok=True)
@@ -184,7 +192,7 @@ def fit_geowarp(map_path: str | Path, config: GeoWarpFitConfig | None = None, *,
         while step < config.iterations:
             idx = torch.randint(0, n, (config.batch_size,), generator=generator).numpy()
             images = _thumbs(db, idx, device)
-            t_x, t_y, t_z = random_trapezoids(config.batch_size, gw_cfg.k, generator,
+            t_x, t_y, t_z = random_trapezoids(config.batch_size, losses_cfg.k, generator,
                                               device=device)
             view_a, view_b, t_a, t_b = self_supervised_pair(images, t_x, t_y, t_z)
             with torch.no_grad():
@@ -205,7 +213,7 @@ def fit_geowarp(map_path: str | Path, config: GeoWarpFitConfig | None = None, *,
             else:
                 # No positions: L_cons on the self-supervised pairs, which need no labels.
                 l_cons = consistency_loss(geowarp, f_a, f_b)
-            loss = total_loss(gw_cfg, l_ss=l_ss, l_fw=l_fw, l_cons=l_cons)
+            loss = total_loss(losses_cfg, l_ss=l_ss, l_fw=l_fw, l_cons=l_cons)
             if not torch.isfinite(loss):
                 raise DataError(f'GeoWarp fit diverged at step {step} (loss {loss.item()}); '
                                 f'lower --lr')

@@ -25,6 +25,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from vpr_ros.commands._args import (add_backend, add_device, add_localizer_config, add_model,
+                                    add_progress, localizer_config)
 from vpr_ros.errors import DataError
 from vpr_ros.evaluation.retrieval import LAYOUTS, RetrievalEvalConfig
 
@@ -58,9 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f'N of recall@N (default {" ".join(map(str, d.recall_values))})')
     parser.add_argument('--image_size', '--image-size', type=int, nargs=2, metavar=('H', 'W'),
                         help="model input size for this run (default: the model's own)")
-    parser.add_argument('--model', default=d.model,
-                        help=f'preset name, model YAML or vpr_ros checkpoint (default {d.model})')
-    parser.add_argument('--device', default=d.device, help='auto (default), cpu, cuda, cuda:N')
+    add_model(parser, default=d.model)
+    add_device(parser, default=d.device)
     parser.add_argument('--batch-size', '--batch_size', type=int, default=d.batch_size,
                         dest='batch_size', help=f'images per forward pass (default '
                                                 f'{d.batch_size})')
@@ -73,13 +74,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              'do not apply')
     parser.add_argument('--no-rerank', action='store_true',
                         help='with --map: global retrieval only, no GeoWarp re-ranking')
-    parser.add_argument('--localizer-config', type=Path,
-                        help='with --map: YAML with LocalizerConfig fields (as the node)')
-    parser.add_argument('--backend', choices=('auto', 'torch', 'onnxruntime', 'tensorrt'),
-                        help='with --map: inference backend (LocalizerConfig.backend; '
-                             'default auto)')
+    add_localizer_config(parser, when='with --map: ')
+    add_backend(parser, when='with --map: ')
     parser.add_argument('--json', type=Path, help='also write the recalls and protocol here')
-    parser.add_argument('--no-progress', action='store_true', help='no progress bars')
+    add_progress(parser)
 
 
 def config_from_args(args: argparse.Namespace) -> RetrievalEvalConfig:
@@ -102,14 +100,10 @@ def main(args: argparse.Namespace) -> int:
                            queries_folder=args.queries_folder, ground_truth=args.ground_truth)
     if getattr(args, 'map', None):
         from vpr_ros.evaluation.retrieval import evaluate_map
-        from vpr_ros.localizer import LocalizerConfig
 
-        loc_config = (LocalizerConfig.from_yaml(args.localizer_config)
-                      if args.localizer_config else None)
-        if getattr(args, 'backend', None):
-            loc_config = (loc_config or LocalizerConfig()).replace(backend=args.backend)
         result = evaluate_map(dataset, args.map, config, rerank=not args.no_rerank,
-                              localizer_config=loc_config, progress=not args.no_progress)
+                              localizer_config=localizer_config(args),
+                              progress=not args.no_progress)
     else:
         if args.no_rerank or args.localizer_config or getattr(args, 'backend', None):
             raise DataError('--no-rerank, --localizer-config and --backend apply with --map '

@@ -24,6 +24,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from vpr_ros.commands._args import (add_backend, add_config, add_device, add_localizer_config,
+                                    add_progress, load_config, localizer_config, override)
 from vpr_ros.errors import ConfigError, MapError
 from vpr_ros.evaluation.bag_eval import evaluate_bag, evaluate_bag_offline
 from vpr_ros.evaluation.metrics import EvalConfig
@@ -53,34 +55,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--images',
                         help='offline mode: Image or CompressedImage topic to localize '
                         '(default: the only image topic)')
-    parser.add_argument('--localizer-config', type=Path,
-                        help='offline mode: YAML with LocalizerConfig fields (the settings '
-                        'the node uses)')
-    parser.add_argument('--device', help='offline mode: auto (default), cpu, cuda, cuda:N')
-    parser.add_argument('--backend', choices=('auto', 'torch', 'onnxruntime', 'tensorrt'),
-                        help='offline mode: inference backend (LocalizerConfig.backend; '
-                        'default auto)')
+    add_localizer_config(parser, when='offline mode: ')
+    add_device(parser, default=None, when='offline mode: ')
+    add_backend(parser, when='offline mode: ')
     parser.add_argument('--batch-size', type=int,
                         help=f'offline mode: frames per localizer batch (default '
                         f'{DEFAULT_BATCH})')
     parser.add_argument('--out', type=Path,
                         help='output folder (default: BAG.eval beside the bag)')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing output')
-    parser.add_argument('--config', type=Path, help='YAML with EvalConfig fields')
+    add_config(parser, 'EvalConfig')
     parser.add_argument('--thresholds', type=float, nargs='+', dest='thresholds_m',
                         help=f'recall distances in m (default {list(defaults.thresholds_m)})')
     parser.add_argument('--max-speed', type=float, dest='max_speed_mps',
                         help=f'plausible speed for the jump rate (default '
                         f'{defaults.max_speed_mps} m/s)')
-    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+    add_progress(parser)
 
 
 def config_from_args(args: argparse.Namespace) -> EvalConfig:
     """Turn the command line into a validated EvalConfig."""
-    config = EvalConfig.from_yaml(args.config) if args.config else EvalConfig()
-    changes = {n: getattr(args, n) for n in ('thresholds_m', 'max_speed_mps')
-               if getattr(args, n) is not None}
-    return config.replace(**changes) if changes else config
+    return override(load_config(EvalConfig, args.config), args, ('thresholds_m', 'max_speed_mps'))
 
 
 def main(args: argparse.Namespace) -> int:
@@ -135,10 +130,7 @@ def _offline(args: argparse.Namespace, bag: Path, config: EvalConfig):
 
     if not args.map.is_dir():
         raise MapError(f'{args.map}: no such map (a *.vprmap folder from build-map)')
-    loc_config = (LocalizerConfig.from_yaml(args.localizer_config) if args.localizer_config
-                  else LocalizerConfig())
-    if getattr(args, 'backend', None):
-        loc_config = loc_config.replace(backend=args.backend)
+    loc_config = localizer_config(args) or LocalizerConfig()
     batch = DEFAULT_BATCH if args.batch_size is None else args.batch_size
     if batch < 1:
         raise ConfigError(f'--batch-size must be at least 1, got {batch}')

@@ -20,6 +20,8 @@ import argparse
 import json
 from pathlib import Path
 
+from vpr_ros.commands._args import add_device
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of export."""
@@ -29,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--fp16', action='store_true',
                         help='float16 graphs (GPUs: ONNX Runtime CUDA); verified with CUDA when '
                              'onnxruntime-gpu is installed, else on the CPU')
-    parser.add_argument('--device', default='cpu', help='torch device of the reference run')
+    add_device(parser, default='cpu', what=' of the reference run')
     parser.add_argument('--json', action='store_true', help='print the manifest record')
 
 

@@ -20,7 +20,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from vpr_ros.config import Config
+from vpr_ros.commands._args import (add_config, add_device, add_model, add_progress, load_config,
+                                    override)
 from vpr_ros.errors import ConfigError
 from vpr_ros.mapdb.adaptation import METHODS
 from vpr_ros.mapdb.build import build_map, BuildConfig
@@ -34,14 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('source', type=Path,
                         help='VG image folder, CSV (image,lat,lon[,alt]) or rosbag2 directory')
     parser.add_argument('--out', type=Path, required=True, help='map to write (*.vprmap)')
-    parser.add_argument('--config', type=Path,
-                        help='YAML with BuildConfig fields; options below override it')
-    parser.add_argument('--model', help='checkpoint, model YAML or preset '
-                        f'(default {BuildConfig().model})')
+    add_config(parser, 'BuildConfig', '; options below override it')
+    add_model(parser, default=None)
     parser.add_argument('--index', choices=('auto', 'flat', 'ivfpq', 'hnsw'),
                         help='FAISS index kind (default auto: flat up to 20k entries)')
     parser.add_argument('--batch-size', type=int)
-    parser.add_argument('--device', help='auto (default), cpu, cuda, cuda:N')
+    add_device(parser, default=None)
     parser.add_argument('--workers', type=int, dest='num_workers',
                         help='image decoding processes')
     parser.add_argument('--chunk-size', type=int, help='entries per resumable chunk')
@@ -66,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--skip-bad', action='store_true', default=None,
                         help='leave out images that cannot be read (listed in the manifest) '
                              'instead of stopping')
-    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+    add_progress(parser)
     parser.add_argument('--ray', nargs='?', const='local', metavar='ADDRESS',
                         help='describe the images on a Ray cluster (pip install '
                              'vpr_ros[ray]): no ADDRESS starts one on this machine, auto or '
@@ -77,20 +76,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              'cluster CPU, or per GPU when the cluster has GPUs)')
 
 
-def _override(config: Config, args: argparse.Namespace, names: tuple[str, ...]) -> Config:
-    changes = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
-    return config.replace(**changes) if changes else config
-
-
 def config_from_args(args: argparse.Namespace) -> BuildConfig:
     """Turn the command line into a validated BuildConfig."""
-    config = BuildConfig.from_yaml(args.config) if args.config else BuildConfig()
-    source = _override(config.source, args, ('utm_zone', 'image_topic', 'fix_topic',
-                                             'fix_tolerance_s', 'min_spacing_m',
-                                             'allow_duplicates'))
+    config = load_config(BuildConfig, args.config)
+    source = override(config.source, args, ('utm_zone', 'image_topic', 'fix_topic',
+                                            'fix_tolerance_s', 'min_spacing_m',
+                                            'allow_duplicates'))
     index = config.index.replace(kind=args.index) if args.index else config.index
-    config = _override(config, args, ('model', 'batch_size', 'device', 'num_workers',
-                                      'chunk_size', 'resize_max', 'skip_bad'))
+    config = override(config, args, ('model', 'batch_size', 'device', 'num_workers',
+                                     'chunk_size', 'resize_max', 'skip_bad'))
     if args.adapt_method is not None:
         config = config.replace(adapt=config.adapt.replace(method=args.adapt_method))
     if args.thumbnail_size is not None:

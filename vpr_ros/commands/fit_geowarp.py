@@ -19,32 +19,31 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vpr_ros.commands._args import add_config, add_device, add_progress, load_config, override
 from vpr_ros.training.geowarp_trainer import fit_geowarp, GeoWarpFitConfig, work_dir_for
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of fit-geowarp; defaults come from GeoWarpFitConfig."""
     parser.add_argument('map', type=Path, help='the map (*.vprmap)')
-    parser.add_argument('--config', type=Path, help='YAML with GeoWarpFitConfig fields')
+    add_config(parser, 'GeoWarpFitConfig')
     parser.add_argument('--iterations', type=int, help='optimiser steps')
     parser.add_argument('--batch-size', type=int, help='pairs per loss per step')
     parser.add_argument('--lr', type=float, help='Adam learning rate')
     parser.add_argument('--no-positions', action='store_true',
                         help='self-supervised only (L_ss + L_cons), ignore map positions')
-    parser.add_argument('--device', help='auto (default), cpu, cuda, cuda:N')
+    add_device(parser, default=None)
     parser.add_argument('--restart', action='store_true',
                         help='ignore a saved state and start from the identity')
-    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+    add_progress(parser)
 
 
 def main(args: argparse.Namespace) -> int:
     """Fit, attach to the map and print where the loss curve is."""
-    config = GeoWarpFitConfig.from_yaml(args.config) if args.config else GeoWarpFitConfig()
-    changes = {k: v for k, v in {'iterations': args.iterations, 'batch_size': args.batch_size,
-                                 'lr': args.lr, 'device': args.device}.items() if v is not None}
+    config = override(load_config(GeoWarpFitConfig, args.config), args,
+                      ('iterations', 'batch_size', 'lr', 'device'))
     if args.no_positions:
-        changes['use_positions'] = False
-    config = config.replace(**changes) if changes else config
+        config = config.replace(use_positions=False)
     record = fit_geowarp(args.map, config, restart=args.restart,
                          progress=not args.no_progress)
     work = work_dir_for(args.map)

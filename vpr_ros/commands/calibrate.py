@@ -23,6 +23,7 @@ import numpy as np
 
 from vpr_ros.calibrate import calibrate_map
 from vpr_ros.calibration import CalibrationConfig, IDEAL_COVERAGE, store_calibration
+from vpr_ros.commands._args import add_device, add_localizer_config, add_progress, localizer_config
 from vpr_ros.localizer import Localizer, LocalizerConfig
 
 
@@ -32,12 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--queries', type=Path,
                         help='calibration set with positions: VG folder, CSV or rosbag2 '
                         '(default: pseudo-queries made from the map images)')
-    parser.add_argument('--localizer-config', type=Path,
-                        help='YAML with LocalizerConfig fields (the settings the node uses)')
+    add_localizer_config(parser)
     parser.add_argument('--pseudo-queries', type=int, help='how many map images to use')
-    parser.add_argument('--device', default='auto', help='auto (default), cpu, cuda, cuda:N')
+    add_device(parser)
     parser.add_argument('--dry-run', action='store_true', help='fit and report, store nothing')
-    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+    add_progress(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -45,8 +45,7 @@ def main(args: argparse.Namespace) -> int:
     config = CalibrationConfig()
     if args.pseudo_queries:
         config = config.replace(pseudo_queries=args.pseudo_queries)
-    loc_config = (LocalizerConfig.from_yaml(args.localizer_config) if args.localizer_config
-                  else LocalizerConfig())
+    loc_config = localizer_config(args) or LocalizerConfig()
     localizer = Localizer.open(args.map, loc_config, device=args.device)
     queries = None
     if args.queries:

@@ -24,9 +24,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from pathlib import Path
 
-from vpr_ros.training.trainer import train, TrainConfig
+from vpr_ros.commands._args import (add_config, add_device, add_model, add_progress, load_config,
+                                    override)
+from vpr_ros.training.train_config import TrainConfig
+from vpr_ros.training.trainer import train
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +39,13 @@ OVERRIDES = ('model', 'out_dir', 'device', 'epochs', 'batch_size', 'lr', 'resume
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of train; everything else lives in the YAML (config/train.yaml)."""
-    parser.add_argument('--config', type=Path, help='YAML with TrainConfig fields')
+    add_config(parser, 'TrainConfig')
     parser.add_argument('--database', help='training images (VG folder, CSV, rosbag2); '
                         'overrides data.database')
     parser.add_argument('--queries', help='second traversal used as queries (data.queries)')
-    parser.add_argument('--model', help='preset, model YAML or checkpoint to start from')
+    add_model(parser, default=None, what=' to start from')
     parser.add_argument('--out-dir', dest='out_dir', help='where best.pt/last.pt/metrics go')
-    parser.add_argument('--device', help='auto, cpu, cuda, cuda:N')
+    add_device(parser, default=None)
     parser.add_argument('--epochs', type=int)
     parser.add_argument('--batch-size', dest='batch_size', type=int,
                         help='tuples per optimiser step')
@@ -55,17 +57,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--train-layers', dest='train_layers', choices=('all', 'last'),
                         help='all weights, or the last backbone stage and the head only')
     parser.add_argument('--resume', help='last.pt of an earlier run to continue from')
-    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+    add_progress(parser)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """YAML (if any), then the command-line overrides; validated."""
-    config = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
-    changes = {n: getattr(args, n) for n in OVERRIDES if getattr(args, n, None) is not None}
+    config = load_config(TrainConfig, args.config)
     data = {n: getattr(args, n) for n in ('database', 'queries') if getattr(args, n, None)}
     if data:
-        changes['data'] = config.data.replace(**data)
-    return config.replace(**changes) if changes else config
+        config = config.replace(data=config.data.replace(**data))
+    return override(config, args, OVERRIDES)
 
 
 def main(args: argparse.Namespace) -> int:

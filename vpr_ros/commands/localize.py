@@ -22,6 +22,7 @@ from pathlib import Path
 import sys
 from typing import Any, Iterator
 
+from vpr_ros.commands._args import add_backend, add_config, add_device, load_config
 from vpr_ros.errors import DataError
 from vpr_ros.images import load_image
 from vpr_ros.localizer import Localizer, LocalizerConfig
@@ -31,23 +32,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of localize; defaults come from LocalizerConfig."""
     parser.add_argument('images', type=Path, nargs='+', help='image files (JPEG, PNG, ...)')
     parser.add_argument('--map', type=Path, required=True, help='the map (*.vprmap)')
-    parser.add_argument('--config', type=Path,
-                        help='YAML with LocalizerConfig fields; options below override it')
+    add_config(parser, 'LocalizerConfig', '; options below override it')
     parser.add_argument('--top-k', type=int, help='candidates retrieved')
     parser.add_argument('--no-rerank', action='store_true', help='no GeoWarp re-ranking')
     parser.add_argument('--mode', choices=('features', 'image'), help='GeoWarp mode')
     parser.add_argument('--estimator', choices=('top1', 'weighted'))
-    parser.add_argument('--device', default='auto', help='auto (default), cpu, cuda, cuda:N')
-    parser.add_argument('--backend', choices=('auto', 'torch', 'onnxruntime', 'tensorrt'),
-                        help="inference backend (default auto: the map's ONNX export in ONNX "
-                             'Runtime when it has one, else torch)')
+    add_device(parser)
+    add_backend(parser)
     parser.add_argument('--show', type=int, default=3, help='candidates printed per image')
     parser.add_argument('--json', action='store_true', help='one JSON object per image')
 
 
 def config_from_args(args: argparse.Namespace) -> LocalizerConfig:
     """Turn the command line into a validated LocalizerConfig."""
-    config = LocalizerConfig.from_yaml(args.config) if args.config else LocalizerConfig()
+    config = load_config(LocalizerConfig, args.config)
     if args.top_k is not None:
         config = config.replace(top_k=args.top_k)
     if args.no_rerank:

@@ -24,7 +24,7 @@ from pathlib import Path
 import tempfile
 
 import numpy as np
-from vpr_ros.device import DEVICE_CHOICES
+from vpr_ros.commands._args import add_device, add_model
 
 LOG = logging.getLogger(__name__)
 
@@ -32,12 +32,9 @@ LOG = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the describe options."""
     parser.add_argument('images', nargs='+', type=Path, help='image files')
-    parser.add_argument('--model', default='effnet-lite0-gem',
-                        help='preset name, model YAML or vpr_ros checkpoint '
-                             '(default: effnet-lite0-gem)')
+    add_model(parser, default='effnet-lite0-gem')
     parser.add_argument('--out', type=Path, required=True, help='output .npy (N x D float32)')
-    parser.add_argument('--device', default='auto',
-                        help=f'one of {", ".join(DEVICE_CHOICES)} or cuda:N (default auto)')
+    add_device(parser)
     parser.add_argument('--batch-size', type=int, default=16, help='images per forward pass')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing --out')
 

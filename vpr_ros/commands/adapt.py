@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vpr_ros.commands._args import add_device, add_progress
 from vpr_ros.mapdb.adaptation import AdaptConfig, METHODS
 from vpr_ros.mapdb.finetune import FinetuneConfig, LAYERS
 
@@ -48,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              'pseudo-queries are made from these full-resolution images '
                              '(default: from the map thumbnails; build-map uses its source)')
     parser.add_argument('--seed', type=int, default=d.seed, help='folds and pseudo-queries')
-    parser.add_argument('--device', default='auto', help='auto (default), cpu, cuda, cuda:N')
+    add_device(parser)
     parser.add_argument('--dry-run', action='store_true', help='validate and report, store '
                         'nothing')
     parser.add_argument('--json', type=Path, help='also write the validation table here')
@@ -70,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tune.add_argument('--work-dir', type=Path,
                       help='checkpoints and the candidate map (default <map>.finetune; '
                            'running again continues from there)')
-    tune.add_argument('--no-progress', action='store_true', help='no progress bars')
+    add_progress(tune)
 
 
 def finetune(args: argparse.Namespace) -> int:
@@ -117,15 +118,10 @@ def main(args: argparse.Namespace) -> int:
     db = MapDB.open(args.map)
     images = None
     if args.source:
-        from vpr_ros.errors import DataError
-        from vpr_ros.mapdb.sources import open_source
+        from vpr_ros.mapdb.finetune import source_entries
 
-        by_name = {e.name: e for e in open_source(args.source).entries}
-        missing = [n for n in db.names if n not in by_name]
-        if missing:
-            raise DataError(f'{args.source} does not hold {len(missing)} of the map entries '
-                            f'(e.g. {missing[0]!r}); give the source the map was built from')
-        images = lambda i: by_name[db.names[i]].load()   # noqa: E731
+        entries, _ = source_entries(db, args.source)    # in map order
+        images = lambda i: entries[i].load()   # noqa: E731
     resize_max = int((db.manifest.get('build') or {}).get('resize_max') or 0)
     choice = adapt_map(db, config, device=args.device, dry_run=args.dry_run, images=images,
                        resize_max=resize_max)
