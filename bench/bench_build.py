@@ -44,9 +44,10 @@ import time
 
 import torch
 
+from vpr_ros.files import save_arrays
 from vpr_ros.images import to_tensor
 from vpr_ros.mapdb import build_map, BuildConfig, open_source
-from vpr_ros.mapdb.build import _save_npz_atomic, extract_chunk
+from vpr_ros.mapdb.build import extract_chunk
 from vpr_ros.models.descriptor import build_model, PRESETS
 from vpr_ros.synth import SynthConfig, SynthRoute, write_csv_source
 
@@ -93,8 +94,8 @@ def main() -> None:
                                          batch_size=args.batch_size,
                                          thumbnail_size=config.thumbnail_size,
                                          num_workers=args.workers)
-                    _save_npz_atomic(tmp / 'chunk.npz', descriptors=part.descriptors,
-                                     thumbnails=part.thumbnails)
+                    save_arrays(tmp / 'chunk.npz', descriptors=part.descriptors,
+                                thumbnails=part.thumbnails)
 
             def build() -> None:
                 build_map(report, tmp / 'map.vprmap', config, model=model, overwrite=True,

@@ -25,8 +25,8 @@ Each chunk file's modification time is when the driver saved that chunk, so the 
 timeline gives the start-up (first chunk), the steady rate, and per-chunk describe time.
 Two more terms of the scaling model are measured on their own: moving one chunk result
 (descriptors + thumbnails) from a Ray worker to the driver, and the driver saving it
-(``_save_npz_atomic``). The maps are compared entry by entry (names, positions, descriptors,
-thumbnails, search results).
+(``vpr_ros.files.save_arrays``). The maps are compared entry by entry (names, positions,
+descriptors, thumbnails, search results).
 
     OMP_NUM_THREADS=1 bash scripts/env.sh run python bench/ray_build.py --images 2000 \
         --preset tiny-test --chunk-size 128 --actors 2 --json bench/results/ray_build.json
@@ -46,9 +46,10 @@ import time
 import numpy as np
 import torch
 
+from vpr_ros.files import save_arrays
 from vpr_ros.mapdb import build_map, BuildConfig, MapDB
 from vpr_ros.mapdb.adaptation import AdaptConfig
-from vpr_ros.mapdb.build import _save_npz_atomic, ChunkResult, work_dir_for
+from vpr_ros.mapdb.build import ChunkResult, work_dir_for
 from vpr_ros.synth import SynthConfig, SynthRoute, write_csv_source
 
 
@@ -121,8 +122,8 @@ def transfer_and_save(chunk_size: int, dim: int, thumb: tuple[int, int], repeats
         with tempfile.TemporaryDirectory() as tmp:
             for _ in range(repeats):
                 t0 = time.perf_counter()
-                _save_npz_atomic(Path(tmp) / 'chunk.npz', descriptors=result.descriptors,
-                                 thumbnails=result.thumbnails, job=np.array('x'))
+                save_arrays(Path(tmp) / 'chunk.npz', descriptors=result.descriptors,
+                            thumbnails=result.thumbnails, job=np.array('x'))
                 compute.append(time.perf_counter() - t0)
     return {'chunk_result_bytes': nbytes,
             'get_s_median': round(statistics.median(xfer), 4),

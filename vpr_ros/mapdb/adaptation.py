@@ -43,7 +43,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import logging
-import os
 import time
 from typing import Any, Callable
 
@@ -51,6 +50,7 @@ import numpy as np
 
 from vpr_ros.config import Config, option
 from vpr_ros.errors import DataError, MapError
+from vpr_ros.files import save_array, save_arrays
 
 log = logging.getLogger(__name__)
 
@@ -476,27 +476,13 @@ def store_adaptation(db: Any, choice: AdaptationChoice, config: AdaptConfig) -> 
     index, info = build_index(adapted, IndexConfig.from_dict(build, where='build.index'))
     record['index'] = info
     db.attach_files(KEY, {
-        'adaptation': ('.npz', lambda p: _save_npz(p, mean=projection.mean,
-                                                   matrix=projection.matrix)),
-        'adapted-descriptors': ('.npy', lambda p: _save_npy(p, adapted)),
+        'adaptation': ('.npz', lambda p: save_arrays(p, mean=projection.mean,
+                                                     matrix=projection.matrix)),
+        'adapted-descriptors': ('.npy', lambda p: save_array(p, adapted)),
         'adapted-index': ('.faiss', lambda p: faiss.write_index(index, str(p))),
     }, lambda names: {**record, 'files': names})
     db.projection = projection
     db.index = MapIndex(index, info, adapted)
-
-
-def _save_npz(path: Any, **arrays: np.ndarray) -> None:
-    with open(path, 'wb') as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _save_npy(path: Any, array: np.ndarray) -> None:
-    with open(path, 'wb') as f:
-        np.save(f, array, allow_pickle=False)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 __all__ = ['adapt_map', 'AdaptConfig', 'AdaptationChoice', 'choose_adaptation',

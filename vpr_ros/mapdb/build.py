@@ -23,7 +23,8 @@ bit, because chunk and batch boundaries do not depend on where the build stopped
 
 When all chunks exist the map is assembled in a temporary directory beside the output
 (descriptors and thumbnails streamed chunk by chunk, so memory stays bounded), the index is
-built, ``manifest.json`` is written last, and the directory is renamed into place.
+built, ``manifest.json`` is written last, and the directory is renamed into place
+(:func:`vpr_ros.files.staged_dir`).
 
 One build of an output at a time: ``.route.vprmap.lock`` beside it is held (``flock``) for the
 whole build, so a second ``build-map`` to the same ``--out`` is refused at once; every chunk
@@ -52,6 +53,7 @@ import numpy as np
 
 from vpr_ros.config import Config, option
 from vpr_ros.errors import DataError, MapError
+from vpr_ros.files import save_arrays, staged_dir, write_json
 from vpr_ros.geo import route_length_m
 from vpr_ros.images import check_rgb, thumbnail, to_tensor
 from vpr_ros.mapdb import format as fmt
@@ -261,15 +263,6 @@ def _job_key(report: SourceReport, fingerprint: str, config: BuildConfig, device
     return hashlib.sha256(json.dumps(job, default=str).encode()).hexdigest()
 
 
-def _save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
-    tmp = path.with_name(f'.{path.stem}.tmp-{os.getpid()}.npz')
-    with open(tmp, 'wb') as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _load_chunk(path: Path, key: str) -> ChunkResult:
     with np.load(path, allow_pickle=False) as data:
         if 'job' in data.files and str(data['job']) != key:
@@ -333,9 +326,9 @@ def build_lock(out: Path) -> Iterator[None]:
 def remove_stale(out: Path) -> list[Path]:
     """Remove what killed builds of ``out`` left (call with :func:`build_lock` held).
 
-    Temporary map folders ``.<out>.tmp-PID`` and temporary chunk files in the work directory
-    go; a ``.<out>.old-PID`` (the previous map, moved aside by ``--overwrite``) goes only once
-    ``out`` exists again. Returns what was removed.
+    Temporary map folders ``.<out>.tmp-*`` and temporary chunk files in the work directory
+    go; a ``.<out>.old-*`` (the previous map, moved aside by ``--overwrite``) goes only once
+    ``out`` exists again (names of :mod:`vpr_ros.files`). Returns what was removed.
     """
     stale = sorted(out.parent.glob(f'.{glob.escape(out.name)}.tmp-*'))
     if out.exists():
@@ -372,7 +365,7 @@ def _prepare_work_dir(work: Path, key: str) -> None:
                     'starting over', work)
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    fmt.write_json_atomic(job_file, {'key': key})
+    write_json(job_file, {'key': key})
 
 
 def _load_model(config: BuildConfig, model: Any):
@@ -443,10 +436,10 @@ def _describe_all(describe: Any, entries: Sequence[Entry], report: SourceReport,
             for row, reason in sorted(result.bad.items()):
                 log.warning('skipped %s: %s', entries[i * size + row].name, reason)
             rows = sorted(result.bad)
-            _save_npz_atomic(chunks[i], descriptors=result.descriptors,
-                             thumbnails=result.thumbnails, job=np.array(key),
-                             bad_rows=np.array(rows, np.int64),
-                             bad_reasons=np.array([result.bad[r] for r in rows], np.str_))
+            save_arrays(chunks[i], descriptors=result.descriptors,
+                        thumbnails=result.thumbnails, job=np.array(key),
+                        bad_rows=np.array(rows, np.int64),
+                        bad_reasons=np.array([result.bad[r] for r in rows], np.str_))
             bar.update(expected)
     elapsed = time.perf_counter() - started
     if n > done:
@@ -509,18 +502,10 @@ def _build_locked(source: str | Path | SourceReport, out: Path, config: BuildCon
         work, chunks, key = _describe_all(describe, entries, report, model, fingerprint,
                                           config, device, out, progress)
 
-    tmp = out.with_name(f'.{out.name}.tmp-{os.getpid()}')
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    with staged_dir(out, overwrite=overwrite) as tmp:
         manifest_fields = _assemble(tmp, chunks, report, model, fingerprint, config,
                                     model_spec, key)
-        fmt.write_json_atomic(tmp / fmt.MANIFEST, fmt.make_manifest(tmp, **manifest_fields))
-        _move_into_place(tmp, out, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_json(tmp / fmt.MANIFEST, fmt.make_manifest(tmp, **manifest_fields))
     shutil.rmtree(work, ignore_errors=True)
     log.info('map written to %s (%d entries)', out, manifest_fields['entries'])
     if config.thumbnail_size[0] > 0:
@@ -631,16 +616,3 @@ def _assemble(tmp: Path, chunks: Sequence[Path], report: SourceReport, model: An
         'build': {**{k: v for k, v in config.to_dict().items() if k != 'num_workers'},
                   'model': model_spec},
     }
-
-
-def _move_into_place(tmp: Path, out: Path, overwrite: bool) -> None:
-    old = None
-    if out.exists():
-        if not overwrite:
-            raise MapError(f'{out} exists already, not overwriting (use --overwrite)')
-        old = out.with_name(f'.{out.name}.old-{os.getpid()}')
-        os.replace(out, old)
-    os.replace(tmp, out)
-    fmt.fsync_dir(out.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -37,7 +37,6 @@ import dataclasses
 from dataclasses import dataclass, field
 import datetime
 import logging
-import os
 from pathlib import Path
 import shutil
 import time
@@ -47,6 +46,7 @@ import numpy as np
 
 from vpr_ros.config import Config, option
 from vpr_ros.errors import DataError
+from vpr_ros.files import replace_dir
 from vpr_ros.training.data import AugmentConfig
 
 log = logging.getLogger(__name__)
@@ -287,12 +287,7 @@ def _swap(map_path: Path, candidate: Path) -> Path:
     """Put the candidate in the map's place; the old map stays beside it as a backup."""
     stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
     backup = map_path.with_name(f'{map_path.name}.before-finetune-{stamp}')
-    os.replace(map_path, backup)
-    try:
-        os.replace(candidate, map_path)
-    except OSError:
-        os.replace(backup, map_path)
-        raise
+    replace_dir(candidate, map_path, overwrite=True, backup=backup)
     return backup
 
 

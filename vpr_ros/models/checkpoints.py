@@ -14,7 +14,7 @@
 
 """Save and load descriptor models; read the public benchmark/CosPlace/GeoWarp checkpoints.
 
-Our format is one file written atomically (temp file + ``os.replace``) and readable with
+Our format is one file written atomically (:mod:`vpr_ros.files`) and readable with
 ``torch.load(weights_only=True)``::
 
     {'format': 'vpr_ros.model', 'version': 1, 'config': ModelConfig.to_dict(),
@@ -36,14 +36,13 @@ Loading is strict: missing, unexpected and wrongly shaped keys are listed in a
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-import tempfile
 from typing import Any, Mapping
 
 import torch
 from vpr_ros.device import resolve_device
 from vpr_ros.errors import CheckpointError, ConfigError
+from vpr_ros.files import staged
 from vpr_ros.models.descriptor import build_model, DescriptorModel, ModelConfig, PRESETS
 
 FORMAT = 'vpr_ros.model'
@@ -69,17 +68,11 @@ def save_checkpoint(model: DescriptorModel, path: str | Path,
 
 
 def save_payload(payload: dict[str, Any], path: str | Path) -> Path:
-    """``torch.save`` a dict of tensors and plain values atomically (temp file + rename)."""
+    """``torch.save`` a dict of tensors and plain values atomically (:mod:`vpr_ros.files`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    os.close(fd)
-    try:
+    with staged(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

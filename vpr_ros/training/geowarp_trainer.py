@@ -44,13 +44,13 @@ import torch
 
 from vpr_ros.config import Config, option
 from vpr_ros.errors import DataError, MapError
+from vpr_ros.files import write_bytes, write_text
 from vpr_ros.mapdb.database import MapDB
 from vpr_ros.models.checkpoints import read_checkpoint, save_payload
 from vpr_ros.models.geowarp import GeoWarp, GeoWarpConfig, save_geowarp
 from vpr_ros.models.geowarp_losses import (consistency_loss, features_wise_loss, mine_pairs,
                                            random_trapezoids, self_supervised_loss,
                                            self_supervised_pair, total_loss)
-from vpr_ros.training.trainer import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def _plot(losses: list[dict[str, float]], path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format='png', dpi=100)
     plt.close(fig)
-    atomic_write(path, buf.getvalue())
+    write_bytes(path, buf.getvalue())
 
 
 def _write_losses(losses: list[dict[str, float]], path: Path) -> None:
@@ -120,7 +120,7 @@ def _write_losses(losses: list[dict[str, float]], path: Path) -> None:
     writer.writeheader()
     for row in losses:
         writer.writerow({k: row.get(k, '') for k in writer.fieldnames})
-    atomic_write(path, buf.getvalue().encode())
+    write_text(path, buf.getvalue())
 
 
 def fit_geowarp(map_path: str | Path, config: GeoWarpFitConfig | None = None, *,
