@@ -18,7 +18,7 @@ Synthetic route images (:mod:`vpr_ros.synth`, JPEG or PNG files + CSV) are descr
 ways, side by side in one process and interleaved per repeat (the VM is shared; medians):
 
 * ``raw``: the model's ``describe`` on the same batches, images already decoded and stacked;
-* ``extract``: :func:`vpr_ros.mapdb.build.extract_chunk` over every chunk (decode, DataLoader,
+* ``extract``: :func:`vpr_ros.mapdb.describe.extract_chunk` over every chunk (decode, DataLoader,
   thumbnails, forward) plus writing the chunk files, i.e. the streaming part of a build;
 * ``build``: the whole :func:`vpr_ros.mapdb.build_map` (also assembling the map, the index,
   the model copy, checksums and the manifest; these fixed costs shrink per image on big maps).
@@ -47,7 +47,7 @@ import torch
 from vpr_ros.files import save_arrays
 from vpr_ros.images import to_tensor
 from vpr_ros.mapdb import build_map, BuildConfig, open_source
-from vpr_ros.mapdb.build import extract_chunk
+from vpr_ros.mapdb.describe import extract_chunk
 from vpr_ros.models.descriptor import build_model, PRESETS
 from vpr_ros.synth import SynthConfig, SynthRoute, write_csv_source
 

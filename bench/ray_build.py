@@ -49,7 +49,8 @@ import torch
 from vpr_ros.files import save_arrays
 from vpr_ros.mapdb import build_map, BuildConfig, MapDB
 from vpr_ros.mapdb.adaptation import AdaptConfig
-from vpr_ros.mapdb.build import ChunkResult, work_dir_for
+from vpr_ros.mapdb.build import work_dir_for
+from vpr_ros.mapdb.describe import ChunkResult
 from vpr_ros.synth import SynthConfig, SynthRoute, write_csv_source
 
 

@@ -434,8 +434,9 @@ def append_to_map(path: str | Path, source: Any, *, model: Any = None,
     """
     import faiss
 
-    from vpr_ros.mapdb.build import describe_chunks
-    from vpr_ros.mapdb.sources import open_source, SourceConfig, SourceReport
+    from vpr_ros.mapdb.describe import describe_chunks
+    from vpr_ros.mapdb.entry import SourceConfig, SourceReport
+    from vpr_ros.mapdb.sources import open_source
 
     path = Path(path)
     db = MapDB.open(path)

@@ -104,7 +104,8 @@ def resolve_layers(layers: str, device: Any) -> str:
 
 def source_entries(db: Any, source: str | Path | None) -> tuple[list[Any], str]:
     """Return the source entries in map order (the recorded source unless ``source`` is given)."""
-    from vpr_ros.mapdb.sources import open_source, SourceConfig
+    from vpr_ros.mapdb.entry import SourceConfig
+    from vpr_ros.mapdb.sources import open_source
 
     recorded = (db.manifest.get('source') or {}).get('path')
     path = source or recorded

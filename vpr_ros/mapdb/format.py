@@ -48,9 +48,9 @@ from pathlib import Path
 import re
 from typing import Any
 
-import vpr_ros
 from vpr_ros.errors import MapError
 from vpr_ros.files import write_json
+from vpr_ros.version import __version__
 
 FORMAT_NAME = 'vprmap'
 FORMAT_VERSION = 2
@@ -107,7 +107,7 @@ def make_manifest(directory: Path, *, version: int = 1, **fields: Any) -> dict[s
     return {
         'format': FORMAT_NAME,
         'format_version': version,
-        'package_version': vpr_ros.__version__,
+        'package_version': __version__,
         'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         **fields,
         'calibration': fields.get('calibration', {}),
@@ -145,7 +145,7 @@ def read_manifest(directory: Path) -> dict[str, Any]:
         newer = isinstance(version, int) and version > FORMAT_VERSION
         hint = ('made by a newer vpr_ros; upgrade' if newer else 'rebuild the map')
         raise MapError(f'{path}: format version {version!r}, this vpr_ros '
-                       f'{vpr_ros.__version__} reads versions '
+                       f'{__version__} reads versions '
                        f'{", ".join(map(str, READ_VERSIONS))} ({hint})')
     for key in ('files', 'entries', 'descriptors', 'model', 'index', 'origin'):
         if key not in manifest:

@@ -46,11 +46,11 @@ from vpr_ros.config import Config, option
 from vpr_ros.errors import DataError, MapError
 from vpr_ros.files import write_bytes, write_text
 from vpr_ros.mapdb.database import MapDB
-from vpr_ros.models.checkpoints import read_checkpoint, save_payload
 from vpr_ros.models.geowarp import GeoWarp, GeoWarpConfig, save_geowarp
 from vpr_ros.models.geowarp_losses import (consistency_loss, features_wise_loss, mine_pairs,
                                            random_trapezoids, self_supervised_loss,
                                            self_supervised_pair, total_loss)
+from vpr_ros.models.weights import read_checkpoint, save_payload
 
 log = logging.getLogger(__name__)
 
