@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The module graph of vpr_ros: no import cycles, every module imports, no ROS in the core.
+"""Module graph: no cycles, every module imports, no ROS in the core, no global side effects.
 
 The graph counts every ``import`` statement in a module, at any depth (inside functions and
 ``TYPE_CHECKING`` blocks too): an import moved into a function hides a cycle from Python, not
@@ -206,6 +206,8 @@ def test_no_import_cycles():
 
 _IMPORT_ALL = """
 import importlib, json, sys, traceback
+import faiss
+faiss_before = faiss.cvar.distance_compute_blas_threshold
 failed = {}
 for name in json.loads(sys.argv[1]):
     try:
@@ -213,7 +215,8 @@ for name in json.loads(sys.argv[1]):
     except Exception:
         failed[name] = traceback.format_exc(limit=-3)
 ros = sorted(m for m in sys.modules if m.split('.')[0] in json.loads(sys.argv[2]))
-print(json.dumps({'failed': failed, 'ros': ros}))
+print(json.dumps({'failed': failed, 'ros': ros, 'pyplot': 'matplotlib.pyplot' in sys.modules,
+                  'faiss': [faiss_before, faiss.cvar.distance_compute_blas_threshold]}))
 """
 
 
@@ -229,13 +232,52 @@ def _core(order: list[str]) -> list[str]:
     return [m for m in order if m != f'{PACKAGE}.ros' and not m.startswith(f'{PACKAGE}.ros.')]
 
 
-def test_every_core_module_imports_without_ros():
-    """Each module outside vpr_ros.ros imports (in dependency order); none loads ROS."""
+def test_every_core_module_imports_without_ros_or_side_effects():
+    """Each module outside vpr_ros.ros imports (in dependency order); none loads ROS.
+
+    Importing changes no process-wide setting either: FAISS's BLAS threshold stays as it was
+    (:mod:`vpr_ros.faiss_config` sets it when a search runs) and matplotlib's pyplot, which
+    holds the global backend, is never loaded (plots use the object API).
+    """
     order = _core(import_order(import_graph()))
-    assert len(order) > 50 and 'vpr_ros.localizer' in order
+    assert len(order) > 50 and 'vpr_ros.localizer' in order and 'vpr_ros.mapdb.index' in order
     result = _import_in_fresh_interpreter(order)
     assert not result['failed'], '\n'.join(f'{k}:\n{v}' for k, v in result['failed'].items())
     assert not result['ros'], f'the core loaded ROS modules: {result["ros"]}'
+    before, after = result['faiss']
+    assert after == before, f'importing set faiss distance_compute_blas_threshold to {after}'
+    assert not result['pyplot'], 'importing the core loaded matplotlib.pyplot'
+
+
+_PLOT = """
+import sys
+from pathlib import Path
+import numpy as np
+from vpr_ros.evaluation.metrics import compute_metrics, FixSeries, TruthSeries
+from vpr_ros.evaluation.plots import write_plots
+from vpr_ros.training.geowarp_trainer import _plot
+t = np.arange(20) * 10**9
+lat, lon = 45 + np.arange(20) * 1e-5, np.full(20, 7.0)
+truth = TruthSeries(t, lat, lon, np.zeros(20), np.ones(20, bool))
+fixes = FixSeries(t, lat + 2e-5, lon, np.zeros(20), np.ones(20, bool),
+                  np.tile(np.eye(3).reshape(1, 9), (20, 1)))
+out = Path(sys.argv[1])
+names = [p.name for p in write_plots(compute_metrics(fixes, truth), out)]
+_plot([{'step': i, 'total': 1.0 / (i + 1)} for i in range(5)], out / 'losses.png')
+print(sorted(names), 'matplotlib.pyplot' in sys.modules)
+"""
+
+
+def test_plots_render_without_a_global_backend(tmp_path):
+    """The report and GeoWarp plots render as PNGs without pyplot (no global backend set)."""
+    out = subprocess.run([sys.executable, '-c', _PLOT, str(tmp_path)], capture_output=True,
+                         text=True, timeout=300, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    from vpr_ros.evaluation.plots import PLOTS
+
+    assert out.stdout.split('\n')[-2] == f'{sorted(PLOTS)} False'
+    for name in [*PLOTS, 'losses.png']:
+        assert (tmp_path / name).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
 
 def test_every_ros_module_imports():

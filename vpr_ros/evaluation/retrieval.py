@@ -47,6 +47,7 @@ from vpr_ros.errors import ConfigError, DataError
 from vpr_ros.evaluation.recall import (DEFAULT_RECALL_VALUES, load_vprbench_csv,
                                        load_vprbench_npy, positives_within,
                                        recall_from_positives, RecallResult)
+from vpr_ros.faiss_config import configure_faiss
 from vpr_ros.images import IMAGE_SUFFIXES
 from vpr_ros.mapdb.entry import Entry, FileImage
 from vpr_ros.mapdb.sources import parse_vg_name
@@ -315,6 +316,7 @@ def search_exact(database: np.ndarray, queries: np.ndarray, k: int) -> np.ndarra
     """Return ``(Q, k)`` database indices by exact L2 distance (-1 where k > database size)."""
     import faiss
 
+    configure_faiss()
     index = faiss.IndexFlatL2(database.shape[1])
     index.add(np.ascontiguousarray(database, np.float32))
     _, predictions = index.search(np.ascontiguousarray(queries, np.float32), k)

@@ -50,6 +50,7 @@ import cv2
 import numpy as np
 
 from vpr_ros.errors import DataError, MapError
+from vpr_ros.faiss_config import configure_faiss
 from vpr_ros.files import save_array, staged_dir, write_json
 from vpr_ros.mapdb import adaptation
 from vpr_ros.mapdb import format as fmt
@@ -102,6 +103,7 @@ def build_compact_index(descriptors: np.ndarray, config: IndexConfig,
     """Index of float16 descriptors: flat as FAISS ``SQfp16`` (half of ``Flat``), else as v1."""
     import faiss
 
+    configure_faiss()
     n, d = descriptors.shape
     if resolve_kind(config.kind, n) != 'flat' or config.pca_dim:
         return build_index(descriptors, config)

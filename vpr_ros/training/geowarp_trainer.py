@@ -91,11 +91,10 @@ def _thumbs(db: MapDB, idx: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 def _plot(losses: list[dict[str, float]], path: Path) -> None:
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))   # the object API: no pyplot, no global backend
+    ax = fig.subplots()
     steps = [r['step'] for r in losses]
     for key in ('total', 'ss', 'fw', 'cons'):
         values = [r.get(key, float('nan')) for r in losses]
@@ -110,7 +109,6 @@ def _plot(losses: list[dict[str, float]], path: Path) -> None:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format='png', dpi=100)
-    plt.close(fig)
     write_bytes(path, buf.getvalue())
 
 
