@@ -34,7 +34,6 @@ descriptors, thumbnails, search results).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 from pathlib import Path
@@ -43,8 +42,8 @@ import tempfile
 import threading
 import time
 
+from _common import add_json, add_threads, bench_parser, set_torch_threads, write_json
 import numpy as np
-import torch
 
 from vpr_ros.files import save_arrays
 from vpr_ros.mapdb import build_map, BuildConfig, MapDB
@@ -148,19 +147,19 @@ def compare(a: MapDB, b: MapDB) -> dict:
 
 def main() -> None:
     """Render, build locally and on Ray, compare, print and save the numbers."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__)
     parser.add_argument('--images', type=int, default=2000)
     parser.add_argument('--preset', default='tiny-test')
     parser.add_argument('--chunk-size', type=int, default=128)
     parser.add_argument('--batch-size', type=int, default=16)
     parser.add_argument('--actors', type=int, default=2, help='Ray workers (local cluster CPUs)')
-    parser.add_argument('--threads', type=int, default=2, help='torch threads, local build')
+    add_threads(parser, 2, 'torch threads, local build')
     parser.add_argument('--repeats', type=int, default=5, help='transfer / save timings')
     parser.add_argument('--rounds', type=int, default=1,
                         help='local + Ray builds, interleaved; the fastest of each is kept')
-    parser.add_argument('--json', type=Path)
+    add_json(parser)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    set_torch_threads(args.threads)
     config = BuildConfig(model=args.preset, batch_size=args.batch_size,
                          chunk_size=args.chunk_size, adapt=AdaptConfig(method='none'))
     with tempfile.TemporaryDirectory() as tmp:
@@ -212,9 +211,7 @@ def main() -> None:
            'ray_vs_local_throughput': round(local['wall_s'] / ray['wall_s'], 3),
            'scaling_model': model}
     print(json.dumps(row, indent=1))
-    if args.json:   # appends: one file can hold several runs
-        old = json.loads(args.json.read_text()) if args.json.exists() else []
-        args.json.write_text(json.dumps(old + [row], indent=1) + '\n')
+    write_json(args.json, [row], indent=1, append=True)   # one file can hold several runs
 
 
 if __name__ == '__main__':
