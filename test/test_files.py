@@ -165,6 +165,14 @@ def test_directory_is_replaced_as_a_whole(tmp_path):
     assert _names(tmp_path) == ['route.vprmap']
 
 
+def test_directory_write_creates_missing_parents(tmp_path):
+    target = tmp_path / 'maps' / 'v2' / 'route.vprmap'
+    with files.staged_dir(target) as tmp:
+        (tmp / 'a').write_text('v1')
+    assert (target / 'a').read_text() == 'v1'
+    assert _names(target.parent) == ['route.vprmap']
+
+
 def test_failing_directory_write_keeps_the_old_folder(tmp_path):
     target = tmp_path / 'report'
     with files.staged_dir(target) as tmp:

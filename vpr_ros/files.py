@@ -220,12 +220,14 @@ def replace_dir(src: str | Path, target: str | Path, *, overwrite: bool = False,
 def staged_dir(target: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield an empty folder beside ``target``; it replaces ``target`` when the block ends.
 
-    The folder is named ``.<name>.tmp-XXXX`` (unique). At the end of the block it is moved
+    Missing parent folders of ``target`` are created. The temporary folder is named
+    ``.<name>.tmp-XXXX`` (unique). At the end of the block it is moved
     into place by :func:`replace_dir` (so an existing ``target`` is a ``FileExistsError``
     unless ``overwrite``); if the block raises, the folder is deleted and ``target`` is left
     as it was.
     """
     target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary_dir(target, 'tmp')
     try:
         yield tmp
