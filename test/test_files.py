@@ -103,7 +103,7 @@ def test_json_that_cannot_be_written_touches_nothing(tmp_path, bad, error):
 
 
 def test_killed_writer_leaves_the_old_file_and_a_findable_temporary(tmp_path):
-    """A process killed mid-write: the target is the old one; the left-over is ``.<stem>.tmp-*``."""
+    """A process killed mid-write leaves the old target and a findable ``.<stem>.tmp-*``."""
     target = files.write_bytes(tmp_path / 'model.pt', b'old')
     code = ('import os, sys\nfrom vpr_ros import files\n'
             'def write(f):\n    f.write(b"half"); f.flush(); os._exit(9)\n'

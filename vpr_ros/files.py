@@ -60,7 +60,7 @@ def fsync_dir(directory: str | Path) -> None:
 
 
 def _umask() -> int:
-    """The process umask, read without changing it where /proc allows."""
+    """Return the process umask, read without changing it where /proc allows."""
     try:
         with open('/proc/self/status', encoding='ascii') as f:
             for line in f:

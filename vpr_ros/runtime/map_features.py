@@ -27,7 +27,6 @@ features with a warning and computes them on the fly until ``vpr-ros export`` (o
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
