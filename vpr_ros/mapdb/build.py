@@ -30,24 +30,22 @@ built, ``manifest.json`` is written last, and the directory is renamed into plac
 One build of an output at a time: ``.route.vprmap.lock`` beside it is held (``flock``) for the
 whole build, so a second ``build-map`` to the same ``--out`` is refused at once; every chunk
 carries the key of its job, so chunks of another build are never mixed in. Temporary folders
-that a killed build left are removed by the next build of the same output.
+that a killed build left are removed by the next build of the same output (the lock, the work
+directory and the clean-up: :mod:`vpr_ros.mapdb.work_dir`).
 """
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-import fcntl
-import glob
 import hashlib
 import json
 import logging
 import math
-import os
 from pathlib import Path
 import shutil
 import time
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -57,10 +55,12 @@ from vpr_ros.files import save_arrays, staged_dir, write_json
 from vpr_ros.geo import route_length_m
 from vpr_ros.mapdb import format as fmt
 from vpr_ros.mapdb.adaptation import AdaptConfig
-from vpr_ros.mapdb.describe import ChunkResult, describe_chunks, model_device
+from vpr_ros.mapdb.describe import describe_chunks, model_device
 from vpr_ros.mapdb.entry import Entry, SourceConfig, SourceReport
 from vpr_ros.mapdb.index import build_index, IndexConfig
 from vpr_ros.mapdb.sources import open_source
+from vpr_ros.mapdb.work_dir import (bad_rows, build_lock, load_chunk, prepare_work_dir,
+                                    remove_stale, work_dir_for)
 
 log = logging.getLogger(__name__)
 MAX_LISTED_SKIPPED = 1000   # unreadable images named in the manifest (all are counted)
@@ -104,111 +104,6 @@ def _job_key(report: SourceReport, fingerprint: str, config: BuildConfig, device
         'thumbnail_size': list(config.thumbnail_size),
     }
     return hashlib.sha256(json.dumps(job, default=str).encode()).hexdigest()
-
-
-def _load_chunk(path: Path, key: str) -> ChunkResult:
-    with np.load(path, allow_pickle=False) as data:
-        if 'job' in data.files and str(data['job']) != key:
-            raise MapError(f'{path} belongs to another build (source, model or settings '
-                           f'differ); remove {path.parent} and build again')
-        bad = (dict(zip(data['bad_rows'].tolist(), data['bad_reasons'].tolist()))
-               if 'bad_rows' in data.files else {})
-        return ChunkResult(data['descriptors'], data['thumbnails'], bad)
-
-
-def _bad_rows(path: Path) -> dict[int, str]:
-    """Row -> reason of the images a chunk left out (reads only those two arrays)."""
-    with np.load(path, allow_pickle=False) as data:
-        if 'bad_rows' not in data.files:
-            return {}
-        return dict(zip(data['bad_rows'].tolist(), data['bad_reasons'].tolist()))
-
-
-@contextlib.contextmanager
-def build_lock(out: Path) -> Iterator[None]:
-    """Hold ``.<out>.lock`` (flock) while building ``out``; a second build is refused at once.
-
-    The kernel releases the lock when the process ends, even on ``kill -9``. The file is
-    removed at the end while still locked; a build that locked a file removed meanwhile sees
-    that the path no longer names its file and takes the new one.
-    """
-    lock = out.with_name(f'.{out.name}.lock')
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise MapError(f'cannot create {out.parent}: {exc.strerror}') from None
-    while True:
-        try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise MapError(f'cannot write in {out.parent}: {exc.strerror} (the map, its work '
-                           f'directory and its lock file go there)') from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors='replace').strip() or '?'
-            os.close(fd)
-            raise MapError(f'{out} is being built by another build-map (process {holder}); '
-                           f'wait for it to finish or choose another --out') from None
-        try:
-            current = os.stat(lock).st_ino
-        except FileNotFoundError:
-            current = None
-        if current == os.fstat(fd).st_ino:
-            break
-        os.close(fd)   # the file was removed by the build that just ended: take the new one
-    try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f'{os.getpid()}\n'.encode(), 0)
-        yield
-    finally:
-        lock.unlink(missing_ok=True)
-        os.close(fd)
-
-
-def remove_stale(out: Path) -> list[Path]:
-    """Remove what killed builds of ``out`` left (call with :func:`build_lock` held).
-
-    Temporary map folders ``.<out>.tmp-*`` and temporary chunk files in the work directory
-    go; a ``.<out>.old-*`` (the previous map, moved aside by ``--overwrite``) goes only once
-    ``out`` exists again (names of :mod:`vpr_ros.files`). Returns what was removed.
-    """
-    stale = sorted(out.parent.glob(f'.{glob.escape(out.name)}.tmp-*'))
-    if out.exists():
-        stale += sorted(out.parent.glob(f'.{glob.escape(out.name)}.old-*'))
-    work = work_dir_for(out)
-    if work.is_dir():
-        stale += sorted(work.glob('.*.tmp-*'))
-    for path in stale:
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-    if stale:
-        log.info('removed %d left-overs of an interrupted build: %s', len(stale),
-                 ', '.join(p.name for p in stale))
-    return stale
-
-
-def work_dir_for(out: Path) -> Path:
-    """Where the resumable chunks of a build of ``out`` live."""
-    return out.with_name(out.name + '.partial')
-
-
-def _prepare_work_dir(work: Path, key: str) -> None:
-    job_file = work / 'job.json'
-    if work.is_dir():
-        try:
-            same = json.loads(job_file.read_text())['key'] == key
-        except (OSError, ValueError, KeyError, TypeError):
-            same = False
-        if same:
-            return
-        log.warning('%s belongs to another build (source, model or settings differ); '
-                    'starting over', work)
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    write_json(job_file, {'key': key})
 
 
 def _load_model(config: BuildConfig, model: Any):
@@ -256,7 +151,7 @@ def _describe_all(describe: Any, entries: Sequence[Entry], report: SourceReport,
 
     work = work_dir_for(out)
     key = _job_key(report, fingerprint, config, device)
-    _prepare_work_dir(work, key)
+    prepare_work_dir(work, key)
 
     n, size = len(entries), config.chunk_size
     chunks = [work / f'chunk-{i:06d}.npz' for i in range(math.ceil(n / size))]
@@ -392,7 +287,7 @@ def _assemble(tmp: Path, chunks: Sequence[Path], report: SourceReport, model: An
     """Write every file of the map except the manifest; return the manifest's fields."""
     size = config.chunk_size
     bad = {c * size + r: reason for c, path in enumerate(chunks)
-           for r, reason in _bad_rows(path).items()}
+           for r, reason in bad_rows(path).items()}
     skipped = []
     if bad and not config.skip_bad:   # chunks of an earlier --skip-bad run of this job
         first = min(bad)
@@ -415,7 +310,7 @@ def _assemble(tmp: Path, chunks: Sequence[Path], report: SourceReport, model: An
                                         shape=(n, th, tw, 3)) if th else None)
     row = 0
     for path in chunks:
-        part = _load_chunk(path, key)
+        part = load_chunk(path, key)
         if not len(part.descriptors):
             continue
         desc[row:row + len(part.descriptors)] = part.descriptors
