@@ -25,10 +25,10 @@ of the default model at 480x640, in the same run.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
+from _common import add_json, add_threads, bench_parser, set_torch_threads, write_json
 import numpy as np
 import torch
 from vpr_ros.mapdb.adaptation import AdaptConfig, choose_adaptation
@@ -36,13 +36,13 @@ from vpr_ros.mapdb.synthetic import route_descriptors, route_queries
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__)
     parser.add_argument('--entries', type=int, default=10000)
     parser.add_argument('--dim', type=int, default=1280)
-    parser.add_argument('--threads', type=int, default=2)
-    parser.add_argument('--json')
+    add_threads(parser, 2)
+    add_json(parser)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    set_torch_threads(args.threads)
     config = AdaptConfig()
     x = route_descriptors(args.entries, args.dim, seed=0)
     enu = np.stack([2.0 * np.arange(args.entries), np.zeros(args.entries)], axis=1)
@@ -87,10 +87,7 @@ def main() -> int:
         'projection_vs_forward': round(float(np.median(proj) / np.median(forward)), 5),
     }
     print(json.dumps(result, indent=2))
-    if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(result, f, indent=2)
-            f.write('\n')
+    write_json(args.json, result)
     return 0
 
 

@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 
+from _common import add_json, bench_parser, write_json
 import numpy as np
 
 
@@ -144,13 +145,13 @@ def serve(path: str, queries: int, seed: int) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__)
     parser.add_argument('--entries', type=int, default=1_000_000)
     parser.add_argument('--dim', type=int, default=256)
     parser.add_argument('--queries', type=int, default=500)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--dir', type=Path, default=None, help='where the map is written')
-    parser.add_argument('--json', type=Path)
+    add_json(parser)
     parser.add_argument('--serve', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
@@ -173,8 +174,7 @@ def main(argv=None) -> int:
               'note': 'open: MapDB.open(fast=True) in a fresh process, page cache warm; RSS '
                       'in MB above the process with torch and the model loaded'}
     print(json.dumps(result, indent=1))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1) + '\n')
+    write_json(args.json, result, indent=1)
     return 0
 
 

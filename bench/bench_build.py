@@ -18,7 +18,7 @@ Synthetic route images (:mod:`vpr_ros.synth`, JPEG or PNG files + CSV) are descr
 ways, side by side in one process and interleaved per repeat (the VM is shared; medians):
 
 * ``raw``: the model's ``describe`` on the same batches, images already decoded and stacked;
-* ``extract``: :func:`vpr_ros.mapdb.build.extract_chunk` over every chunk (decode, DataLoader,
+* ``extract``: :func:`vpr_ros.mapdb.describe.extract_chunk` over every chunk (decode, DataLoader,
   thumbnails, forward) plus writing the chunk files, i.e. the streaming part of a build;
 * ``build``: the whole :func:`vpr_ros.mapdb.build_map` (also assembling the map, the index,
   the model copy, checksums and the manifest; these fixed costs shrink per image on big maps).
@@ -34,7 +34,6 @@ to a cheap model such as ``tiny-test``.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 from pathlib import Path
@@ -42,18 +41,20 @@ import statistics
 import tempfile
 import time
 
+from _common import add_json, add_threads, bench_parser, set_torch_threads, write_json
 import torch
 
+from vpr_ros.files import save_arrays
 from vpr_ros.images import to_tensor
 from vpr_ros.mapdb import build_map, BuildConfig, open_source
-from vpr_ros.mapdb.build import _save_npz_atomic, extract_chunk
+from vpr_ros.mapdb.describe import extract_chunk
 from vpr_ros.models.descriptor import build_model, PRESETS
 from vpr_ros.synth import SynthConfig, SynthRoute, write_csv_source
 
 
 def main() -> None:
     """Render the images, time the three ways per preset, print a table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__)
     parser.add_argument('--images', type=int, default=256)
     parser.add_argument('--size', type=int, nargs=2, default=(240, 320), help='H W')
     parser.add_argument('--presets', nargs='+', default=['tiny-test', 'effnet-lite0-gem'])
@@ -62,10 +63,10 @@ def main() -> None:
     parser.add_argument('--format', default='jpg', choices=('jpg', 'png'), help='image files')
     parser.add_argument('--workers', type=int, default=0)
     parser.add_argument('--repeats', type=int, default=3)
-    parser.add_argument('--threads', type=int, default=2, help='torch threads')
-    parser.add_argument('--json', type=Path)
+    add_threads(parser, 2, 'torch threads')
+    add_json(parser)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    set_torch_threads(args.threads)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -93,8 +94,8 @@ def main() -> None:
                                          batch_size=args.batch_size,
                                          thumbnail_size=config.thumbnail_size,
                                          num_workers=args.workers)
-                    _save_npz_atomic(tmp / 'chunk.npz', descriptors=part.descriptors,
-                                     thumbnails=part.thumbnails)
+                    save_arrays(tmp / 'chunk.npz', descriptors=part.descriptors,
+                                thumbnails=part.thumbnails)
 
             def build() -> None:
                 build_map(report, tmp / 'map.vprmap', config, model=model, overwrite=True,
@@ -124,9 +125,8 @@ def main() -> None:
     print('\n| ' + ' | '.join(keys) + ' |\n|' + '---|' * len(keys))
     for r in rows:
         print('| ' + ' | '.join(str(r[k]) for k in keys) + ' |')
-    if args.json:  # appends: one file can hold several runs (formats, presets)
-        old = json.loads(args.json.read_text()) if args.json.exists() else []
-        args.json.write_text(json.dumps(old + rows, indent=1) + '\n')
+    # appends: one file can hold several runs (formats, presets)
+    write_json(args.json, rows, indent=1, append=True)
 
 
 if __name__ == '__main__':

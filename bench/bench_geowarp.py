@@ -23,37 +23,21 @@ forward in ``features`` mode and <= 6x in ``image`` mode.
 
 from __future__ import annotations
 
-import argparse
-import statistics
-import time
 
+from _common import add_threads, bench_parser, median_ms, set_torch_threads
 import torch
 from vpr_ros.models.descriptor import build_model, PRESETS
 from vpr_ros.models.geowarp import GeoWarp, GeoWarpConfig
 
 
-def median_ms(fns: dict, repeats: int) -> dict:
-    """Median wall time of each callable; rounds interleave them so all see the same CPU load."""
-    for fn in fns.values():
-        fn()  # warm-up
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__)
     parser.add_argument('--preset', default='effnet-lite0-gem', choices=sorted(PRESETS))
     parser.add_argument('--candidates', type=int, default=5)
     parser.add_argument('--repeats', type=int, default=10)
-    parser.add_argument('--threads', type=int, default=0, help='torch threads (0: default)')
+    add_threads(parser, 0, 'torch threads (0: default)')
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_torch_threads(args.threads)
     config = PRESETS[args.preset].replace(pretrained=False)
     model = build_model(config).eval()
     h, w = config.input_size

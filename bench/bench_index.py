@@ -31,10 +31,10 @@ Goal (issue 5): 1M entries at <= 5 ms/query, >= 0.95 recall@10 vs exact, <= 64 B
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
+from _common import add_json, add_threads, bench_parser, write_json
 import faiss
 import numpy as np
 
@@ -125,7 +125,7 @@ def run(n: int, d: int, kinds: list[str], queries: int, k: int, data: str,
 
 def main() -> None:
     """Parse arguments, run every size, print a Markdown table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__)
     parser.add_argument('--sizes', type=int, nargs='+', default=[10_000, 100_000])
     parser.add_argument('--dim', type=int, default=256)
     parser.add_argument('--kinds', nargs='+', default=['flat', 'ivfpq', 'hnsw'],
@@ -134,17 +134,16 @@ def main() -> None:
     parser.add_argument('--queries', type=int, default=200)
     parser.add_argument('--k', type=int, default=10)
     parser.add_argument('--tol', type=int, default=2, help='place@k: frames from the source')
-    parser.add_argument('--threads', type=int, default=0, help='FAISS threads (0: default)')
-    parser.add_argument('--json', help='write the rows as JSON here')
+    add_threads(parser, 0, 'FAISS threads (0: default)')
+    add_json(parser, 'write the rows as JSON here')
     args = parser.parse_args()
     if args.threads:
         faiss.omp_set_num_threads(args.threads)
     rows = []
     for n in args.sizes:
         rows += run(n, args.dim, args.kinds, args.queries, args.k, args.data, args.tol)
-        if args.json:  # after every size: a long run that is stopped keeps what it measured
-            with open(args.json, 'w') as f:
-                json.dump({'threads': faiss.omp_get_max_threads(), 'rows': rows}, f, indent=1)
+        # after every size: a long run that is stopped keeps what it measured
+        write_json(args.json, {'threads': faiss.omp_get_max_threads(), 'rows': rows}, indent=1)
     keys = [key for key in rows[0] if key not in ('dim', 'data', 'factory', 'tuning_recall')]
     print('\n| ' + ' | '.join(keys) + ' |\n|' + '---|' * len(keys))
     for r in rows:

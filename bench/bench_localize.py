@@ -24,7 +24,6 @@ Goals (issue 6): re-rank <= 1.0x a forward in features mode, <= 6x in image mode
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 import shutil
@@ -32,6 +31,7 @@ import sys
 import tempfile
 import time
 
+from _common import add_json, add_route, add_threads, bench_parser, set_torch_threads, write_json
 import numpy as np
 import torch
 from vpr_ros.images import to_tensor
@@ -43,16 +43,12 @@ STAGES = ('decode', 'resize', 'forward', 'search', 'rerank', 'estimate')
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--model', default='effnet-lite0-gem')
-    parser.add_argument('--frames', type=int, default=40, help='map frames')
-    parser.add_argument('--queries', type=int, default=15)
-    parser.add_argument('--size', type=int, nargs=2, default=(480, 640), metavar=('H', 'W'))
-    parser.add_argument('--threads', type=int, default=0, help='torch threads (0: default)')
-    parser.add_argument('--json', type=Path)
+    parser = bench_parser(__doc__)
+    add_route(parser, frames=40)
+    add_threads(parser, 0, 'torch threads (0: default)')
+    add_json(parser)
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_torch_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix='bench-localize-'))
     try:
         route = SynthRoute(SynthConfig(frames=args.frames, image_size=tuple(args.size)))
@@ -107,9 +103,7 @@ def main(argv=None) -> int:
     print(f'| features, warm cache | {med["features_warm"]:.1f} | {r["features_warm"]:.2f} | '
           f'<= 1.0 |')
     print(f'| image | {med["image"]:.1f} | {r["image"]:.2f} | <= 6 |')
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + '\n')
+    write_json(args.json, result)
     return 0
 
 

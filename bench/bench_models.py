@@ -24,13 +24,11 @@ plain bilinear resizer is a no-op and the AS-Geo ratio shows the resizer's own c
 
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
 import resource
 import sys
 import time
 
+from _common import add_json, add_threads, bench_parser, set_torch_threads, write_json
 import torch
 from vpr_ros.models.descriptor import build_model, ModelConfig
 from vpr_ros.models.heads import HEADS
@@ -61,13 +59,13 @@ def time_model(cfg: ModelConfig, size: tuple[int, int], repeats: int, batch: int
 
 def main(argv=None) -> int:
     """Run the grid and print the table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__)
     parser.add_argument('--quick', action='store_true', help='default model and heads only')
     parser.add_argument('--repeats', type=int, default=5)
-    parser.add_argument('--threads', type=int, default=2)
-    parser.add_argument('--json', type=Path)
+    add_threads(parser, 2)
+    add_json(parser)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    set_torch_threads(args.threads)
     rows = []
     default = ModelConfig(netvlad_clusters=64)
     for size in SIZES:
@@ -96,8 +94,7 @@ def main(argv=None) -> int:
         asgeo = next(r for r in base if r['resizer'])
         print(f'AS-Geo resizer cost at {size[0]}x{size[1]}: '
               f'{asgeo["ms_per_image"] / plain["ms_per_image"]:.2f}x the bilinear model')
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+    write_json(args.json, rows)
     return 0
 
 

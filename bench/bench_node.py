@@ -29,18 +29,16 @@ The map is a synthetic route (vpr_ros.synth) rendered at 480x640 and built with 
 
 from __future__ import annotations
 
-import argparse
 from concurrent.futures import ThreadPoolExecutor
 import json
 import os
 from pathlib import Path
-import platform
 import shutil
-import signal
 import statistics
 import subprocess
 import time
 
+from _common import add_json, bench_parser, load_average, machine, stop_process, write_json
 import numpy as np
 
 
@@ -257,7 +255,7 @@ def sustained(driver: Driver, queries: list, rate_hz: float, duration_s: float,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__)
     parser.add_argument('--model', default='effnet-lite0-gem')
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--map-frames', type=int, default=60)
@@ -270,14 +268,14 @@ def main() -> None:
                         'exports the map first)')
     parser.add_argument('--mode', default='features', choices=('features', 'image'),
                         help='GeoWarp mode (localizer.geowarp.mode)')
-    parser.add_argument('--json', type=Path, help='write the results here')
+    add_json(parser, 'write the results here')
     args = parser.parse_args()
     os.environ.setdefault('ROS_DOMAIN_ID', str(1 + os.getpid() % 100))
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
     import torch
 
     threads = torch.get_num_threads()
-    load_start = os.getloadavg()
+    load_start = load_average()
     args.work.mkdir(parents=True, exist_ok=True)
     from vpr_ros.localizer import LocalizerConfig
 
@@ -319,24 +317,17 @@ def main() -> None:
     finally:
         if driver is not None:
             driver.close()
-        node.send_signal(signal.SIGINT)
-        try:
-            node.wait(30)
-        except subprocess.TimeoutExpired:
-            node.kill()
-        log.close()
+        stop_process(node, log)
     results = {
-        'machine': f'{platform.node()}: {os.cpu_count()} cores', 'device': args.device,
+        'machine': machine(), 'device': args.device,
         'torch_threads': threads, 'model': args.model, 'map_frames': args.map_frames,
         'backend': args.backend, 'geowarp_mode': args.mode,
         'load_average_start': load_start,
         'image': '640x480 rgb8 Image, reliable QoS', 'one_at_a_time': single,
         'sustained': runs, 'node_exit_code': node.returncode,
-        'load_average': os.getloadavg(),
+        'load_average': load_average(),
     }
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + '\n')
+    write_json(args.json, results)
     print(json.dumps({k: results[k] for k in ('one_at_a_time', 'node_exit_code')}, indent=1))
 
 

@@ -29,19 +29,17 @@ candidates <= 0.5x a forward, cold or warm (the map's stored features make both 
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import os
 from pathlib import Path
-import platform
 import shutil
 import sys
 import tempfile
 import time
 
+from _common import (add_json, add_route, add_threads, bench_parser, load_average, machine,
+                     set_torch_threads, write_json)
 import numpy as np
-import torch
 from vpr_ros.images import to_tensor
 from vpr_ros.localizer import Localizer, LocalizerConfig
 from vpr_ros.mapdb import build_map, BuildConfig, MapDB
@@ -51,18 +49,15 @@ from vpr_ros.synth import SynthConfig, SynthRoute, write_csv_source
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--model', default='effnet-lite0-gem')
-    parser.add_argument('--frames', type=int, default=30, help='map frames')
-    parser.add_argument('--queries', type=int, default=15)
-    parser.add_argument('--size', type=int, nargs=2, default=(480, 640), metavar=('H', 'W'))
-    parser.add_argument('--threads', type=int, default=2, help='torch and ONNX Runtime threads')
+    parser = bench_parser(__doc__)
+    add_route(parser, frames=30)
+    add_threads(parser, 2, 'torch and ONNX Runtime threads')
     parser.add_argument('--work', type=Path, help='keep the map here (reused when present)')
-    parser.add_argument('--json', type=Path)
+    add_json(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    torch.set_num_threads(args.threads)
-    load_before = os.getloadavg()
+    set_torch_threads(args.threads)
+    load_before = load_average()
     work = args.work or Path(tempfile.mkdtemp(prefix='bench-realtime-'))
     try:
         route = SynthRoute(SynthConfig(frames=args.frames, image_size=tuple(args.size)))
@@ -105,8 +100,8 @@ def main(argv=None) -> int:
         med = {k: 1e3 * float(np.median(v)) for k, v in rows.items()}
         fwd, ort_fwd = med['torch_forward'], med['ort_forward']
         result = {
-            'machine': f'{platform.node()}: {os.cpu_count()} cores, shared',
-            'load_average_before': load_before, 'load_average_after': os.getloadavg(),
+            'machine': f'{machine()}, shared',
+            'load_average_before': load_before, 'load_average_after': load_average(),
             'model': args.model, 'input': list(args.size), 'map_frames': args.frames,
             'queries': len(queries), 'threads': args.threads, 'setup_s': setup_s,
             'thumbnail': list(locs['torch/features'].thumb_size),
@@ -128,9 +123,7 @@ def main(argv=None) -> int:
     for k, v in med.items():
         print(f'| {k} | {v:.1f} | {result["over_torch_forward"][k]:.2f} | '
               f'{result["over_ort_forward"][k]:.2f} | {goals.get(k, "")} |')
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + '\n')
+    write_json(args.json, result)
     return 0
 
 

@@ -25,7 +25,6 @@ re-ranking (both modes), median / p95 error, NO_FIX rate and 2-D NEES coverage.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 from pathlib import Path
@@ -34,6 +33,7 @@ import sys
 import tempfile
 import time
 
+from _common import add_json, bench_parser, write_json
 import numpy as np
 import pymap3d
 from vpr_ros.calibrate import calibrate_map
@@ -106,12 +106,12 @@ def evaluate(localizer: Localizer, images, positives, truth_lat_lon) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__)
     parser.add_argument('--model', default='effnet-lite0-gem')
     parser.add_argument('--fit-iterations', type=int, default=100)
     parser.add_argument('--fit-batch', type=int, default=8)
     parser.add_argument('--refs', type=int, default=None, help='first N refs only')
-    parser.add_argument('--json', type=Path)
+    add_json(parser)
     parser.add_argument('--keep', type=Path, help='build the map here and keep it')
     args = parser.parse_args(argv)
     from vpr_ros.training.geowarp_trainer import fit_geowarp, GeoWarpFitConfig
@@ -168,8 +168,7 @@ def main(argv=None) -> int:
           f'calibrate {cal_s:.1f} s; calibration (pseudo-queries) {report["nees_coverage"]}')
     if report.get('rerank_fusion'):
         print(f'GeoWarp fusion: {report["rerank_fusion"]["reason"]}')
-    if args.json:
-        args.json.write_text(json.dumps(summary, indent=2) + '\n')
+    write_json(args.json, summary)
     return 0
 
 

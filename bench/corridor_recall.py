@@ -22,13 +22,12 @@ refs = database, queries = queries, ground truth from ground_truth.csv; exact L2
 
 from __future__ import annotations
 
-import argparse
 import csv
-import json
 from pathlib import Path
 import sys
 import time
 
+from _common import add_json, bench_parser, set_torch_threads, write_json
 import faiss
 import numpy as np
 import torch
@@ -80,10 +79,10 @@ def evaluate(config: ModelConfig, data=None, batch: int = 32) -> dict[int, float
 
 def main(argv=None) -> int:
     """Run the default model at two sizes and every head on EfficientNet-Lite0."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--json', type=Path, help='write the rows as JSON here')
+    parser = bench_parser(__doc__)
+    add_json(parser, 'write the rows as JSON here')
     args = parser.parse_args(argv)
-    torch.set_num_threads(2)
+    set_torch_threads(2)
     data = load_corridor()
     rows = []
     runs = [('default (effnet-lite0 gem)', ModelConfig(input_size=(240, 320))),
@@ -103,8 +102,7 @@ def main(argv=None) -> int:
     for row in rows:
         print(f"| {row['model']} | {row['input'][0]}x{row['input'][1]} | {row['R@1']:.3f} | "
               f"{row['R@5']:.3f} | {row['R@10']:.3f} |")
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+    write_json(args.json, rows)
     return 0
 
 

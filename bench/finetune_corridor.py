@@ -24,7 +24,6 @@ real queries' global recall@1/5 before/after (what the gate cannot see), and the
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 import shutil
@@ -32,6 +31,7 @@ import sys
 import tempfile
 import time
 
+from _common import add_json, bench_parser, set_torch_threads, write_json
 from corridor_localize import build_corridor_map, corridor_truth
 import numpy as np
 import torch
@@ -54,12 +54,12 @@ def real_recall(path: Path, queries, positives) -> dict[str, float]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__)
     parser.add_argument('--settings', nargs='+', default=['last:1e-5:2', 'last:1e-4:2'],
                         help='layers:lr:epochs per run')
-    parser.add_argument('--json', type=Path)
+    add_json(parser)
     args = parser.parse_args(argv)
-    torch.set_num_threads(2)
+    set_torch_threads(2)
     refs, queries, positives, ref_ll = corridor_truth()
     work = Path(tempfile.mkdtemp(prefix='finetune-corridor-'))
     rows = []
@@ -93,8 +93,7 @@ def main(argv=None) -> int:
               f"{r['real_before']['R@1']:.3f} | {r['real_after']['R@1']:.3f} | "
               f"{r['real_before']['R@5']:.3f} | {r['real_after']['R@5']:.3f} | "
               f"{r['seconds']} |")
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+    write_json(args.json, rows)
     return 0
 
 

@@ -43,6 +43,7 @@ import sys
 import time
 from typing import Any
 
+from _common import add_json, bench_parser, write_json
 import numpy as np
 from vpr_ros.calibrate import calibrate_map, pseudo_query
 from vpr_ros.calibration import CalibrationConfig, store_calibration
@@ -223,7 +224,7 @@ def run_corridor(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> int:
     """Run the seeds (and Corridor), print a table, write the JSON."""
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = bench_parser(__doc__)
     parser.add_argument('--seeds', type=int, nargs='*', default=[0, 1, 2, 3, 4])
     parser.add_argument('--frames', type=int, default=200)
     parser.add_argument('--corridor', action='store_true')
@@ -235,7 +236,7 @@ def main() -> int:
                         help='a valid fix farther than this from the truth is a wrong place')
     parser.add_argument('--device', default='auto')
     parser.add_argument('--work', type=Path, default=Path('/tmp/vpr_fix_quality'))
-    parser.add_argument('--json', type=Path)
+    add_json(parser)
     args = parser.parse_args()
     results = []
     runs = [lambda: run_corridor(args)] if args.corridor else []
@@ -243,10 +244,8 @@ def main() -> int:
     for run in runs:
         results.append(run())
         print(json.dumps(results[-1], indent=1), flush=True)
-        if args.json:   # after every run: a long bench keeps what it has
-            tmp = args.json.with_suffix('.tmp')
-            tmp.write_text(json.dumps({'results': results}, indent=1) + '\n')
-            tmp.replace(args.json)
+        # after every run: a long bench keeps what it has
+        write_json(args.json, {'results': results}, indent=1)
     print(table(results))
     print()
     print(errors_table(results))

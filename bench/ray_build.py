@@ -25,8 +25,8 @@ Each chunk file's modification time is when the driver saved that chunk, so the 
 timeline gives the start-up (first chunk), the steady rate, and per-chunk describe time.
 Two more terms of the scaling model are measured on their own: moving one chunk result
 (descriptors + thumbnails) from a Ray worker to the driver, and the driver saving it
-(``_save_npz_atomic``). The maps are compared entry by entry (names, positions, descriptors,
-thumbnails, search results).
+(``vpr_ros.files.save_arrays``). The maps are compared entry by entry (names, positions,
+descriptors, thumbnails, search results).
 
     OMP_NUM_THREADS=1 bash scripts/env.sh run python bench/ray_build.py --images 2000 \
         --preset tiny-test --chunk-size 128 --actors 2 --json bench/results/ray_build.json
@@ -34,7 +34,6 @@ thumbnails, search results).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 from pathlib import Path
@@ -43,12 +42,14 @@ import tempfile
 import threading
 import time
 
+from _common import add_json, add_threads, bench_parser, set_torch_threads, write_json
 import numpy as np
-import torch
 
+from vpr_ros.files import save_arrays
 from vpr_ros.mapdb import build_map, BuildConfig, MapDB
 from vpr_ros.mapdb.adaptation import AdaptConfig
-from vpr_ros.mapdb.build import _save_npz_atomic, ChunkResult, work_dir_for
+from vpr_ros.mapdb.build import work_dir_for
+from vpr_ros.mapdb.describe import ChunkResult
 from vpr_ros.synth import SynthConfig, SynthRoute, write_csv_source
 
 
@@ -121,8 +122,8 @@ def transfer_and_save(chunk_size: int, dim: int, thumb: tuple[int, int], repeats
         with tempfile.TemporaryDirectory() as tmp:
             for _ in range(repeats):
                 t0 = time.perf_counter()
-                _save_npz_atomic(Path(tmp) / 'chunk.npz', descriptors=result.descriptors,
-                                 thumbnails=result.thumbnails, job=np.array('x'))
+                save_arrays(Path(tmp) / 'chunk.npz', descriptors=result.descriptors,
+                            thumbnails=result.thumbnails, job=np.array('x'))
                 compute.append(time.perf_counter() - t0)
     return {'chunk_result_bytes': nbytes,
             'get_s_median': round(statistics.median(xfer), 4),
@@ -146,19 +147,19 @@ def compare(a: MapDB, b: MapDB) -> dict:
 
 def main() -> None:
     """Render, build locally and on Ray, compare, print and save the numbers."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__)
     parser.add_argument('--images', type=int, default=2000)
     parser.add_argument('--preset', default='tiny-test')
     parser.add_argument('--chunk-size', type=int, default=128)
     parser.add_argument('--batch-size', type=int, default=16)
     parser.add_argument('--actors', type=int, default=2, help='Ray workers (local cluster CPUs)')
-    parser.add_argument('--threads', type=int, default=2, help='torch threads, local build')
+    add_threads(parser, 2, 'torch threads, local build')
     parser.add_argument('--repeats', type=int, default=5, help='transfer / save timings')
     parser.add_argument('--rounds', type=int, default=1,
                         help='local + Ray builds, interleaved; the fastest of each is kept')
-    parser.add_argument('--json', type=Path)
+    add_json(parser)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    set_torch_threads(args.threads)
     config = BuildConfig(model=args.preset, batch_size=args.batch_size,
                          chunk_size=args.chunk_size, adapt=AdaptConfig(method='none'))
     with tempfile.TemporaryDirectory() as tmp:
@@ -210,9 +211,7 @@ def main() -> None:
            'ray_vs_local_throughput': round(local['wall_s'] / ray['wall_s'], 3),
            'scaling_model': model}
     print(json.dumps(row, indent=1))
-    if args.json:   # appends: one file can hold several runs
-        old = json.loads(args.json.read_text()) if args.json.exists() else []
-        args.json.write_text(json.dumps(old + [row], indent=1) + '\n')
+    write_json(args.json, [row], indent=1, append=True)   # one file can hold several runs
 
 
 if __name__ == '__main__':

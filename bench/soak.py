@@ -30,13 +30,12 @@ import argparse
 import json
 import os
 from pathlib import Path
-import platform
 import shutil
-import signal
 import subprocess
 import sys
 import time
 
+from _common import add_json, bench_parser, load_average, machine, stop_process, write_json
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_node import build_route_map, percentile, rss_mb  # noqa: E402, I100
 
@@ -159,19 +158,14 @@ def soak(map_path: Path, images: list, args: argparse.Namespace, reliability: st
     finally:
         if camera is not None:
             camera.close()
-        node.send_signal(signal.SIGINT)
-        try:
-            node.wait(30)
-        except subprocess.TimeoutExpired:
-            node.kill()
-        log.close()
+        stop_process(node, log)
     result['node_exit_code'] = node.returncode
     result['traceback_in_log'] = 'Traceback' in log_path.read_text()
     return result
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__)
     parser.add_argument('--frames', type=int, default=10_000, help='frames per QoS')
     parser.add_argument('--rate', type=float, default=20.0, help='camera rate (Hz)')
     parser.add_argument('--qos', nargs='+', default=['reliable', 'best_effort'],
@@ -180,7 +174,7 @@ def main() -> None:
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--map-frames', type=int, default=60)
     parser.add_argument('--work', type=Path, default=Path('/tmp/vpr_bench_soak'))
-    parser.add_argument('--json', type=Path, help='write the results here')
+    add_json(parser, 'write the results here')
     args = parser.parse_args()
     os.environ.setdefault('ROS_DOMAIN_ID', str(1 + os.getpid() % 100))
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
@@ -191,15 +185,13 @@ def main() -> None:
         runs.append(soak(map_path, queries[:20], args, reliability))
         print(json.dumps(runs[-1]), flush=True)
     results = {
-        'machine': f'{platform.node()}: {os.cpu_count()} cores',
+        'machine': machine(),
         'omp_num_threads': os.environ.get('OMP_NUM_THREADS', ''), 'device': args.device,
         'model': args.model, 'map_frames': args.map_frames,
         'image': '640x480 rgb8 sensor_msgs/Image', 'runs': runs,
-        'load_average': os.getloadavg(),
+        'load_average': load_average(),
     }
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + '\n')
+    write_json(args.json, results)
 
 
 if __name__ == '__main__':

@@ -26,12 +26,11 @@ queries whose top-1 lies within 1 and 2 place spacings and 10 m, per order.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 from pathlib import Path
 import tempfile
 
+from _common import add_json, bench_parser, write_json
 import numpy as np
 import pymap3d
 from vpr_ros.calibrate import calibrate_map
@@ -78,11 +77,11 @@ def run_seed(seed: int, frames: int, fit_steps: int, folder: Path) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__)
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1])
     parser.add_argument('--frames', type=int, default=150)
     parser.add_argument('--fit-steps', type=int, default=20)
-    parser.add_argument('--json')
+    add_json(parser)
     args = parser.parse_args()
     results = []
     for seed in args.seeds:
@@ -97,8 +96,7 @@ def main() -> int:
         for name, r in result['rows'].items():
             print(f'| {name} | {r["within_1_spacing"]:.3f} | {r["within_2_spacings"]:.3f} | '
                   f'{r["within_10m"]:.3f} | {r["median_m"]:.2f} |')
-        if args.json:
-            Path(args.json).write_text(json.dumps(results, indent=2) + '\n')
+        write_json(args.json, results)
     return 0
 
 

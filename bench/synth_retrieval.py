@@ -27,12 +27,10 @@ prints the rendering speed (frames/s, one process).
 
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
 import sys
 import time
 
+from _common import add_json, bench_parser, write_json
 import numpy as np
 import pymap3d
 from vpr_ros.models.api import DEFAULT_MODEL, describe
@@ -98,13 +96,13 @@ def print_table(result: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__)
     parser.add_argument('--model', default=DEFAULT_MODEL, help='preset, YAML or checkpoint')
     parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
                         help='SynthConfig field, value in YAML syntax (repeatable)')
     parser.add_argument('--seeds', type=int, nargs='+', default=None,
                         help='evaluate several seeds (overrides seed)')
-    parser.add_argument('--json', type=Path, help='also write the results here')
+    add_json(parser, 'also write the results here')
     args = parser.parse_args(argv)
     fields = {}
     for item in args.set:
@@ -119,11 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate(base.replace(seed=seed), args.model)
         print_table(result)
         results.append(result)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_suffix('.json.tmp')
-        tmp.write_text(json.dumps(results, indent=2) + '\n')
-        tmp.replace(args.json)
+    write_json(args.json, results)
     return 0
 
 

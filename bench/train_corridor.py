@@ -26,7 +26,6 @@ is measured for the starting model, best.pt (chosen on the val refs) and last.pt
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 import shutil
@@ -34,8 +33,8 @@ import sys
 import tempfile
 import time
 
+from _common import add_json, bench_parser, set_torch_threads, write_json
 import pymap3d
-import torch
 from vpr_ros.evaluation.retrieval import evaluate_retrieval, open_vprbench, RetrievalEvalConfig
 from vpr_ros.training.data import AugmentConfig, DataConfig
 from vpr_ros.training.mining import MiningConfig
@@ -68,15 +67,15 @@ def query_recall(model: str, dataset) -> dict[str, float]:
 
 def main(argv=None) -> int:
     """Fine-tune, then print recall before/after and the time taken."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__)
     parser.add_argument('--model', default='effnet-lite0-gem')
     parser.add_argument('--epochs', type=int, default=2)
     parser.add_argument('--negatives', type=int, default=5)
     parser.add_argument('--lr', type=float, default=1e-5)
     parser.add_argument('--out', type=Path, default=Path('runs/corridor'))
-    parser.add_argument('--json', type=Path, help='write the numbers here')
+    add_json(parser, 'write the numbers here')
     args = parser.parse_args(argv)
-    torch.set_num_threads(2)
+    set_torch_threads(2)
     dataset = open_vprbench(CORRIDOR)
     rows: dict[str, object] = {'model': args.model, 'epochs': args.epochs, 'lr': args.lr,
                                'negatives': args.negatives}
@@ -101,8 +100,7 @@ def main(argv=None) -> int:
     rows['after_best'] = query_recall(str(result.best), dataset)
     rows['after_last'] = query_recall(str(result.last), dataset)
     print(json.dumps(rows, indent=2, default=float))
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2, default=float))
+    write_json(args.json, rows, default=float)
     return 0
 
 

@@ -265,16 +265,17 @@ def test_chunks_of_another_build_are_never_mixed_in(tmp_path):
     out = tmp_path / 'route.vprmap'
     work = work_dir_for(out)
     # A build with our settings, stopped after its work directory was made ...
-    from vpr_ros.mapdb.build import _job_key, _prepare_work_dir
+    from vpr_ros.mapdb.build import _job_key
+    from vpr_ros.mapdb.work_dir import prepare_work_dir
     from vpr_ros.mapdb.sources import open_source
     from vpr_ros.models.checkpoints import load_model
 
     model = load_model('tiny-test', device='cpu')
-    _prepare_work_dir(work, _job_key(open_source(src), str(model.fingerprint()), CFG, 'cpu'))
+    prepare_work_dir(work, _job_key(open_source(src), str(model.fingerprint()), CFG, 'cpu'))
     # ... and a chunk of a build with other settings that wrote into it meanwhile.
-    from vpr_ros.mapdb.build import _save_npz_atomic
-    _save_npz_atomic(work / 'chunk-000000.npz', descriptors=np.zeros((3, 32), np.float32),
-                     thumbnails=np.zeros((3, 24, 24, 3), np.uint8), job=np.array('other'))
+    from vpr_ros.files import save_arrays
+    save_arrays(work / 'chunk-000000.npz', descriptors=np.zeros((3, 32), np.float32),
+                thumbnails=np.zeros((3, 24, 24, 3), np.uint8), job=np.array('other'))
     with pytest.raises(MapError, match='chunk-000000.npz belongs to another build'):
         build_map(src, out, CFG, model=model, progress=False)
     assert not out.exists()

@@ -220,7 +220,7 @@ def test_adapt_is_stored_and_applied_by_every_search(plain_map, tmp_path):
 
 
 def test_a_projection_that_does_not_fit_the_map_is_refused(plain_map, tmp_path):
-    from vpr_ros.mapdb.format import write_json_atomic
+    from vpr_ros.files import write_json
 
     path = _copy(plain_map, tmp_path / 'm.vprmap')
     adapt_map(MapDB.open(path), AdaptConfig(method='pcaw', dims=(8,), validation_queries=24,
@@ -228,15 +228,15 @@ def test_a_projection_that_does_not_fit_the_map_is_refused(plain_map, tmp_path):
     manifest = json.loads((path / 'manifest.json').read_text())
     other = json.loads(json.dumps(manifest))
     other['adaptation']['model_fingerprint'] = 'f' * 16
-    write_json_atomic(path / 'manifest.json', other)
+    write_json(path / 'manifest.json', other)
     with pytest.raises(MapError, match='fitted for model'):
         MapDB.open(path)
     other = json.loads(json.dumps(manifest))
     other['adaptation']['files']['adaptation'] = '../outside.npz'
-    write_json_atomic(path / 'manifest.json', other)
+    write_json(path / 'manifest.json', other)
     with pytest.raises(MapError, match='not a file listed'):
         MapDB.open(path)
-    write_json_atomic(path / 'manifest.json', manifest)
+    write_json(path / 'manifest.json', manifest)
     name = manifest['adaptation']['files']['adaptation']
     data = bytearray((path / name).read_bytes())
     data[-10] ^= 0xFF

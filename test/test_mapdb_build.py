@@ -173,7 +173,7 @@ def test_overwrite(tmp_path, model):
 
 def test_one_loader_for_all_chunks_equals_chunk_by_chunk(tmp_path, model):
     """describe_chunks (one DataLoader, worker processes) gives extract_chunk's results."""
-    from vpr_ros.mapdb.build import describe_chunks, extract_chunk
+    from vpr_ros.mapdb.describe import describe_chunks, extract_chunk
 
     entries = open_source(write_csv_source(tmp_path / 'src', 11)).entries
     got = list(describe_chunks(model, entries, [0, 2], chunk_size=4, batch_size=3,

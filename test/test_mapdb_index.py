@@ -188,3 +188,20 @@ def test_flat_map_search_is_exact(tmp_path, monkeypatch):
     ref_i, ref_s = brute(desc, q, 10)
     np.testing.assert_allclose(scores, ref_s, atol=1e-5)
     np.testing.assert_array_equal(idx, ref_i)
+
+
+def test_searching_sets_the_faiss_blas_threshold():
+    """Building or opening an index (not importing it) applies vpr_ros's FAISS setting."""
+    import faiss
+    from vpr_ros.faiss_config import BLAS_THRESHOLD
+
+    faiss.cvar.distance_compute_blas_threshold = 128000
+    try:
+        db = clustered(200)
+        index, info = build_index(db, IndexConfig(kind='flat'))
+        assert faiss.cvar.distance_compute_blas_threshold == BLAS_THRESHOLD
+        faiss.cvar.distance_compute_blas_threshold = 128000
+        MapIndex(index, info, db)
+        assert faiss.cvar.distance_compute_blas_threshold == BLAS_THRESHOLD
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = BLAS_THRESHOLD

@@ -33,7 +33,7 @@ from vpr_ros.cli import main as cli_main
 from vpr_ros.errors import MapError
 from vpr_ros.localizer import Localizer, LocalizerConfig
 from vpr_ros.mapdb import MapDB
-from vpr_ros.runtime import export
+from vpr_ros.runtime import export, onnx_record
 from vpr_ros.runtime.backends import BackendError, select_runtime
 
 pytestmark = pytest.mark.slow      # one export (three graphs) takes about a minute
@@ -65,7 +65,7 @@ def test_export_is_verified_and_listed_with_its_sha256(exported, capsys):
     assert v['descriptor_min_cosine'] >= 0.9999
     assert v['rerank_max_abs_diff'] <= 1e-3
     assert v['top1_identical'] and v['images'] > 0
-    assert export.export_status(db) == {'fp32': 'ok'}
+    assert onnx_record.export_status(db) == {'fp32': 'ok'}
 
 
 def test_every_backend_gives_the_same_estimate(exported):
@@ -149,7 +149,7 @@ def test_an_export_of_another_model_or_geowarp_is_refused(exported, tmp_path, ca
     with caplog.at_level(logging.WARNING):
         assert select_runtime('auto', db, model).name == 'torch'
     assert 'export was made for model' in caplog.text
-    assert export.export_status(db)['fp32'].startswith('the ONNX export was made for model')
+    assert onnx_record.export_status(db)['fp32'].startswith('the ONNX export was made for model')
     # A GeoWarp fitted after the export: the exported regression is stale.
     onnx['fp32']['model_fingerprint'] = db.manifest['model']['fingerprint']
     onnx['fp32']['geowarp_sha256'] = '0' * 64
@@ -178,7 +178,7 @@ def test_fp16_export_is_verified_and_kept_beside_fp32(exported, tmp_path):
     assert set(onnx) == {'fp32', 'fp16'}                      # the fp32 export is kept
     assert onnx['fp16']['verification']['descriptor_min_cosine'] >= 0.999
     assert onnx['fp16']['verification']['rerank_max_abs_diff'] <= 5e-3
-    assert export.export_status(db) == {'fp32': 'ok', 'fp16': 'ok'}
+    assert onnx_record.export_status(db) == {'fp32': 'ok', 'fp16': 'ok'}
     # The CPU backend runs the fp32 graphs; fp16 is for the CUDA execution provider.
     assert select_runtime('onnxruntime', db, db.load_model('cpu')).precision == 'fp32'
 

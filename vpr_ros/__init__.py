@@ -17,7 +17,7 @@
 The core (everything outside ``vpr_ros.ros``) imports no ROS, so it runs from plain Python.
 """
 
-__version__ = '0.1.0'
+from vpr_ros.version import __version__
 
 
 def describe(images, model='effnet-lite0-gem', **kwargs):
@@ -38,3 +38,6 @@ def localize(images, map_path, **kwargs):
     from vpr_ros.localizer import localize as _localize
 
     return _localize(images, map_path, **kwargs)
+
+
+__all__ = ['__version__', 'describe', 'localize']

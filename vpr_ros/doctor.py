@@ -22,7 +22,7 @@ import os
 import platform
 import sys
 
-import vpr_ros
+from vpr_ros.version import __version__
 
 # (label, import name, distribution names to ask for a version, in order)
 _PACKAGES = (
@@ -55,7 +55,7 @@ def _version(import_name: str, dists: tuple[str, ...]) -> str:
 def collect() -> dict[str, str]:
     """Gather the report as an ordered mapping (also used by tests and diagnostics)."""
     report = {
-        'vpr_ros': vpr_ros.__version__,
+        'vpr_ros': __version__,
         'python': f'{platform.python_version()} ({sys.executable})',
         'platform': platform.platform(),
     }

@@ -53,6 +53,7 @@ import pymap3d
 
 from vpr_ros.config import Config, option
 from vpr_ros.errors import ConfigError
+from vpr_ros.files import write_text
 
 
 @dataclass(frozen=True)
@@ -396,8 +397,4 @@ def write_csv_source(frames: Iterator[SynthFrame], folder: str | Path) -> Path:
     for frame in frames:
         cv2.imwrite(str(folder / frame.name), cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))
         rows.append(f'{frame.name},{frame.lat:.9f},{frame.lon:.9f},{frame.alt:.3f}')
-    csv = folder / 'images.csv'
-    tmp = csv.with_suffix('.csv.tmp')
-    tmp.write_text('\n'.join(rows) + '\n')
-    tmp.replace(csv)
-    return csv
+    return write_text(folder / 'images.csv', '\n'.join(rows) + '\n')

@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""PNG plots of an :class:`~vpr_ros.evaluation.metrics.Evaluation` (matplotlib, Agg backend).
+"""PNG plots of an :class:`~vpr_ros.evaluation.metrics.Evaluation` (matplotlib object API).
 
 Every figure is ``FIGSIZE`` inches at ``DPI`` (800 x 600 pixels) so reports line up.
 """
@@ -20,6 +20,7 @@ Every figure is ``FIGSIZE`` inches at ``DPI`` (800 x 600 pixels) so reports line
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,19 +38,17 @@ PLOTS = {
 }
 
 
-def _figure():
-    import matplotlib
+def _figure() -> tuple[Any, Any]:
+    """Return a figure of its own and its axes (object API: no pyplot, no global backend)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use('Agg')
-    from matplotlib import pyplot as plt
-
-    fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI)
-    return plt, fig, ax
+    fig = Figure(figsize=FIGSIZE, dpi=DPI)
+    return fig, fig.subplots()
 
 
-def _finish(plt, fig, ax, path: Path, *, xlabel: str, ylabel: str, title: str,
+def _finish(fig: Any, ax: Any, path: Path, *, xlabel: str, ylabel: str, title: str,
             legend: bool = True) -> None:
-    """Label, grid and save a plot, then free its figure."""
+    """Label, grid and save a plot."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -57,7 +56,6 @@ def _finish(plt, fig, ax, path: Path, *, xlabel: str, ylabel: str, title: str,
         ax.legend(loc='best')
     ax.grid(True, alpha=0.3)
     fig.savefig(path, dpi=DPI)  # no bbox_inches='tight': keep the pixel size fixed
-    plt.close(fig)
 
 
 def _ellipse_points(cov: np.ndarray, k: float = 1.0, n: int = 40) -> np.ndarray:
@@ -69,7 +67,7 @@ def _ellipse_points(cov: np.ndarray, k: float = 1.0, n: int = 40) -> np.ndarray:
 
 def plot_trajectory(ev: Evaluation, path: Path) -> None:
     """Truth track and valid fixes in ENU, fixes coloured by error, with 1-sigma ellipses."""
-    plt, fig, ax = _figure()
+    fig, ax = _figure()
     ax.plot(ev.truth_enu[:, 0], ev.truth_enu[:, 1], '-', color='0.3', lw=1.5, label='truth')
     valid = np.flatnonzero(ev.fix_valid)
     step = max(1, len(valid) // MAX_ELLIPSES)
@@ -88,14 +86,14 @@ def plot_trajectory(ev: Evaluation, path: Path) -> None:
         ax.scatter(ev.fix_enu[other, 0], ev.fix_enu[other, 1], c='tab:red', marker='x', s=12,
                    label='fixes outside truth', zorder=3)
     ax.set_aspect('equal', adjustable='datalim')
-    _finish(plt, fig, ax, path, xlabel='east (m)',
+    _finish(fig, ax, path, xlabel='east (m)',
             ylabel='north (m)',
             title='trajectory (1-sigma ellipses)')
 
 
 def plot_error_over_time(ev: Evaluation, path: Path) -> None:
     """Error of each matched fix against time; NO_FIX messages as red ticks at zero."""
-    plt, fig, ax = _figure()
+    fig, ax = _figure()
     t0 = ev.truth_stamp_ns[0]
     t = (ev.fix_stamp_ns - t0) / 1e9
     scored = np.isfinite(ev.error_m)
@@ -105,35 +103,35 @@ def plot_error_over_time(ev: Evaluation, path: Path) -> None:
         ax.plot(t[no_fix], np.zeros(no_fix.sum()), '|', color='tab:red', ms=12, label='NO_FIX')
     for d in ev.config.thresholds_m:
         ax.axhline(d, color='0.5', ls='--', lw=0.8)
-    _finish(plt, fig, ax, path, xlabel='time since first truth sample (s)',
+    _finish(fig, ax, path, xlabel='time since first truth sample (s)',
             ylabel='horizontal error (m)',
             title='error over time')
 
 
 def plot_error_cdf(ev: Evaluation, path: Path) -> None:
     """Empirical CDF of the error of matched valid fixes, with the recall thresholds."""
-    plt, fig, ax = _figure()
+    fig, ax = _figure()
     errors = np.sort(ev.error_m[np.isfinite(ev.error_m)])
     if errors.size:
         ax.step(errors, np.arange(1, errors.size + 1) / errors.size * 100, where='post')
     for d in ev.config.thresholds_m:
         ax.axvline(d, color='0.5', ls='--', lw=0.8)
     ax.set_ylim(0, 100)
-    _finish(plt, fig, ax, path, xlabel='horizontal error (m)',
+    _finish(fig, ax, path, xlabel='horizontal error (m)',
             ylabel='valid fixes with a smaller error (%)',
             title='error CDF (valid matched fixes)', legend=False)
 
 
 def plot_sigma_vs_error(ev: Evaluation, path: Path) -> None:
     """Plot the reported horizontal sigma against the actual error, with error = k sigma."""
-    plt, fig, ax = _figure()
+    fig, ax = _figure()
     ok = np.isfinite(ev.error_m) & np.isfinite(ev.sigma_m)
     ax.scatter(ev.sigma_m[ok], ev.error_m[ok], s=10, alpha=0.7)
     top = float(np.nanmax(ev.sigma_m[ok])) if ok.any() else 1.0
     xs = np.array([0.0, top * 1.05 or 1.0])
     for k in (1, 2, 3):
         ax.plot(xs, k * xs, '--', lw=0.8, label=f'error = {k} sigma')
-    _finish(plt, fig, ax, path, xlabel='reported sigma (m, largest axis)',
+    _finish(fig, ax, path, xlabel='reported sigma (m, largest axis)',
             ylabel='horizontal error (m)',
             title='sigma vs error')
 
@@ -143,7 +141,7 @@ def plot_nees_coverage(ev: Evaluation, path: Path) -> None:
 
     Above the ideal: the covariance is too large (conservative); below: overconfident.
     """
-    plt, fig, ax = _figure()
+    fig, ax = _figure()
     curve = ev.metrics['nees']['curve']
     k = np.asarray(curve['sigma'], np.float64)
     ideal = np.asarray(curve['ideal'], np.float64) * 100
@@ -154,7 +152,7 @@ def plot_nees_coverage(ev: Evaluation, path: Path) -> None:
     for level in (1, 2, 3):
         ax.axvline(level, color='0.7', lw=0.8)
     ax.set_ylim(0, 100)
-    _finish(plt, fig, ax, path, xlabel='k (sigma)', ylabel='valid fixes with NEES <= k^2 (%)',
+    _finish(fig, ax, path, xlabel='k (sigma)', ylabel='valid fixes with NEES <= k^2 (%)',
             title=f'NEES coverage ({ev.metrics["nees"]["count"]} fixes)')
 
 

@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-import shutil
-import tempfile
 from typing import Any
 
 import numpy as np
@@ -38,6 +36,7 @@ import numpy as np
 from vpr_ros.errors import DataError
 from vpr_ros.evaluation.metrics import Evaluation, IDEAL_COVERAGE
 from vpr_ros.evaluation.plots import PLOTS, write_plots
+from vpr_ros.files import staged_dir
 
 TUM_FILES = ('fixes.tum', 'truth.tum', 'truth_at_fixes.tum')
 
@@ -157,9 +156,7 @@ def write_report(ev: Evaluation, out_dir: Path, inputs: dict[str, Any], *,
         raise DataError(f'{out_dir} exists already, not overwriting (use --overwrite)')
     if not out_dir.parent.is_dir():
         raise DataError(f'folder {out_dir.parent} of the output does not exist')
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}.', dir=out_dir.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private
-    try:
+    with staged_dir(out_dir, overwrite=overwrite) as tmp:
         document = {'inputs': inputs, **ev.metrics}
         (tmp / 'metrics.json').write_text(json.dumps(document, indent=2) + '\n')
         write_plots(ev, tmp)
@@ -171,10 +168,4 @@ def write_report(ev: Evaluation, out_dir: Path, inputs: dict[str, Any], *,
         write_tum(tmp / 'truth_at_fixes.tum', ev.fix_stamp_ns[scored],
                   ev.truth_at_fix_enu[scored], origin)
         (tmp / 'report.md').write_text(render_report(ev.metrics, inputs))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir

@@ -47,8 +47,10 @@ from vpr_ros.errors import ConfigError, DataError
 from vpr_ros.evaluation.recall import (DEFAULT_RECALL_VALUES, load_vprbench_csv,
                                        load_vprbench_npy, positives_within,
                                        recall_from_positives, RecallResult)
+from vpr_ros.faiss_config import configure_faiss
 from vpr_ros.images import IMAGE_SUFFIXES
-from vpr_ros.mapdb.sources import Entry, FileImage, parse_vg_name
+from vpr_ros.mapdb.entry import Entry, FileImage
+from vpr_ros.mapdb.sources import parse_vg_name
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +278,8 @@ def open_dataset(config: RetrievalEvalConfig, *, dataset_folder: str | Path | No
 
 def load_eval_model(spec: str, device: str = 'auto', image_size: Sequence[int] = ()) -> Any:
     """Load a model; with ``image_size`` the same weights run at that input size."""
-    from vpr_ros.models.checkpoints import load_model, load_state_dict_checked
+    from vpr_ros.models.checkpoints import load_model
+    from vpr_ros.models.weights import load_state_dict_checked
     from vpr_ros.models.descriptor import build_model
 
     model = load_model(spec, device)
@@ -295,7 +298,7 @@ def describe_entries(model: Any, entries: Sequence[Entry], *, batch_size: int = 
     """Describe entries in order with build-map's extractor, one tqdm step per batch run."""
     from tqdm import tqdm
 
-    from vpr_ros.mapdb.build import extract_chunk
+    from vpr_ros.mapdb.describe import extract_chunk
 
     step = batch_size * max(1, 4 * num_workers)  # a worker pool per step: keep steps long
     parts = []
@@ -313,6 +316,7 @@ def search_exact(database: np.ndarray, queries: np.ndarray, k: int) -> np.ndarra
     """Return ``(Q, k)`` database indices by exact L2 distance (-1 where k > database size)."""
     import faiss
 
+    configure_faiss()
     index = faiss.IndexFlatL2(database.shape[1])
     index.add(np.ascontiguousarray(database, np.float32))
     _, predictions = index.search(np.ascontiguousarray(queries, np.float32), k)

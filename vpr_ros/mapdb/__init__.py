@@ -14,10 +14,12 @@
 
 """Map database: build ``*.vprmap`` maps from geotagged images, open, verify and search them."""
 
-from vpr_ros.mapdb.build import build_map, BuildConfig, extract_chunk
+from vpr_ros.mapdb.build import build_map, BuildConfig
 from vpr_ros.mapdb.database import MapDB
+from vpr_ros.mapdb.describe import extract_chunk
+from vpr_ros.mapdb.entry import Entry, SourceConfig
 from vpr_ros.mapdb.index import INDEX_KINDS, IndexConfig
-from vpr_ros.mapdb.sources import Entry, open_source, SourceConfig
+from vpr_ros.mapdb.sources import open_source
 
 __all__ = ['build_map', 'BuildConfig', 'Entry', 'extract_chunk', 'INDEX_KINDS', 'IndexConfig',
            'MapDB', 'open_source', 'SourceConfig']

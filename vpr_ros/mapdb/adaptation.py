@@ -43,7 +43,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import logging
-import os
 import time
 from typing import Any, Callable
 
@@ -51,6 +50,8 @@ import numpy as np
 
 from vpr_ros.config import Config, option
 from vpr_ros.errors import DataError, MapError
+from vpr_ros.faiss_config import configure_faiss
+from vpr_ros.files import save_array, save_arrays
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +194,7 @@ def matching_pairs(enu: np.ndarray, radius_m: float, *, limit: int = 50000,
     pts = np.ascontiguousarray(enu[:, :2], np.float32)
     if len(pts) < 2:
         return np.zeros((0, 2), np.int64)
+    configure_faiss()
     index = faiss.IndexFlatL2(2)
     index.add(pts)
     lims, _, ids = index.range_search(pts, float(radius_m) ** 2 * (1 + 1e-6))
@@ -224,6 +226,7 @@ def spatial_folds(enu: np.ndarray, folds: int, *, seed: int = 0) -> np.ndarray:
 
     pts = np.ascontiguousarray(enu[:, :2], np.float32)
     cells = int(min(len(pts), 4 * folds))
+    configure_faiss()
     km = faiss.Kmeans(2, cells, niter=20, seed=seed, verbose=False, min_points_per_centroid=1)
     km.train(pts)
     _, cell = km.index.search(pts, 1)
@@ -406,6 +409,7 @@ def recall_rows(queries: np.ndarray, database: np.ndarray, sources: np.ndarray,
     """``(Q, 2)`` booleans: a right place at rank 1, within the top 5 (own entry left out)."""
     import faiss
 
+    configure_faiss()
     index = faiss.IndexFlatIP(database.shape[1])
     index.add(np.ascontiguousarray(database, np.float32))
     k = min(6, len(database))
@@ -476,27 +480,13 @@ def store_adaptation(db: Any, choice: AdaptationChoice, config: AdaptConfig) -> 
     index, info = build_index(adapted, IndexConfig.from_dict(build, where='build.index'))
     record['index'] = info
     db.attach_files(KEY, {
-        'adaptation': ('.npz', lambda p: _save_npz(p, mean=projection.mean,
-                                                   matrix=projection.matrix)),
-        'adapted-descriptors': ('.npy', lambda p: _save_npy(p, adapted)),
+        'adaptation': ('.npz', lambda p: save_arrays(p, mean=projection.mean,
+                                                     matrix=projection.matrix)),
+        'adapted-descriptors': ('.npy', lambda p: save_array(p, adapted)),
         'adapted-index': ('.faiss', lambda p: faiss.write_index(index, str(p))),
     }, lambda names: {**record, 'files': names})
     db.projection = projection
     db.index = MapIndex(index, info, adapted)
-
-
-def _save_npz(path: Any, **arrays: np.ndarray) -> None:
-    with open(path, 'wb') as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _save_npy(path: Any, array: np.ndarray) -> None:
-    with open(path, 'wb') as f:
-        np.save(f, array, allow_pickle=False)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 __all__ = ['adapt_map', 'AdaptConfig', 'AdaptationChoice', 'choose_adaptation',

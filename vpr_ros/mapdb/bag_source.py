@@ -41,7 +41,7 @@ import numpy as np
 from vpr_ros.bags import header_stamp_ns, open_reader
 from vpr_ros.errors import DataError
 from vpr_ros.image_codec import msg_to_rgb
-from vpr_ros.mapdb.sources import Entry, SourceConfig, SourceReport
+from vpr_ros.mapdb.entry import Entry, SourceConfig, SourceReport
 
 IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
 FIX_TYPE = 'sensor_msgs/msg/NavSatFix'

@@ -15,7 +15,8 @@
 """Build a map (``*.vprmap``) from a source: streamed, chunked, resumable, atomic.
 
 The entries of a source are cut into chunks of ``chunk_size``. Each chunk is turned into
-descriptors and thumbnails by :func:`extract_chunk`, a pure function of (model, entries), and
+descriptors and thumbnails by :func:`~vpr_ros.mapdb.describe.extract_chunk`, a pure function
+of (model, entries) (:mod:`vpr_ros.mapdb.describe`), and
 saved in a work directory beside the output (``route.vprmap.partial/chunk-000000.npz``, each
 written to a temporary name and renamed, so a chunk on disk is always complete). A build that
 is interrupted and run again skips the finished chunks; the result is the same map, bit for
@@ -23,41 +24,43 @@ bit, because chunk and batch boundaries do not depend on where the build stopped
 
 When all chunks exist the map is assembled in a temporary directory beside the output
 (descriptors and thumbnails streamed chunk by chunk, so memory stays bounded), the index is
-built, ``manifest.json`` is written last, and the directory is renamed into place.
+built, ``manifest.json`` is written last, and the directory is renamed into place
+(:func:`vpr_ros.files.staged_dir`).
 
 One build of an output at a time: ``.route.vprmap.lock`` beside it is held (``flock``) for the
 whole build, so a second ``build-map`` to the same ``--out`` is refused at once; every chunk
 carries the key of its job, so chunks of another build are never mixed in. Temporary folders
-that a killed build left are removed by the next build of the same output.
+that a killed build left are removed by the next build of the same output (the lock, the work
+directory and the clean-up: :mod:`vpr_ros.mapdb.work_dir`).
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
-import fcntl
-import glob
+from dataclasses import dataclass
 import hashlib
 import json
 import logging
 import math
-import os
 from pathlib import Path
 import shutil
 import time
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
-import cv2
 import numpy as np
 
 from vpr_ros.config import Config, option
 from vpr_ros.errors import DataError, MapError
+from vpr_ros.files import save_arrays, staged_dir, write_json
 from vpr_ros.geo import route_length_m
-from vpr_ros.images import check_rgb, thumbnail, to_tensor
 from vpr_ros.mapdb import format as fmt
 from vpr_ros.mapdb.adaptation import AdaptConfig
+from vpr_ros.mapdb.describe import describe_chunks, model_device
+from vpr_ros.mapdb.entry import Entry, SourceConfig, SourceReport
 from vpr_ros.mapdb.index import build_index, IndexConfig
-from vpr_ros.mapdb.sources import Entry, open_source, SourceConfig, SourceReport
+from vpr_ros.mapdb.sources import open_source
+from vpr_ros.mapdb.work_dir import (bad_rows, build_lock, load_chunk, prepare_work_dir,
+                                    remove_stale, work_dir_for)
 
 log = logging.getLogger(__name__)
 MAX_LISTED_SKIPPED = 1000   # unreadable images named in the manifest (all are counted)
@@ -92,164 +95,6 @@ class BuildConfig(Config):
                               f'(0, 0) or at least (16, 16)')
 
 
-@dataclass(frozen=True)
-class ChunkResult:
-    """Output of :func:`extract_chunk`: descriptors ``(n, D)`` and thumbnails ``(n, h, w, 3)``.
-
-    ``bad``: row in the chunk -> reason, for images left out (``skip_bad``); the arrays hold
-    the other rows, in order.
-    """
-
-    descriptors: np.ndarray
-    thumbnails: np.ndarray
-    bad: dict[int, str] = field(default_factory=dict)
-
-
-class _EntryImages:
-    """Map-style dataset: image tensor + thumbnail of each entry (picklable for workers)."""
-
-    def __init__(self, entries: Sequence[Entry], resize_max: int,
-                 thumbnail_size: tuple[int, int], skip_bad: bool = False) -> None:
-        self.entries = list(entries)
-        self.resize_max = resize_max
-        self.thumbnail_size = thumbnail_size
-        self.skip_bad = skip_bad
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def __getitem__(self, i: int):
-        entry = self.entries[i]
-        try:
-            image = check_rgb(entry.load(), where=entry.name)
-        except DataError as exc:
-            if self.skip_bad:
-                return None, str(exc)
-            raise DataError(f'{exc} (build-map --skip-bad leaves out images that cannot be '
-                            f'read)') from None
-        h, w = self.thumbnail_size
-        thumb = (cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA) if h
-                 else np.zeros((0, 0, 3), np.uint8))
-        if self.resize_max:
-            image = thumbnail(image, self.resize_max)
-        return to_tensor(image), thumb
-
-
-def _collate(batch):
-    return batch
-
-
-def _model_device(model: Any):
-    import torch
-
-    try:
-        return next(model.parameters()).device
-    except (StopIteration, AttributeError):
-        return torch.device('cpu')
-
-
-def _describe_batch(model: Any, batch: list, device: Any) -> list[np.ndarray]:
-    """Describe one loader batch; images that differ in size go through in runs of one size."""
-    import torch
-
-    out, start = [], 0
-    while start < len(batch):
-        size = batch[start][0].shape
-        stop = start
-        while stop < len(batch) and batch[stop][0].shape == size:
-            stop += 1
-        x = torch.stack([t for t, _ in batch[start:stop]]).to(device)
-        out.append(np.asarray(model.describe(x), np.float32))
-        start = stop
-    return out
-
-
-def _chunk_result(model: Any, descriptors: list[np.ndarray], thumbs: list[np.ndarray],
-                  count: int, bad: dict[int, str] | None = None) -> ChunkResult:
-    out = (np.concatenate(descriptors) if descriptors
-           else np.zeros((0, int(model.descriptor_dim)), np.float32))
-    if out.shape != (count, int(model.descriptor_dim)) or not np.isfinite(out).all():
-        raise DataError(f'model returned descriptors of shape {out.shape} (finite: '
-                        f'{bool(np.isfinite(out).all())}) for {count} images; expected '
-                        f'({count}, {model.descriptor_dim})')
-    return ChunkResult(out, np.stack(thumbs) if thumbs else np.zeros((0, 0, 0, 3), np.uint8),
-                       dict(bad or {}))
-
-
-def _chunk_batches(n: int, chunk_size: int, batch_size: int,
-                   chunk_ids: Sequence[int]) -> list[list[int]]:
-    """Entry indices of every batch of the given chunks (batches never cross a chunk)."""
-    batches = []
-    for c in chunk_ids:
-        stop = min(n, (c + 1) * chunk_size)
-        batches += [list(range(b, min(b + batch_size, stop)))
-                    for b in range(c * chunk_size, stop, batch_size)]
-    return batches
-
-
-def describe_chunks(model: Any, entries: Sequence[Entry], chunk_ids: Sequence[int], *,
-                    chunk_size: int, batch_size: int = 16, resize_max: int = 0,
-                    thumbnail_size: tuple[int, int] = (96, 128), num_workers: int = 0,
-                    skip_bad: bool = False) -> Iterator[tuple[int, ChunkResult]]:
-    """Yield ``(chunk id, result)`` for the chunks ``chunk_ids`` of ``entries``, in order.
-
-    One DataLoader serves every chunk, so with ``num_workers`` its processes start once and
-    decode the next batches (across chunk boundaries) while the model describes this one.
-    Each result equals :func:`extract_chunk` of that chunk's entries. With ``skip_bad`` an
-    image that cannot be read is left out and named in the result's ``bad``.
-    """
-    import torch
-    from torch.utils.data import DataLoader
-
-    batches = _chunk_batches(len(entries), chunk_size, batch_size, chunk_ids)
-    if not batches:
-        return
-    loader = DataLoader(_EntryImages(entries, resize_max, thumbnail_size, skip_bad),
-                        batch_sampler=batches, num_workers=num_workers, collate_fn=_collate)
-    device = _model_device(model)
-    was_training = getattr(model, 'training', False)
-    model.eval()
-    try:
-        chunk, descriptors, thumbs, bad = None, [], [], {}
-        with torch.inference_mode():
-            for rows, batch in zip(batches, loader):
-                c = rows[0] // chunk_size
-                if chunk is not None and c != chunk:
-                    yield chunk, _chunk_result(model, descriptors, thumbs,
-                                               sum(len(d) for d in descriptors), bad)
-                    descriptors, thumbs, bad = [], [], {}
-                chunk = c
-                good = [item for item in batch if item[0] is not None]
-                bad.update({row - c * chunk_size: item[1] for row, item in zip(rows, batch)
-                            if item[0] is None})
-                if good:
-                    descriptors += _describe_batch(model, good, device)
-                thumbs.extend(th for _, th in good)
-        yield chunk, _chunk_result(model, descriptors, thumbs, sum(len(d) for d in descriptors),
-                                   bad)
-    finally:
-        model.train(was_training)
-
-
-def extract_chunk(model: Any, entries: Sequence[Entry], *, batch_size: int = 16,
-                  resize_max: int = 0, thumbnail_size: tuple[int, int] = (96, 128),
-                  num_workers: int = 0) -> ChunkResult:
-    """Describe a chunk of entries: a pure function of the model and the entries.
-
-    Images of a batch that differ in size are described in runs of equal size, so any mix
-    of image sizes works; the batch boundaries depend only on ``batch_size``.
-    """
-    if not entries:
-        return _chunk_result(model, [], [], 0)
-    results = describe_chunks(model, entries, [0], chunk_size=len(entries),
-                              batch_size=batch_size, resize_max=resize_max,
-                              thumbnail_size=thumbnail_size, num_workers=num_workers)
-    result = next(results)[1]
-    if len(result.descriptors) != len(entries):
-        raise DataError(f'described {len(result.descriptors)} of {len(entries)} images')
-    return result
-
-
 def _job_key(report: SourceReport, fingerprint: str, config: BuildConfig, device: str) -> str:
     """Hash of everything the chunks depend on: a work dir of another job is not reused."""
     job = {
@@ -259,120 +104,6 @@ def _job_key(report: SourceReport, fingerprint: str, config: BuildConfig, device
         'thumbnail_size': list(config.thumbnail_size),
     }
     return hashlib.sha256(json.dumps(job, default=str).encode()).hexdigest()
-
-
-def _save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
-    tmp = path.with_name(f'.{path.stem}.tmp-{os.getpid()}.npz')
-    with open(tmp, 'wb') as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _load_chunk(path: Path, key: str) -> ChunkResult:
-    with np.load(path, allow_pickle=False) as data:
-        if 'job' in data.files and str(data['job']) != key:
-            raise MapError(f'{path} belongs to another build (source, model or settings '
-                           f'differ); remove {path.parent} and build again')
-        bad = (dict(zip(data['bad_rows'].tolist(), data['bad_reasons'].tolist()))
-               if 'bad_rows' in data.files else {})
-        return ChunkResult(data['descriptors'], data['thumbnails'], bad)
-
-
-def _bad_rows(path: Path) -> dict[int, str]:
-    """Row -> reason of the images a chunk left out (reads only those two arrays)."""
-    with np.load(path, allow_pickle=False) as data:
-        if 'bad_rows' not in data.files:
-            return {}
-        return dict(zip(data['bad_rows'].tolist(), data['bad_reasons'].tolist()))
-
-
-@contextlib.contextmanager
-def build_lock(out: Path) -> Iterator[None]:
-    """Hold ``.<out>.lock`` (flock) while building ``out``; a second build is refused at once.
-
-    The kernel releases the lock when the process ends, even on ``kill -9``. The file is
-    removed at the end while still locked; a build that locked a file removed meanwhile sees
-    that the path no longer names its file and takes the new one.
-    """
-    lock = out.with_name(f'.{out.name}.lock')
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise MapError(f'cannot create {out.parent}: {exc.strerror}') from None
-    while True:
-        try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise MapError(f'cannot write in {out.parent}: {exc.strerror} (the map, its work '
-                           f'directory and its lock file go there)') from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors='replace').strip() or '?'
-            os.close(fd)
-            raise MapError(f'{out} is being built by another build-map (process {holder}); '
-                           f'wait for it to finish or choose another --out') from None
-        try:
-            current = os.stat(lock).st_ino
-        except FileNotFoundError:
-            current = None
-        if current == os.fstat(fd).st_ino:
-            break
-        os.close(fd)   # the file was removed by the build that just ended: take the new one
-    try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f'{os.getpid()}\n'.encode(), 0)
-        yield
-    finally:
-        lock.unlink(missing_ok=True)
-        os.close(fd)
-
-
-def remove_stale(out: Path) -> list[Path]:
-    """Remove what killed builds of ``out`` left (call with :func:`build_lock` held).
-
-    Temporary map folders ``.<out>.tmp-PID`` and temporary chunk files in the work directory
-    go; a ``.<out>.old-PID`` (the previous map, moved aside by ``--overwrite``) goes only once
-    ``out`` exists again. Returns what was removed.
-    """
-    stale = sorted(out.parent.glob(f'.{glob.escape(out.name)}.tmp-*'))
-    if out.exists():
-        stale += sorted(out.parent.glob(f'.{glob.escape(out.name)}.old-*'))
-    work = work_dir_for(out)
-    if work.is_dir():
-        stale += sorted(work.glob('.*.tmp-*'))
-    for path in stale:
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-    if stale:
-        log.info('removed %d left-overs of an interrupted build: %s', len(stale),
-                 ', '.join(p.name for p in stale))
-    return stale
-
-
-def work_dir_for(out: Path) -> Path:
-    """Where the resumable chunks of a build of ``out`` live."""
-    return out.with_name(out.name + '.partial')
-
-
-def _prepare_work_dir(work: Path, key: str) -> None:
-    job_file = work / 'job.json'
-    if work.is_dir():
-        try:
-            same = json.loads(job_file.read_text())['key'] == key
-        except (OSError, ValueError, KeyError, TypeError):
-            same = False
-        if same:
-            return
-        log.warning('%s belongs to another build (source, model or settings differ); '
-                    'starting over', work)
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    fmt.write_json_atomic(job_file, {'key': key})
 
 
 def _load_model(config: BuildConfig, model: Any):
@@ -420,7 +151,7 @@ def _describe_all(describe: Any, entries: Sequence[Entry], report: SourceReport,
 
     work = work_dir_for(out)
     key = _job_key(report, fingerprint, config, device)
-    _prepare_work_dir(work, key)
+    prepare_work_dir(work, key)
 
     n, size = len(entries), config.chunk_size
     chunks = [work / f'chunk-{i:06d}.npz' for i in range(math.ceil(n / size))]
@@ -443,10 +174,10 @@ def _describe_all(describe: Any, entries: Sequence[Entry], report: SourceReport,
             for row, reason in sorted(result.bad.items()):
                 log.warning('skipped %s: %s', entries[i * size + row].name, reason)
             rows = sorted(result.bad)
-            _save_npz_atomic(chunks[i], descriptors=result.descriptors,
-                             thumbnails=result.thumbnails, job=np.array(key),
-                             bad_rows=np.array(rows, np.int64),
-                             bad_reasons=np.array([result.bad[r] for r in rows], np.str_))
+            save_arrays(chunks[i], descriptors=result.descriptors,
+                        thumbnails=result.thumbnails, job=np.array(key),
+                        bad_rows=np.array(rows, np.int64),
+                        bad_reasons=np.array([result.bad[r] for r in rows], np.str_))
             bar.update(expected)
     elapsed = time.perf_counter() - started
     if n > done:
@@ -501,26 +232,20 @@ def _build_locked(source: str | Path | SourceReport, out: Path, config: BuildCon
     model = _load_model(config, model)
     fingerprint = str(model.fingerprint())
     with contextlib.ExitStack() as cluster:
-        describe, device = describe_chunks, str(_model_device(model))
+        describe, device = describe_chunks, str(model_device(model))
         if ray is not None:   # the chunks are described by Ray actors, in any order
             from vpr_ros.mapdb.distributed import ray_describer
-            describe, device = cluster.enter_context(
-                ray_describer(ray, config, model, actors=ray_actors))
+            describe, device = cluster.enter_context(ray_describer(
+                ray, model, device=config.device, num_workers=config.num_workers,
+                chunk_size=config.chunk_size, thumbnail_size=config.thumbnail_size,
+                actors=ray_actors))
         work, chunks, key = _describe_all(describe, entries, report, model, fingerprint,
                                           config, device, out, progress)
 
-    tmp = out.with_name(f'.{out.name}.tmp-{os.getpid()}')
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    with staged_dir(out, overwrite=overwrite) as tmp:
         manifest_fields = _assemble(tmp, chunks, report, model, fingerprint, config,
                                     model_spec, key)
-        fmt.write_json_atomic(tmp / fmt.MANIFEST, fmt.make_manifest(tmp, **manifest_fields))
-        _move_into_place(tmp, out, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_json(tmp / fmt.MANIFEST, fmt.make_manifest(tmp, **manifest_fields))
     shutil.rmtree(work, ignore_errors=True)
     log.info('map written to %s (%d entries)', out, manifest_fields['entries'])
     if config.thumbnail_size[0] > 0:
@@ -562,7 +287,7 @@ def _assemble(tmp: Path, chunks: Sequence[Path], report: SourceReport, model: An
     """Write every file of the map except the manifest; return the manifest's fields."""
     size = config.chunk_size
     bad = {c * size + r: reason for c, path in enumerate(chunks)
-           for r, reason in _bad_rows(path).items()}
+           for r, reason in bad_rows(path).items()}
     skipped = []
     if bad and not config.skip_bad:   # chunks of an earlier --skip-bad run of this job
         first = min(bad)
@@ -585,7 +310,7 @@ def _assemble(tmp: Path, chunks: Sequence[Path], report: SourceReport, model: An
                                         shape=(n, th, tw, 3)) if th else None)
     row = 0
     for path in chunks:
-        part = _load_chunk(path, key)
+        part = load_chunk(path, key)
         if not len(part.descriptors):
             continue
         desc[row:row + len(part.descriptors)] = part.descriptors
@@ -631,16 +356,3 @@ def _assemble(tmp: Path, chunks: Sequence[Path], report: SourceReport, model: An
         'build': {**{k: v for k, v in config.to_dict().items() if k != 'num_workers'},
                   'model': model_spec},
     }
-
-
-def _move_into_place(tmp: Path, out: Path, overwrite: bool) -> None:
-    old = None
-    if out.exists():
-        if not overwrite:
-            raise MapError(f'{out} exists already, not overwriting (use --overwrite)')
-        old = out.with_name(f'.{out.name}.old-{os.getpid()}')
-        os.replace(out, old)
-    os.replace(tmp, out)
-    fmt.fsync_dir(out.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 from pathlib import Path
 import shutil
 from typing import Any, Sequence
@@ -51,6 +50,8 @@ import cv2
 import numpy as np
 
 from vpr_ros.errors import DataError, MapError
+from vpr_ros.faiss_config import configure_faiss
+from vpr_ros.files import save_array, staged_dir, write_json
 from vpr_ros.mapdb import adaptation
 from vpr_ros.mapdb import format as fmt
 from vpr_ros.mapdb.database import JpegThumbnails, MapDB
@@ -69,13 +70,6 @@ _LOCAL_FEATURES = 'local_features'
 _OWN_KEYS = ('format', 'format_version', 'package_version', 'created', 'files', 'entries',
              'descriptors', 'index', 'origin', 'altitude_known', 'extent', 'thumbnails',
              _LOCAL_FEATURES)
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    with open(path, 'wb') as f:
-        np.save(f, array, allow_pickle=False)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _unit_f16(x: np.ndarray, chunk: int = 65536) -> np.ndarray:
@@ -109,6 +103,7 @@ def build_compact_index(descriptors: np.ndarray, config: IndexConfig,
     """Index of float16 descriptors: flat as FAISS ``SQfp16`` (half of ``Flat``), else as v1."""
     import faiss
 
+    configure_faiss()
     n, d = descriptors.shape
     if resolve_kind(config.kind, n) != 'flat' or config.pca_dim:
         return build_index(descriptors, config)
@@ -158,7 +153,7 @@ def write_compact(out: str | Path, *, descriptors: np.ndarray, positions: np.nda
     """
     import faiss
 
-    from vpr_ros.mapdb.build import _move_into_place, extent
+    from vpr_ros.mapdb.build import extent
 
     out = Path(out)
     if out.exists() and not overwrite:
@@ -172,14 +167,11 @@ def write_compact(out: str | Path, *, descriptors: np.ndarray, positions: np.nda
                        f'descriptors have {d}')
     if n == 0:
         raise MapError('write_compact: a map needs at least one entry')
-    tmp = out.with_name(f'.{out.name}.tmp-{os.getpid()}')
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with staged_dir(out, overwrite=overwrite) as tmp:
         stored = _unit_f16(descriptors)
-        _save_npy(tmp / fmt.DESCRIPTORS, stored)
+        save_array(tmp / fmt.DESCRIPTORS, stored)
         positions = np.asarray(positions, np.float64)
-        _save_npy(tmp / fmt.POSITIONS, positions)
+        save_array(tmp / fmt.POSITIONS, positions)
         with open(tmp / fmt.ENTRIES, 'w', newline='', encoding='utf-8') as f:
             writer = csv.writer(f)
             writer.writerow(['name', 'stamp_ns', 'heading_deg'])
@@ -206,8 +198,8 @@ def write_compact(out: str | Path, *, descriptors: np.ndarray, positions: np.nda
             data, offsets = thumbnails
             if offsets.shape != (n + 1,):
                 raise MapError(f'write_compact: {len(offsets) - 1} thumbnails for {n} entries')
-            _save_npy(tmp / THUMBS_JPEG, np.asarray(data, np.uint8))
-            _save_npy(tmp / THUMBS_OFFSETS, np.asarray(offsets, np.int64))
+            save_array(tmp / THUMBS_JPEG, np.asarray(data, np.uint8))
+            save_array(tmp / THUMBS_OFFSETS, np.asarray(offsets, np.int64))
             h, w = thumbnail_size
             fields['thumbnails'] = {'height': int(h), 'width': int(w), 'encoding': 'jpeg',
                                     'quality': JPEG_QUALITY,
@@ -215,13 +207,9 @@ def write_compact(out: str | Path, *, descriptors: np.ndarray, positions: np.nda
                                     'file': THUMBS_JPEG, 'offsets_file': THUMBS_OFFSETS}
         if features is not None:
             record = dict(manifest[_LOCAL_FEATURES])
-            _save_npy(tmp / record['file'], np.asarray(features, np.float16))
+            save_array(tmp / record['file'], np.asarray(features, np.float16))
             fields[_LOCAL_FEATURES] = {**record, 'shape': list(features.shape)}
-        fmt.write_json_atomic(tmp / fmt.MANIFEST, fmt.make_manifest(tmp, version=2, **fields))
-        _move_into_place(tmp, out, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_json(tmp / fmt.MANIFEST, fmt.make_manifest(tmp, version=2, **fields))
     return out
 
 
@@ -390,7 +378,7 @@ def _write_v1_union(dbs: Sequence[MapDB], out: Path, descriptors: np.ndarray,
     """Write a v1 map of plain descriptors (merge of v1 maps without adaptation)."""
     import faiss
 
-    from vpr_ros.mapdb.build import _move_into_place, extent
+    from vpr_ros.mapdb.build import extent
 
     first = dbs[0]
     if first.projection is not None:
@@ -398,12 +386,9 @@ def _write_v1_union(dbs: Sequence[MapDB], out: Path, descriptors: np.ndarray,
                        f'projection (vpr-ros map convert --projection-from MAP), then merge')
     if out.exists() and not overwrite:
         raise MapError(f'{out} exists already, not overwriting (use --overwrite)')
-    tmp = out.with_name(f'.{out.name}.tmp-{os.getpid()}')
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        _save_npy(tmp / fmt.DESCRIPTORS, np.asarray(descriptors, np.float32))
-        _save_npy(tmp / fmt.POSITIONS, positions)
+    with staged_dir(out, overwrite=overwrite) as tmp:
+        save_array(tmp / fmt.DESCRIPTORS, np.asarray(descriptors, np.float32))
+        save_array(tmp / fmt.POSITIONS, positions)
         with open(tmp / fmt.ENTRIES, 'w', newline='', encoding='utf-8') as f:
             writer = csv.writer(f)
             writer.writerow(['name', 'stamp_ns', 'heading_deg'])
@@ -411,7 +396,7 @@ def _write_v1_union(dbs: Sequence[MapDB], out: Path, descriptors: np.ndarray,
         index, info = build_index(descriptors, _index_config(first))
         faiss.write_index(index, str(tmp / fmt.INDEX))
         if first.manifest.get('thumbnails'):
-            _save_npy(tmp / fmt.THUMBNAILS, np.concatenate(
+            save_array(tmp / fmt.THUMBNAILS, np.concatenate(
                 [np.asarray(db._thumbnails) for db in dbs]))
         features = [db.manifest.get(_LOCAL_FEATURES) for db in dbs]
         if all(features):
@@ -420,7 +405,7 @@ def _write_v1_union(dbs: Sequence[MapDB], out: Path, descriptors: np.ndarray,
             if all(p is not None for p in parts):
                 joined = np.concatenate(parts)
                 name = f'{features[0]["file"].rsplit("-", 1)[0]}-merged.npy'
-                _save_npy(tmp / name, joined)
+                save_array(tmp / name, joined)
                 manifest[_LOCAL_FEATURES] = {**features[0], 'file': name,
                                              'shape': list(joined.shape)}
             else:
@@ -437,11 +422,7 @@ def _write_v1_union(dbs: Sequence[MapDB], out: Path, descriptors: np.ndarray,
                        'index': info, 'origin': origin, 'altitude_known': altitude_known,
                        'extent': extent(positions),
                        'thumbnails': first.manifest.get('thumbnails')})
-        fmt.write_json_atomic(tmp / fmt.MANIFEST, fmt.make_manifest(tmp, version=1, **fields))
-        _move_into_place(tmp, out, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_json(tmp / fmt.MANIFEST, fmt.make_manifest(tmp, version=1, **fields))
     return out
 
 
@@ -455,8 +436,9 @@ def append_to_map(path: str | Path, source: Any, *, model: Any = None,
     """
     import faiss
 
-    from vpr_ros.mapdb.build import describe_chunks
-    from vpr_ros.mapdb.sources import open_source, SourceConfig, SourceReport
+    from vpr_ros.mapdb.describe import describe_chunks
+    from vpr_ros.mapdb.entry import SourceConfig, SourceReport
+    from vpr_ros.mapdb.sources import open_source
 
     path = Path(path)
     db = MapDB.open(path)

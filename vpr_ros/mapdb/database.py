@@ -24,13 +24,13 @@ Example::
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from vpr_ros.errors import MapError
+from vpr_ros.files import publish, temporary, write_json
 from vpr_ros.mapdb import adaptation
 from vpr_ros.mapdb import format as fmt
 from vpr_ros.mapdb.index import MapIndex
@@ -203,7 +203,7 @@ class MapDB:
                            f'and cannot be updated; rebuild the map instead')
         manifest = fmt.read_manifest(self.path)
         manifest.update(changes)
-        fmt.write_json_atomic(self.path / fmt.MANIFEST, manifest)
+        write_json(self.path / fmt.MANIFEST, manifest)
         self.manifest = manifest
         return manifest
 
@@ -237,14 +237,11 @@ class MapDB:
         for stem, (suffix, write) in files.items():
             if not stem or '/' in stem or stem.startswith('.'):
                 raise MapError(f'attach_files: bad stem {stem!r}')
-            tmp = self.path / f'.{stem}.tmp-{os.getpid()}{suffix}'
-            try:
+            with temporary(self.path / f'{stem}{suffix}') as tmp:
                 write(tmp)
                 digest = fmt.sha256_file(tmp)
                 name = f'{stem}-{digest[:12]}{suffix}'
-                os.replace(tmp, self.path / name)
-            finally:
-                tmp.unlink(missing_ok=True)
+                publish(tmp, self.path / name)
             names[stem] = name
             records[name] = {'sha256': digest, 'size': (self.path / name).stat().st_size}
         manifest = fmt.read_manifest(self.path)
@@ -257,7 +254,7 @@ class MapDB:
             del listed[n]
         listed.update(records)
         manifest[key] = make_record(names)
-        fmt.write_json_atomic(self.path / fmt.MANIFEST, manifest)
+        write_json(self.path / fmt.MANIFEST, manifest)
         self.manifest = manifest
         for n in stale:
             (self.path / n).unlink(missing_ok=True)

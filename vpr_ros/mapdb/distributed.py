@@ -41,8 +41,8 @@ import socket
 from typing import Any, Callable, Iterator, Sequence
 
 from vpr_ros.errors import ConfigError, MapError, VprError
-from vpr_ros.mapdb.build import _model_device, BuildConfig, ChunkResult, describe_chunks
-from vpr_ros.mapdb.sources import Entry
+from vpr_ros.mapdb.describe import ChunkResult, describe_chunks, model_device
+from vpr_ros.mapdb.entry import Entry
 
 log = logging.getLogger(__name__)
 INSTALL_HINT = 'pip install vpr_ros[ray]'
@@ -158,25 +158,26 @@ class ChunkDescriber:
         return chunk, result
 
 
-def _chunk_result_bytes(model: Any, config: BuildConfig) -> int:
-    h, w = config.thumbnail_size
-    return config.chunk_size * (4 * int(model.descriptor_dim) + h * w * 3)
+def _chunk_result_bytes(model: Any, chunk_size: int, thumbnail_size: tuple[int, int]) -> int:
+    h, w = thumbnail_size
+    return chunk_size * (4 * int(model.descriptor_dim) + h * w * 3)
 
 
 class RayDescriber:
     """Describes chunks on a pool of Ray actors; :meth:`__call__` mirrors describe_chunks."""
 
-    def __init__(self, ray: Any, model: Any, config: BuildConfig, actors: int = 0) -> None:
-        self.ray, self.model, self.config = ray, model, config
+    def __init__(self, ray: Any, model: Any, *, device: str, num_workers: int,
+                 actors: int = 0) -> None:
+        self.ray, self.model = ray, model
         resources = ray.cluster_resources()
         gpus = int(resources.get('GPU', 0))
         cpus = int(resources.get('CPU', 0))
-        self.use_gpu = gpus > 0 and not config.device.startswith('cpu')
-        if config.device.startswith('cuda') and not self.use_gpu:
+        self.use_gpu = gpus > 0 and not device.startswith('cpu')
+        if device.startswith('cuda') and not self.use_gpu:
             from vpr_ros.errors import DeviceError
-            raise DeviceError(f'--device {config.device}: the Ray cluster has no GPU '
+            raise DeviceError(f'--device {device}: the Ray cluster has no GPU '
                               f'(resources: {resources})')
-        self.cpus_per_actor = 1 + config.num_workers
+        self.cpus_per_actor = 1 + num_workers
         capacity = gpus if self.use_gpu else cpus // self.cpus_per_actor
         if capacity < 1:
             raise MapError(f'the Ray cluster has no room for one actor of '
@@ -192,7 +193,7 @@ class RayDescriber:
 
     def _start_actors(self, count: int) -> None:
         model = self.model
-        if _model_device(model).type != 'cpu':
+        if model_device(model).type != 'cpu':
             model = copy.deepcopy(model).cpu()   # a pickled CUDA model needs CUDA to load
         self.model_ref = self.ray.put(model)
         actor_class = self.ray.remote(ChunkDescriber).options(
@@ -252,20 +253,23 @@ class RayDescriber:
 
 
 @contextlib.contextmanager
-def ray_describer(address: str, config: BuildConfig, model: Any, *,
+def ray_describer(address: str, model: Any, *, device: str, num_workers: int, chunk_size: int,
+                  thumbnail_size: tuple[int, int],
                   actors: int = 0) -> Iterator[tuple[Callable[..., Iterator], str]]:
-    """Connect (or start a local cluster) and yield ``(describe, device)`` for build_map.
+    """Connect (or start a local cluster) and yield ``(describe, actor device)`` for build_map.
 
-    ``describe`` has the signature of :func:`describe_chunks`; ``device`` is where the actors
-    run the model (``cpu`` or ``cuda:0``), part of the build's job key.
+    ``describe`` has the signature of :func:`describe_chunks`; the actor device (``cpu`` or
+    ``cuda:0``, from the build's ``device`` and the cluster's GPUs) is part of the build's job
+    key. ``num_workers``, ``chunk_size`` and ``thumbnail_size`` are the build's settings.
     """
     if actors < 0:
         raise ConfigError(f'--ray-actors {actors}: must be >= 0 (0: one per CPU or GPU)')
-    local_cpus = actors * (1 + config.num_workers) if actors else None
-    store = _local_object_store(_chunk_result_bytes(model, config),
+    local_cpus = actors * (1 + num_workers) if actors else None
+    store = _local_object_store(_chunk_result_bytes(model, chunk_size, thumbnail_size),
                                 actors or os.cpu_count() or 1)
     with connect(address, num_cpus=local_cpus, object_store_bytes=store) as ray:
-        describer = RayDescriber(ray, model, config, actors)
+        describer = RayDescriber(ray, model, device=device, num_workers=num_workers,
+                                 actors=actors)
         try:
             yield describer, describer.device
         finally:

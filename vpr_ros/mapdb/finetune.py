@@ -37,7 +37,6 @@ import dataclasses
 from dataclasses import dataclass, field
 import datetime
 import logging
-import os
 from pathlib import Path
 import shutil
 import time
@@ -47,6 +46,7 @@ import numpy as np
 
 from vpr_ros.config import Config, option
 from vpr_ros.errors import DataError
+from vpr_ros.files import replace_dir
 from vpr_ros.training.data import AugmentConfig
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,8 @@ def resolve_layers(layers: str, device: Any) -> str:
 
 def source_entries(db: Any, source: str | Path | None) -> tuple[list[Any], str]:
     """Return the source entries in map order (the recorded source unless ``source`` is given)."""
-    from vpr_ros.mapdb.sources import open_source, SourceConfig
+    from vpr_ros.mapdb.entry import SourceConfig
+    from vpr_ros.mapdb.sources import open_source
 
     recorded = (db.manifest.get('source') or {}).get('path')
     path = source or recorded
@@ -287,12 +288,7 @@ def _swap(map_path: Path, candidate: Path) -> Path:
     """Put the candidate in the map's place; the old map stays beside it as a backup."""
     stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
     backup = map_path.with_name(f'{map_path.name}.before-finetune-{stamp}')
-    os.replace(map_path, backup)
-    try:
-        os.replace(candidate, map_path)
-    except OSError:
-        os.replace(backup, map_path)
-        raise
+    replace_dir(candidate, map_path, overwrite=True, backup=backup)
     return backup
 
 

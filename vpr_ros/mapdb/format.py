@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The on-disk format of a map (``*.vprmap`` directory): manifest, checksums, atomic writes.
+"""The on-disk format of a map (``*.vprmap`` directory): manifest, checksums, validation.
 
 A map directory holds::
 
@@ -44,13 +44,13 @@ import datetime
 import hashlib
 import json
 import math
-import os
 from pathlib import Path
 import re
 from typing import Any
 
-import vpr_ros
 from vpr_ros.errors import MapError
+from vpr_ros.files import write_json
+from vpr_ros.version import __version__
 
 FORMAT_NAME = 'vprmap'
 FORMAT_VERSION = 2
@@ -107,7 +107,7 @@ def make_manifest(directory: Path, *, version: int = 1, **fields: Any) -> dict[s
     return {
         'format': FORMAT_NAME,
         'format_version': version,
-        'package_version': vpr_ros.__version__,
+        'package_version': __version__,
         'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         **fields,
         'calibration': fields.get('calibration', {}),
@@ -115,30 +115,8 @@ def make_manifest(directory: Path, *, version: int = 1, **fields: Any) -> dict[s
     }
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` through a temporary file, fsync and rename (all or nothing)."""
-    tmp = path.with_name(f'.{path.name}.tmp-{os.getpid()}')
-    with open(tmp, 'w', encoding='utf-8') as f:
-        json.dump(data, f, indent=2, sort_keys=False, allow_nan=False)
-        f.write('\n')
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(directory: Path) -> None:
-    """Flush a directory entry (renames) to disk where the OS allows it."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+# The CLI modules (evaluation/cli_eval.py, mapdb/cli_adapt.py) still import this name.
+write_json_atomic = write_json
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:
@@ -167,7 +145,7 @@ def read_manifest(directory: Path) -> dict[str, Any]:
         newer = isinstance(version, int) and version > FORMAT_VERSION
         hint = ('made by a newer vpr_ros; upgrade' if newer else 'rebuild the map')
         raise MapError(f'{path}: format version {version!r}, this vpr_ros '
-                       f'{vpr_ros.__version__} reads versions '
+                       f'{__version__} reads versions '
                        f'{", ".join(map(str, READ_VERSIONS))} ({hint})')
     for key in ('files', 'entries', 'descriptors', 'model', 'index', 'origin'):
         if key not in manifest:

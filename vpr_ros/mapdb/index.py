@@ -47,12 +47,8 @@ import numpy as np
 
 from vpr_ros.config import Config, option
 from vpr_ros.errors import MapError
+from vpr_ros.faiss_config import configure_faiss
 from vpr_ros.mapdb.synthetic import perturb
-
-# faiss 1.15 switches to BLAS when nq * d exceeds this; the default (128000) keeps batched
-# 256-D search on the slow SIMD loop: 100 queries x 100k x 256 took 715 ms at the default and
-# 69 ms at 20 (faiss-cpu 1.15.1, 2 threads, IndexFlatIP, k=10); 1 query or 16384-D: no change.
-faiss.cvar.distance_compute_blas_threshold = 20
 
 AUTO_FLAT_MAX = 20_000  # 'auto': flat up to here (~5 ms/query on 1 core), IVF-PQ above
 TUNE_K = 10  # auto-tune target: recall@TUNE_K vs exact search
@@ -146,6 +142,7 @@ def resolve_kind(kind: str, n: int) -> str:
 def build_index(descriptors: np.ndarray, config: IndexConfig, *, seed: int = 0,
                 add_chunk: int = 65536) -> tuple[Any, dict[str, Any]]:
     """Train (if needed) and fill an index over ``descriptors`` (N, D), read in chunks."""
+    configure_faiss()
     n, d = descriptors.shape
     kind = resolve_kind(config.kind, n)
     factory, params = INDEX_KINDS[kind](d, n, config)
@@ -287,6 +284,7 @@ class MapIndex:
         self.info = info
         self.descriptors = descriptors
         self.exact = info['kind'] == 'flat' and not info.get('pca_dim')
+        configure_faiss()
         _set_search_params(index, info)
 
     @property

@@ -14,9 +14,10 @@
 
 """Where map entries come from: a VG-format folder, a CSV, or a rosbag2 (see ``bag_source``).
 
-A source is a list of :class:`Entry` records: a name, an optional stamp, a WGS84 position and
-a picklable ``load()`` that reads the image only when it is needed, so a source of a million
-images costs a few hundred bytes per entry until the builder reads its pixels.
+A source is a list of :class:`~vpr_ros.mapdb.entry.Entry` records (:mod:`vpr_ros.mapdb.entry`,
+shared with the bag reader): a name, an optional stamp, a WGS84 position and a picklable
+``load()`` that reads the image only when it is needed, so a source of a million images costs
+a few hundred bytes per entry until the builder reads its pixels.
 
 Formats:
     - **VG folder** (the deep-visual-geo-localization benchmark convention): image files named
@@ -32,78 +33,17 @@ Formats:
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
 import io
 import logging
 import math
 from pathlib import Path
-from typing import Any, Callable
 
-import numpy as np
-
-from vpr_ros.config import Config, option
 from vpr_ros.errors import DataError
 from vpr_ros.geo import check_lat_lon, haversine_m, utm_to_wgs84
-from vpr_ros.images import IMAGE_SUFFIXES, load_image
+from vpr_ros.images import IMAGE_SUFFIXES
+from vpr_ros.mapdb.entry import Entry, FileImage, SourceConfig, SourceReport
 
-SOURCE_KINDS = ('auto', 'folder', 'csv', 'bag')
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SourceConfig(Config):
-    """How to read a map source."""
-
-    kind: str = option('auto', 'source kind; auto: bag dir, *.csv file or VG image folder',
-                       choices=SOURCE_KINDS)
-    utm_zone: str = option('', 'UTM zone for VG names that carry none, e.g. 17T (number + '
-                               'latitude band)')
-    image_topic: str = option('', 'bag image topic (Image or CompressedImage); empty: the '
-                                  'only image topic in the bag')
-    fix_topic: str = option('', 'bag NavSatFix topic; empty: the only NavSatFix topic')
-    fix_tolerance_s: float = option(1.0, 'max time between an image stamp and each GNSS fix '
-                                         'it is interpolated from (s)', min=0.0)
-    min_spacing_m: float = option(0.0, 'drop entries closer than this to the previous kept '
-                                       'one (m); 0 keeps all', min=0.0)
-    allow_duplicates: bool = option(False, 'CSV: keep an image listed more than once (with a '
-                                           'warning) instead of refusing the CSV')
-
-
-@dataclass(frozen=True)
-class FileImage:
-    """Picklable loader of one image file."""
-
-    path: Path
-
-    def __call__(self) -> np.ndarray:
-        return load_image(self.path)
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One geotagged image of a map source (position in WGS84, altitude NaN if unknown)."""
-
-    name: str
-    lat: float
-    lon: float
-    alt: float
-    load: Callable[[], np.ndarray]
-    stamp_ns: int | None = None
-    heading_deg: float = math.nan
-
-
-@dataclass
-class SourceReport:
-    """What a source kept and skipped, for logs and the manifest."""
-
-    kind: str
-    path: str
-    entries: list[Entry]
-    skipped: dict[str, int]
-
-    def summary(self) -> dict[str, Any]:
-        return {'kind': self.kind, 'path': self.path, 'entries': len(self.entries),
-                'skipped': dict(self.skipped)}
 
 
 def _float(value: str, *, where: str) -> float:

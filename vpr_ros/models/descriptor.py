@@ -39,6 +39,7 @@ from vpr_ros.errors import ConfigError, DataError
 from vpr_ros.models.backbones import BACKBONES, build_backbone
 from vpr_ros.models.heads import build_head, HEADS
 from vpr_ros.models.resizer import ASGeoResizer, ASPECT_MODES, BilinearResizer
+from vpr_ros.models.weights import load_weights_into
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -261,7 +262,5 @@ def build_model(config: ModelConfig) -> DescriptorModel:
         torch.manual_seed(0)
         model = DescriptorModel(config)
     if config.checkpoint:
-        from vpr_ros.models.checkpoints import load_weights_into
-
         load_weights_into(model, config.checkpoint)
     return model

@@ -52,6 +52,7 @@ from torch import nn
 import torch.nn.functional as F  # noqa: N812 - the usual name
 from vpr_ros.config import Config, option
 from vpr_ros.errors import DataError
+from vpr_ros.models.weights import read_checkpoint, save_payload
 
 #: Side of the grid the dense features are pooled to before matching and scoring (§4.1).
 GRID = 15
@@ -365,8 +366,6 @@ def save_geowarp(geowarp: GeoWarp, path: str | Path, *, backbone: str,
     recorded ``backbone`` makes :func:`load_geowarp` refuse a mismatch instead of silently
     re-ranking with a module fitted on other features.
     """
-    from vpr_ros.models.checkpoints import save_payload
-
     payload = {
         'format': GEOWARP_FORMAT,
         'version': 1,
@@ -388,7 +387,6 @@ def load_geowarp(path: str | Path, *, backbone: str | None = None,
         config: settings to use instead of the stored ones (e.g. the localizer's mode).
     """
     from vpr_ros.errors import CheckpointError
-    from vpr_ros.models.checkpoints import read_checkpoint
 
     obj = read_checkpoint(path)
     if not isinstance(obj, dict) or obj.get('format') != GEOWARP_FORMAT:

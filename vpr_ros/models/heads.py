@@ -60,6 +60,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F  # noqa: N812 - the torch convention
 from vpr_ros.errors import ConfigError
+from vpr_ros.faiss_config import configure_faiss
 
 
 # ---------------------------------------------------------------- pure functions
@@ -465,6 +466,7 @@ def init_netvlad(head: NetVLAD, data: torch.Tensor | np.ndarray, *, niter: int =
         raise ConfigError(f'init_netvlad: need at least {head.clusters} descriptors, got '
                           f'{descs.shape[0]}')
     descs = np.ascontiguousarray(descs)
+    configure_faiss()
     kmeans = faiss.Kmeans(head.channels, head.clusters, niter=niter, verbose=False, seed=seed)
     kmeans.train(descs)
     centroids = kmeans.centroids.astype(np.float32)

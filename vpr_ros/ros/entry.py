@@ -22,6 +22,7 @@ still be a clean exit 0, so the handlers are installed before (:mod:`vpr_ros.ros
 
 from __future__ import annotations
 
+import functools
 import sys
 from typing import Sequence
 
@@ -38,14 +39,11 @@ def localizer(args: Sequence[str] | None = None) -> int:
     managed, autostart = LIFECYCLE_FLAG in argv, AUTOSTART_FLAG in argv
     argv = [a for a in argv if a not in (LIFECYCLE_FLAG, AUTOSTART_FLAG)]
     if managed:
-        from vpr_ros.ros.lifecycle_node import main as managed_main
-        if stop.requested:
-            return 0
-        return managed_main(argv, stop=stop, autostart=autostart)
-    from vpr_ros.ros.localizer_node import main
-    if stop.requested:
-        return 0
-    return main(argv, stop=stop)
+        from vpr_ros.ros.lifecycle_node import main
+        run = functools.partial(main, autostart=autostart)
+    else:
+        from vpr_ros.ros.localizer_node import main as run
+    return 0 if stop.requested else run(argv, stop=stop)
 
 
 if __name__ == '__main__':

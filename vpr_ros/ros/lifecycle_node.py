@@ -32,24 +32,22 @@ from __future__ import annotations
 
 import gc
 from pathlib import Path
-import sys
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseWithCovarianceStamped
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import CompressedImage, Image, NavSatFix
 
 from vpr_ros.device import describe_device, resolve_device
-from vpr_ros.errors import ConfigError, VprError
+from vpr_ros.errors import VprError
 from vpr_ros.localizer import Localizer
-from vpr_ros.ros.compat import ros_session, spin_until_stopped
 from vpr_ros.ros.inputs import image_topic
-from vpr_ros.ros.localizer_node import FIX_TOPIC, LocalizerNode, make_decoder, NODE_NAME, \
-    POSE_TOPIC
+from vpr_ros.ros.localizer_node import check_map_parameter, FIX_TOPIC, LocalizerNode, \
+    make_decoder, NODE_NAME, POSE_TOPIC
 from vpr_ros.ros.params import configs_from_values, parameter_specs
 from vpr_ros.ros.qos import diagnostics_qos, fix_qos, image_qos
+from vpr_ros.ros.run import run_node
 from vpr_ros.ros.stats import FrameStats
 from vpr_ros.ros.stop import StopSignals
 from vpr_ros.ros.worker import Worker
@@ -115,12 +113,7 @@ class LifecycleLocalizerNode(LifecycleNode):
         """Validate the parameters, open the map, warm up the model, create the publishers."""
         try:
             self.config, localizer_config = configs_from_values(self._values())
-            if not self.config.map:
-                raise ConfigError('parameter map is not set: give the map to localise against '
-                                  '(map:=route.vprmap, built by vpr-ros build-map)')
-            if not Path(self.config.map).is_dir():
-                raise ConfigError(f'parameter map: {self.config.map} does not exist or is not '
-                                  f'a .vprmap directory')
+            check_map_parameter(self.config.map)
             device = resolve_device(self.config.device)
             self.localizer = Localizer.open(self.config.map, localizer_config,
                                             device=str(device), fast=self.config.fast_load)
@@ -219,30 +212,17 @@ def main(args: list[str] | None = None, stop: StopSignals | None = None,
          autostart: bool = False) -> int:
     """Run the managed node until SIGINT/SIGTERM (exit 0); exit 1 on a configuration error."""
     stop = stop or StopSignals.install()
-    try:
-        with ros_session(args):
-            if stop.requested:
-                return 0
-            try:
-                node = LifecycleLocalizerNode()
-            except VprError as exc:
-                print(f'vpr_ros localizer: error: {exc}', file=sys.stderr)
-                return 1
-            executor = SingleThreadedExecutor()
-            executor.add_node(node)
-            try:
-                if autostart:
-                    if node.trigger_configure() != SUCCESS:
-                        print(f'vpr_ros localizer: error: {node.error}', file=sys.stderr)
-                        return 1
-                    if not stop.requested:
-                        node.trigger_activate()
-                spin_until_stopped(executor, stop)
-            finally:
-                if node.state_label in ('inactive', 'active'):
-                    node.trigger_shutdown()
-                executor.shutdown()
-                node.destroy_node()
-    except ExternalShutdownException:
-        pass
-    return 0
+
+    def configure_and_activate(node: LifecycleLocalizerNode) -> str | None:
+        if node.trigger_configure() != SUCCESS:
+            return f'{node.error}'
+        if not stop.requested:
+            node.trigger_activate()
+        return None
+
+    def shut_down(node: LifecycleLocalizerNode) -> None:
+        if node.state_label in ('inactive', 'active'):
+            node.trigger_shutdown()
+
+    return run_node(LifecycleLocalizerNode, args=args, stop=stop,
+                    start=configure_and_activate if autostart else None, close=shut_down)

@@ -36,20 +36,19 @@ from geometry_msgs.msg import PoseWithCovarianceStamped
 import numpy as np
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 import rclpy.logging
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image, NavSatFix
 
 from vpr_ros.device import describe_device, resolve_device
-from vpr_ros.errors import ConfigError, DataError, VprError
+from vpr_ros.errors import ConfigError, DataError
 from vpr_ros.image_codec import msg_to_rgb
 from vpr_ros.localizer import Localizer
 from vpr_ros.ros import messages
-from vpr_ros.ros.compat import ros_session, spin_until_stopped
 from vpr_ros.ros.inputs import image_topic, input_problem, sibling_topic
 from vpr_ros.ros.params import configs_from_values, descriptor, parameter_specs
 from vpr_ros.ros.qos import diagnostics_qos, fix_qos, image_qos
+from vpr_ros.ros.run import run_node
 from vpr_ros.ros.stats import FrameStats
 from vpr_ros.ros.stop import StopSignals
 from vpr_ros.ros.worker import Worker
@@ -59,6 +58,16 @@ FIX_TOPIC = 'vpr/fix'
 POSE_TOPIC = 'vpr/pose'
 WARN_EVERY_S = 5.0
 WATCHDOG_PERIOD_S = 0.5
+
+
+def check_map_parameter(map_path: str) -> None:
+    """Raise a :class:`ConfigError` unless the ``map`` parameter names a map directory."""
+    if not map_path:
+        raise ConfigError('parameter map is not set: give the map to localise against '
+                          '(map:=route.vprmap, built by vpr-ros build-map)')
+    if not Path(map_path).is_dir():
+        raise ConfigError(f'parameter map: {map_path} does not exist or is not a .vprmap '
+                          f'directory')
 
 
 def make_decoder() -> tuple[Callable[[Any], np.ndarray], str]:
@@ -102,12 +111,7 @@ class LocalizerNode(Node):
         self._declare_parameters()
         self.config, localizer_config = configs_from_values(self._values())
         device = resolve_device(self.config.device)
-        if not self.config.map:
-            raise ConfigError('parameter map is not set: give the map to localise against '
-                              '(map:=route.vprmap, built by vpr-ros build-map)')
-        if not Path(self.config.map).is_dir():
-            raise ConfigError(f'parameter map: {self.config.map} does not exist or is not a '
-                              f'.vprmap directory')
+        check_map_parameter(self.config.map)
         self.localizer = Localizer.open(self.config.map, localizer_config, device=str(device),
                                         fast=self.config.fast_load)
         self.device_name = describe_device(self.localizer.device)
@@ -371,27 +375,8 @@ def main(args: list[str] | None = None, stop: StopSignals | None = None) -> int:
     imports; a signal at any moment is answered at the next safe point (after the step of the
     start-up in progress, or within one spin slice).
     """
-    stop = stop or StopSignals.install()
-    try:
-        with ros_session(args):
-            if stop.requested:
-                return 0
-            try:
-                node = LocalizerNode()
-            except VprError as exc:
-                print(f'vpr_ros localizer: error: {exc}', file=sys.stderr)
-                return 1
-            executor = SingleThreadedExecutor()
-            executor.add_node(node)
-            try:
-                spin_until_stopped(executor, stop)
-            finally:
-                node.close()
-                executor.shutdown()
-                node.destroy_node()
-    except ExternalShutdownException:
-        pass
-    return 0
+    return run_node(LocalizerNode, args=args, stop=stop or StopSignals.install(),
+                    close=LocalizerNode.close)
 
 
 if __name__ == '__main__':

@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from vpr_ros.errors import VprError
+from vpr_ros.runtime import onnx_record
 
 log = logging.getLogger(__name__)
 
@@ -174,16 +175,14 @@ class _OrtRegression(nn.Module):
 
 def _record(db: Any, precision: str) -> dict[str, Any]:
     """Return the usable export of that precision, or raise a BackendError saying why not."""
-    from vpr_ros.runtime import export
-
-    record = (db.manifest.get(export.KEY) or {}).get(precision)
+    record = (db.manifest.get(onnx_record.KEY) or {}).get(precision)
     if not record:
         raise BackendError(f'{db.path} has no ONNX {precision} export: run vpr-ros export '
                            f'{db.path}' + (' --fp16' if precision == 'fp16' else ''))
-    problem = export.problem(db, record)
+    problem = onnx_record.problem(db, record)
     if problem:
         raise BackendError(f'{db.path}: {problem}')
-    export.verify_sha256(db, record)
+    onnx_record.verify_sha256(db, record)
     return record
 
 

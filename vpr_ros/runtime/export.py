@@ -48,15 +48,12 @@ import torch
 from torch import nn
 
 from vpr_ros.errors import VprError
-from vpr_ros.mapdb import format as fmt
 from vpr_ros.mapdb.database import MapDB
+from vpr_ros.runtime.onnx_record import geowarp_sha256, KEY, PARTS
 
 log = logging.getLogger(__name__)
 
-#: Manifest key of the exports: ``manifest['onnx'][precision]``.
-KEY = 'onnx'
 PRECISIONS = ('fp32', 'fp16')
-PARTS = ('descriptor', 'local_features', 'geowarp')
 OPSET = 18
 #: What the verification accepts, per precision.
 MIN_COSINE = {'fp32': 0.9999, 'fp16': 0.999}
@@ -91,14 +88,6 @@ class LocalFeaturesGraph(nn.Module):
         x = (images - self.model.mean) / self.model.std
         stage = self.model.backbone.local_stage
         return self.model.backbone.forward_stages(x, stop=stage)[stage]
-
-
-def geowarp_sha256(db: MapDB) -> str | None:
-    """Return the sha256 of the map's fitted GeoWarp file (None: the identity warp)."""
-    info = db.manifest.get('geowarp') or {}
-    if not info.get('file'):
-        return None
-    return db.manifest['files'][info['file']]['sha256']
 
 
 def _export(module: nn.Module, args: tuple, path: Path, names: tuple[list[str], list[str]],
@@ -300,39 +289,4 @@ def _verify(db: MapDB, reference: Any, sessions: dict[str, Any], images: dict[st
     return report
 
 
-def export_status(db: MapDB) -> dict[str, str]:
-    """Return per precision 'ok' or why the stored export cannot be used with this map."""
-    out = {}
-    for precision, record in (db.manifest.get(KEY) or {}).items():
-        out[precision] = problem(db, record) or 'ok'
-    return out
-
-
-def problem(db: MapDB, record: dict[str, Any]) -> str | None:
-    """Return why an export record does not fit the map (another model or GeoWarp), or None."""
-    fingerprint = db.manifest['model'].get('fingerprint')
-    if record.get('model_fingerprint') != fingerprint:
-        return (f'the ONNX export was made for model {record.get("model_fingerprint")}, the '
-                f'map holds {fingerprint}; run vpr-ros export {db.path} again')
-    if record.get('geowarp_sha256') != geowarp_sha256(db):
-        return ('the ONNX export holds another GeoWarp than the map (fitted again since?); '
-                f'run vpr-ros export {db.path} again')
-    for part in PARTS:
-        name = record.get(f'{part}_file')
-        if not name or name not in db.manifest['files']:
-            return f'the ONNX export record names no listed {part} file'
-    return None
-
-
-def verify_sha256(db: MapDB, record: dict[str, Any]) -> None:
-    """Check the export files' sha256 even when the map was opened ``fast``."""
-    from vpr_ros.errors import MapError
-
-    for part in PARTS:
-        name = record[f'{part}_file']
-        if fmt.sha256_file(db.path / name) != db.manifest['files'][name]['sha256']:
-            raise MapError(f'{db.path / name} is corrupt: sha256 differs from the manifest '
-                           f'(run vpr-ros export {db.path} again)')
-
-
-__all__ = ['export_map', 'export_status', 'ExportError', 'KEY', 'PARTS', 'problem']
+__all__ = ['export_map', 'ExportError', 'KEY', 'PARTS', 'PRECISIONS']

@@ -27,13 +27,13 @@ features with a warning and computes them on the fly until ``vpr-ros export`` (o
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from vpr_ros.errors import MapError
+from vpr_ros.files import save_array
 from vpr_ros.mapdb.database import MapDB
 
 log = logging.getLogger(__name__)
@@ -103,12 +103,8 @@ def attach_local_features(db: MapDB, model: Any | None = None, *,
               'stage': int(model.backbone.local_stage),
               'model_fingerprint': db.manifest['model']['fingerprint']}
 
-    def write(path: Path) -> None:
-        with open(path, 'wb') as f:
-            np.save(f, features, allow_pickle=False)
-
-    db.attach_files(KEY, {STEM: ('.npy', write)}, lambda names: {**record,
-                                                                 'file': names[STEM]})
+    db.attach_files(KEY, {STEM: ('.npy', lambda path: save_array(path, features))},
+                    lambda names: {**record, 'file': names[STEM]})
     log.info('%s: stored GeoWarp features %s (%.1f kB per entry)', db.path,
              record['shape'], features[0].nbytes / 1e3)
     return db.manifest[KEY]

@@ -53,7 +53,8 @@ from vpr_ros.config import Config, option
 from vpr_ros.errors import ConfigError, DataError
 from vpr_ros.geo import wgs84_to_enu
 from vpr_ros.images import check_rgb, thumbnail
-from vpr_ros.mapdb.sources import Entry, open_source, SourceConfig
+from vpr_ros.mapdb.entry import Entry, SourceConfig
+from vpr_ros.mapdb.sources import open_source
 
 log = logging.getLogger(__name__)
 

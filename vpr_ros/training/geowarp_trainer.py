@@ -44,14 +44,14 @@ import torch
 
 from vpr_ros.config import Config, option
 from vpr_ros.errors import DataError, MapError
+from vpr_ros.files import write_bytes, write_text
 from vpr_ros.mapdb.database import MapDB
-from vpr_ros.models.checkpoints import read_checkpoint, save_payload
 from vpr_ros.models.geowarp import GeoWarp, LOSS_FIELDS, save_geowarp
 from vpr_ros.models.geowarp_losses import (consistency_loss, features_wise_loss,
                                            GeoWarpLossConfig, mine_pairs, random_trapezoids,
                                            self_supervised_loss, self_supervised_pair,
                                            total_loss)
-from vpr_ros.training.run_files import atomic_write
+from vpr_ros.models.weights import read_checkpoint, save_payload
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +99,10 @@ def _thumbs(db: MapDB, idx: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 def _plot(losses: list[dict[str, float]], path: Path) -> None:
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))   # the object API: no pyplot, no global backend
+    ax = fig.subplots()
     steps = [r['step'] for r in losses]
     for key in ('total', 'ss', 'fw', 'cons'):
         values = [r.get(key, float('nan')) for r in losses]
@@ -118,8 +117,7 @@ def _plot(losses: list[dict[str, float]], path: Path) -> None:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format='png', dpi=100)
-    plt.close(fig)
-    atomic_write(path, buf.getvalue())
+    write_bytes(path, buf.getvalue())
 
 
 def _write_losses(losses: list[dict[str, float]], path: Path) -> None:
@@ -128,7 +126,7 @@ def _write_losses(losses: list[dict[str, float]], path: Path) -> None:
     writer.writeheader()
     for row in losses:
         writer.writerow({k: row.get(k, '') for k in writer.fieldnames})
-    atomic_write(path, buf.getvalue().encode())
+    write_text(path, buf.getvalue())
 
 
 def fit_geowarp(map_path: str | Path, config: GeoWarpFitConfig | None = None, *,

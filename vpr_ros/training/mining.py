@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from vpr_ros.config import Config, option
 from vpr_ros.errors import DataError
+from vpr_ros.faiss_config import configure_faiss
 from vpr_ros.training.data import ImageSet, resize_to, Split
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ def radius_neighbours(query_xy: np.ndarray, db_xy: np.ndarray, radius: float, *,
     if len(db_xy) == 0:
         return [np.zeros(0, np.int64) for _ in range(len(query_xy))]
     centre = db_xy.mean(axis=0)  # float32 keeps mm precision near the centre
+    configure_faiss()
     index = faiss.IndexFlatL2(2)
     index.add(np.ascontiguousarray(db_xy - centre, np.float32))
     lims, _, ids = index.range_search(np.ascontiguousarray(query_xy - centre, np.float32),

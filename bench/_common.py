@@ -1,0 +1,118 @@
+# Copyright 2026 vpr_ros maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""What the benches share: common options, the JSON result written atomically, timing, machine.
+
+Each bench keeps its own command line and output; this module holds the pieces they all had
+written out: ``--json`` and ``--threads``, writing (or appending to) the result file through
+:mod:`vpr_ros.files` (a bench stopped mid-write leaves the previous result whole), median wall
+times, the machine line and load averages recorded beside timings, and stopping a node process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+import platform
+import signal
+import statistics
+import subprocess
+import time
+from typing import Any, Callable, IO
+
+from vpr_ros.files import write_text
+
+
+def bench_parser(doc: str | None) -> argparse.ArgumentParser:
+    """Return a bench's parser, described by the first line of its module docstring."""
+    return argparse.ArgumentParser(description=(doc or '').strip().splitlines()[0])
+
+
+def add_json(parser: argparse.ArgumentParser, help: str | None = None) -> None:  # noqa: A002
+    """Add ``--json PATH``: where the bench writes its result."""
+    parser.add_argument('--json', type=Path, help=help)
+
+
+def add_route(parser: argparse.ArgumentParser, frames: int) -> None:
+    """Add the options of a bench on a synthetic route: model, map frames, queries, image size."""
+    parser.add_argument('--model', default='effnet-lite0-gem')
+    parser.add_argument('--frames', type=int, default=frames, help='map frames')
+    parser.add_argument('--queries', type=int, default=15)
+    parser.add_argument('--size', type=int, nargs=2, default=(480, 640), metavar=('H', 'W'))
+
+
+def add_threads(parser: argparse.ArgumentParser, default: int = 0,
+                help: str | None = None) -> None:  # noqa: A002
+    """Add ``--threads N`` (0: the library's default)."""
+    parser.add_argument('--threads', type=int, default=default, help=help)
+
+
+def set_torch_threads(threads: int) -> None:
+    """Use ``threads`` torch threads; 0 keeps torch's default."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def write_json(path: str | Path | None, data: Any, *, indent: int = 2,
+               default: Callable[[Any], Any] | None = None, append: bool = False) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (nothing when ``path`` is None).
+
+    ``append``: the file holds a list of runs and ``data`` (a list) is added to it.
+    """
+    if path is None:
+        return
+    path = Path(path)
+    if append and path.exists():
+        data = json.loads(path.read_text()) + list(data)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, json.dumps(data, indent=indent, default=default) + '\n')
+
+
+def machine() -> str:
+    """Return ``'<host>: <n> cores'``, recorded beside the timings."""
+    return f'{platform.node()}: {os.cpu_count()} cores'
+
+
+def load_average() -> tuple[float, float, float]:
+    """Return the 1/5/15-minute load averages (the benches share the machine)."""
+    return os.getloadavg()
+
+
+def median_ms(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """Median wall time (ms) of each callable; rounds interleave them so all see the same load."""
+    for fn in fns.values():
+        fn()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def stop_process(process: subprocess.Popen, log: IO | None = None,
+                 timeout_s: float = 30.0) -> None:
+    """SIGINT a node process, kill it if it has not exited after ``timeout_s``, close its log."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    if log is not None:
+        log.close()
