@@ -45,13 +45,14 @@ from typing import Any
 
 from _common import add_json, bench_parser, write_json
 import numpy as np
-from vpr_ros.calibrate import calibrate_map, pseudo_query
+from vpr_ros.calibrate import calibrate_map
 from vpr_ros.calibration import CalibrationConfig, store_calibration
 from vpr_ros.evaluation.bag_eval import estimates_to_fixes
 from vpr_ros.evaluation.metrics import compute_metrics, TruthSeries
 from vpr_ros.geo import wgs84_to_enu
 from vpr_ros.localizer import Localizer, LocalizerConfig
 from vpr_ros.mapdb import build_map, BuildConfig, MapDB
+from vpr_ros.pseudo_queries import pseudo_query
 from vpr_ros.synth import SynthConfig, SynthRoute, write_csv_source
 
 MODEL = 'effnet-lite0-gem'

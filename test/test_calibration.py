@@ -19,7 +19,7 @@ from __future__ import annotations
 from mapdb_helpers import textured_map
 import numpy as np
 import pytest
-from vpr_ros.calibrate import calibrate_map, pseudo_query
+from vpr_ros.calibrate import calibrate_map
 from vpr_ros.calibration import (Calibration, CalibrationConfig, cross_validated_coverage, fit,
                                  IDEAL_COVERAGE, nees_coverage)
 from vpr_ros.cli import main as cli_main
@@ -28,6 +28,7 @@ from vpr_ros.errors import DataError, MapError
 from vpr_ros.fix_quality import place_spacing_m
 from vpr_ros.localizer import Localizer
 from vpr_ros.mapdb import MapDB
+from vpr_ros.pseudo_queries import pseudo_query
 
 
 def _heteroscedastic(n: int, seed: int):

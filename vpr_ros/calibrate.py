@@ -26,9 +26,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
-import cv2
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from vpr_ros.calibration import (Calibration, CalibrationConfig, cross_validated_coverage, fit,
@@ -38,28 +36,10 @@ from vpr_ros.errors import MapError
 from vpr_ros.fix_quality import place_spacing_m
 from vpr_ros.geo import wgs84_to_enu
 from vpr_ros.localizer import Estimate, Localizer
-from vpr_ros.models.geowarp import identity_points, warp
+from vpr_ros.pseudo_queries import pseudo_query
 
 #: GeoWarp fusion weights ``vpr-ros calibrate`` tries (0: global order, 1: GeoWarp order).
 FUSION_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.85, 1.0)
-
-
-def pseudo_query(thumbnail: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Make a query-like view of a map image: a random homography and photometric change.
-
-    The corners move by up to 10 % of the frame (kornia homography via GeoWarp's ``warp``),
-    then gain, gamma, blur and noise vary, so the map's own images stand in for real queries
-    when no calibration set with positions is given.
-    """
-    image = torch.from_numpy(np.array(thumbnail)).permute(2, 0, 1).float()[None] / 255.0
-    points = identity_points(1) + torch.from_numpy(rng.uniform(-0.1, 0.1, (1, 4, 2))).float()
-    view = warp(image, points)[0].permute(1, 2, 0).numpy()
-    view = np.clip(rng.uniform(0.6, 1.4) * view, 0.0, 1.0) ** rng.uniform(0.7, 1.4)
-    view = (view * 255.0).astype(np.float32)
-    if rng.random() < 0.5:
-        view = cv2.GaussianBlur(view, (0, 0), rng.uniform(0.3, 1.0))
-    view += rng.normal(0.0, rng.uniform(1.0, 6.0), view.shape).astype(np.float32)
-    return np.clip(view, 0, 255).astype(np.uint8)
 
 
 def localize_frames(localizer: Localizer, images: Sequence[Any], *,

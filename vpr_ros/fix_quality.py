@@ -40,6 +40,8 @@ from typing import Mapping
 
 import numpy as np
 
+from vpr_ros.faiss_config import configure_faiss
+
 #: Entries farther than this many place spacings are not route neighbours.
 NEIGHBOUR_SPACINGS = 1.6
 #: The local route direction is the principal axis of the entries within this many spacings.
@@ -64,6 +66,7 @@ class RouteGeometry:
             return
         # Relative coordinates keep float32 exact enough at city scale (FAISS is float32).
         rel = np.ascontiguousarray(pts - pts.mean(axis=0), np.float32)
+        configure_faiss()
         index = faiss.IndexFlatL2(2)
         index.add(rel)
         k = min(n, neighbours + 1)
@@ -159,6 +162,7 @@ def place_spacing_m(enu: np.ndarray) -> float:
     pts = np.ascontiguousarray(enu[:, :2], np.float32)
     if len(pts) < 2:
         return 1.0
+    configure_faiss()
     index = faiss.IndexFlatL2(2)
     index.add(pts)
     dist, _ = index.search(pts, 2)

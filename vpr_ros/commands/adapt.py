@@ -152,8 +152,8 @@ def main(args: argparse.Namespace) -> int:
 
 def _write_json(path: Path | None, data: dict) -> None:
     """Write ``--json`` output (when asked) atomically."""
-    from vpr_ros.mapdb.format import write_json_atomic
+    from vpr_ros.files import write_json
 
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, data)
+        write_json(path, data)

@@ -17,13 +17,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 from pathlib import Path
-import tempfile
 
-import numpy as np
 from vpr_ros.commands._args import add_device, add_model
 
 LOG = logging.getLogger(__name__)
@@ -42,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """Describe the images and write an ``N x D`` array plus a JSON sidecar."""
     from vpr_ros.errors import DataError
+    from vpr_ros.files import save_array, write_json
     from vpr_ros.models.api import describe, get_model
 
     if args.out.exists() and not args.overwrite:
@@ -51,18 +48,10 @@ def main(args: argparse.Namespace) -> int:
     model = get_model(args.model, args.device)
     descriptors = describe(list(args.images), model, batch_size=args.batch_size)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{args.out.name}.', suffix='.npy', dir=args.out.parent)
-    os.close(fd)
-    try:
-        np.save(tmp, descriptors)
-        os.replace(tmp, args.out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    sidecar = args.out.with_suffix('.json')
-    sidecar.write_text(json.dumps({
+    save_array(args.out, descriptors)
+    write_json(args.out.with_suffix('.json'), {
         'images': [str(p) for p in args.images], 'model': str(args.model),
         'config': model.config.to_dict(), 'fingerprint': model.fingerprint(),
-        'shape': list(descriptors.shape)}, indent=2))
+        'shape': list(descriptors.shape)})
     print(f'wrote {descriptors.shape[0]} x {descriptors.shape[1]} descriptors to {args.out}')
     return 0

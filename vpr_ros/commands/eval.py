@@ -92,7 +92,7 @@ def config_from_args(args: argparse.Namespace) -> RetrievalEvalConfig:
 def main(args: argparse.Namespace) -> int:
     """Evaluate and print the protocol with the recalls; optionally write JSON."""
     from vpr_ros.evaluation.retrieval import evaluate_retrieval, open_dataset
-    from vpr_ros.mapdb.format import write_json_atomic
+    from vpr_ros.files import write_json
 
     config = config_from_args(args)
     dataset = open_dataset(config, dataset_folder=args.dataset_folder,
@@ -113,6 +113,6 @@ def main(args: argparse.Namespace) -> int:
         print(line)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(args.json, result.as_dict())
+        write_json(args.json, result.as_dict())
         print(f'written: {args.json}')
     return 0

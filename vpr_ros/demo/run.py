@@ -36,8 +36,6 @@ groups with their output in ``DIR/logs/``.
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 import time
 from typing import Any
@@ -49,6 +47,7 @@ from vpr_ros.demo.node_run import run_node_on_bag
 from vpr_ros.demo.steps import Steps
 from vpr_ros.demo.summary import evaluate, summary_table
 from vpr_ros.errors import ConfigError, DataError
+from vpr_ros.files import write_json
 
 
 def run_demo(out: str | Path, config: DemoConfig | None = None, *,
@@ -108,9 +107,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *,
     summary.update(map=str(map_path), recording=str(record), report=str(report / 'report.md'),
                    metrics=metrics, timings_s=steps.timings_s,
                    total_s=round(time.perf_counter() - started, 1))
-    tmp = out / '.demo.json.tmp'
-    tmp.write_text(json.dumps(summary, indent=2, default=str) + '\n')
-    os.replace(tmp, out / 'demo.json')
+    write_json(out / 'demo.json', summary, default=str, allow_nan=True)
     steps.say('\n' + summary_table(metrics))
     steps.say('\nsteps: ' + ', '.join(f'{k} {v:.0f} s' for k, v in steps.timings_s.items())
               + f'; total {summary["total_s"]:.0f} s')

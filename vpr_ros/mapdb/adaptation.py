@@ -251,7 +251,7 @@ def describe_pseudo_queries(db: Any, model: Any, count: int, *, seed: int = 0,
     """
     import torch
 
-    from vpr_ros.calibrate import pseudo_query
+    from vpr_ros.pseudo_queries import pseudo_query
     from vpr_ros.images import check_rgb, thumbnail, to_tensor
 
     rng = np.random.default_rng(seed)

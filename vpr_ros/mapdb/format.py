@@ -49,7 +49,6 @@ import re
 from typing import Any
 
 from vpr_ros.errors import MapError
-from vpr_ros.files import write_json
 from vpr_ros.version import __version__
 
 FORMAT_NAME = 'vprmap'
@@ -113,10 +112,6 @@ def make_manifest(directory: Path, *, version: int = 1, **fields: Any) -> dict[s
         'calibration': fields.get('calibration', {}),
         'files': file_records(directory),
     }
-
-
-# The CLI modules (evaluation/cli_eval.py, mapdb/cli_adapt.py) still import this name.
-write_json_atomic = write_json
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:

@@ -19,29 +19,17 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 from pathlib import Path
-import tempfile
 from typing import Any
 
 from vpr_ros.errors import CheckpointError
-from vpr_ros.models.checkpoints import FORMAT, read_checkpoint, save_checkpoint
+from vpr_ros.files import write_bytes, write_text
+from vpr_ros.models.checkpoints import save_checkpoint
 from vpr_ros.models.descriptor import DescriptorModel
+from vpr_ros.models.weights import FORMAT, read_checkpoint
 
 METRIC_COLUMNS = ('epoch', 'loss', 'triplet', 'haf', 'R@1', 'R@5', 'R@10', 'images_per_s',
                   'seconds', 'lr')
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename (all or nothing)."""
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_metrics_csv(history: list[dict[str, float]], path: Path) -> None:
@@ -52,18 +40,16 @@ def write_metrics_csv(history: list[dict[str, float]], path: Path) -> None:
     for row in history:
         writer.writerow({k: ('' if isinstance(v, float) and math.isnan(v) else v)
                          for k, v in row.items()})
-    atomic_write(path, buf.getvalue().encode())
+    write_text(path, buf.getvalue())
 
 
 def plot_metrics(history: list[dict[str, float]], path: Path) -> None:
     """Loss (left) and validation recall@1/5/10 (right) per epoch as a PNG."""
-    import matplotlib
-
-    matplotlib.use('Agg')
-    from matplotlib import pyplot as plt
+    from matplotlib.figure import Figure
 
     epochs = [row['epoch'] for row in history]
-    fig, (ax_loss, ax_rec) = plt.subplots(1, 2, figsize=(10.0, 4.0), dpi=100)
+    fig = Figure(figsize=(10.0, 4.0), dpi=100)   # the object API: no pyplot, no global backend
+    ax_loss, ax_rec = fig.subplots(1, 2)
     for key in ('loss', 'triplet', 'haf'):
         values = [row.get(key, math.nan) for row in history]
         if any(v > 0 for v in values if not math.isnan(v)):
@@ -79,8 +65,7 @@ def plot_metrics(history: list[dict[str, float]], path: Path) -> None:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format='png')
-    plt.close(fig)
-    atomic_write(path, buf.getvalue())
+    write_bytes(path, buf.getvalue())
 
 
 def save_train_checkpoint(model: DescriptorModel, path: Path,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from vpr_ros.evaluation.recall import recall_from_positives
+from vpr_ros.faiss_config import configure_faiss
 from vpr_ros.models.descriptor import DescriptorModel
 from vpr_ros.training.data import Split
 from vpr_ros.training.distributed import DistContext
@@ -42,6 +43,7 @@ def validate(model: DescriptorModel, split: Split, *, positive_m: float, batch_s
     db_desc = describe_set(model, db, range(len(db)), **kw)
     q_desc = db_desc if split.same else describe_set(model, queries, range(len(queries)), **kw)
     k = min(max(RECALL_VALUES) + int(split.same), len(db))
+    configure_faiss()
     index = faiss.IndexFlatL2(db_desc.shape[1])
     index.add(np.ascontiguousarray(db_desc, np.float32))
     _, preds = index.search(np.ascontiguousarray(q_desc, np.float32), k)
