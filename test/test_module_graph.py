@@ -283,3 +283,20 @@ if __name__ == '__main__':
     for c in cycles(g):
         print(_describe(c, g), '(known)' if frozenset(c) in KNOWN_CYCLES else '(NEW)')
     print('import order:', ' '.join(import_order(g)))
+
+
+#: Modules longer than this say at the top (module docstring) why they are one module.
+LONG_MODULE_LINES = 420
+
+
+def test_long_modules_say_why():
+    import ast
+
+    silent = []
+    for name, path in module_files().items():
+        text = path.read_text(encoding='utf-8')
+        if text.count('\n') > LONG_MODULE_LINES and \
+                'Why one module' not in (ast.get_docstring(ast.parse(text)) or ''):
+            silent.append(f'{name} ({text.count(chr(10))} lines)')
+    assert not silent, ('modules over %d lines without a "Why one module" paragraph at the '
+                        'top: %s' % (LONG_MODULE_LINES, ', '.join(silent)))

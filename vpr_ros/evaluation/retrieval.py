@@ -29,6 +29,9 @@ Layouts:
     - ``vprbench``: a folder with ``ref/`` (database), ``query/`` and the ground truth as a
       ``ground_truth.csv`` (``query,ref_matches``), or the upstream pickled ``.npy`` that is
       read only with ``allow_pickle``.
+
+Why one module of this size: the two dataset layouts, the protocol and its result are one
+measurement and are read together; recall itself is :mod:`vpr_ros.evaluation.recall`.
 """
 
 from __future__ import annotations

@@ -37,6 +37,9 @@ folds, and scores retrieval of pseudo-queries (augmented map thumbnails, the ent
 out) made from the held-out places against the whole map. The best candidate is kept only if it
 beats the plain descriptors by ``min_gain`` in recall@1 on those held-out places; otherwise the
 map keeps its plain descriptors. The final projection is fitted on the whole map.
+
+Why one module of this size: the projections, their spatial-fold validation and the
+choice are one decision (fit only what held-out places show helps) and are read together.
 """
 
 from __future__ import annotations

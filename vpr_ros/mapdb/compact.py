@@ -36,6 +36,10 @@ renamed into place, so a map is always old or new, never half written.
 
 :func:`merge_maps` joins maps of one model and one projection; :func:`append_to_map` adds a
 new drive to a map, describing only the new images.
+
+Why one module of this size: convert, merge and append all end in the same v2 writer
+(:func:`write_compact`) and the same projection and thumbnail handling; apart they would
+share most of their code through imports of private helpers.
 """
 
 from __future__ import annotations

@@ -19,6 +19,11 @@ Example::
     db = MapDB.open('route.vprmap', model=model)     # MapError if anything does not match
     indices, scores = db.search(model.describe(batch), k=10)
     lat_lon_alt = db.positions(indices[0])
+
+Why one module of this size: opening a map is one all-or-nothing check (manifest, checksums,
+model, descriptors, projection, index, thumbnails in v1 and v2 layouts) and :class:`MapDB` is
+what the checks produce; the readers are private to it. The format itself is
+:mod:`vpr_ros.mapdb.format`, v2 writing is :mod:`vpr_ros.mapdb.compact`.
 """
 
 from __future__ import annotations

@@ -37,6 +37,9 @@ State dict (``GeoWarp``): ``regression.conv.{0,3,6,9,12,15}.{weight,bias}`` (con
 ``regression.conv.{1,4,...,16}.*`` (BatchNorm), ``regression.linear.{weight,bias}``: the
 layout of gmberton/geo_warp's ``HomographyRegression`` (trained configuration) under the prefix
 ``regression.``, so its ``trained_homography_regressions/*.pth`` load after adding the prefix.
+
+Why one module of this size (about 400 lines): the model and its re-ranking scores are one
+concept; its training losses are :mod:`vpr_ros.models.geowarp_losses`.
 """
 
 from __future__ import annotations
