@@ -39,11 +39,14 @@ N = 24   # 6 chunks of 4
 CFG = BuildConfig(model='tiny-test', batch_size=3, chunk_size=4, thumbnail_size=(24, 32),
                   adapt=AdaptConfig(method='none'))
 REPO = HERE.parent
+#: Tests that run Ray skip where the optional extra is not installed (the robot's install).
+NO_RAY = 'the ray extra is not installed (pip install vpr_ros[ray])'
 
 
 @pytest.fixture(scope='module')
 def cluster():
     """Run a real one-node Ray cluster with 2 CPUs: 2 actor worker processes."""
+    pytest.importorskip('ray', reason=NO_RAY)
     with ray_head(num_cpus=2, object_store_mb=100) as head:
         yield head
 
@@ -201,6 +204,7 @@ def test_a_bad_image_read_on_a_worker_is_named(cluster, tmp_path):
 
 @pytest.mark.slow
 def test_cli_ray_starts_a_local_cluster(source, reference, tmp_path):
+    pytest.importorskip('ray', reason=NO_RAY)
     out = tmp_path / 'cli.vprmap'
     cmd = [sys.executable, '-m', 'vpr_ros.cli', 'build-map', str(source), '--out', str(out),
            '--model', 'tiny-test', '--batch-size', '3', '--chunk-size', '4',
@@ -243,6 +247,8 @@ def test_a_local_build_never_imports_ray(source, tmp_path):
 
 def test_unreachable_or_malformed_address_is_named(source, tmp_path):
     import socket
+
+    pytest.importorskip('ray', reason=NO_RAY)
 
     with socket.socket() as s:   # a port nothing listens on
         s.bind(('127.0.0.1', 0))
