@@ -139,7 +139,7 @@ def distribution(errors_m: np.ndarray, spacing_m: float) -> dict[str, float]:
 def horizontal_errors(loc: Localizer, estimates: list, truth_ll: np.ndarray) -> np.ndarray:
     """Horizontal distance of each estimate to its truth (m)."""
     origin = loc.map.origin
-    got = np.array([wgs84_to_enu(e.lat, e.lon, 0.0, origin)[:2] for e in estimates])
+    got = np.array([e.enu for e in estimates], np.float64).reshape(-1, 2)
     ref = np.array([wgs84_to_enu(a, b, 0.0, origin)[:2] for a, b in truth_ll[:, :2]])
     return np.linalg.norm(got - ref, axis=1)
 

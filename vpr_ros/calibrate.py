@@ -24,7 +24,7 @@ choices. The result goes into the map with :func:`vpr_ros.calibration.store_cali
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -91,6 +91,27 @@ def _truth_en(origin: Sequence[float], truth_lat_lon: np.ndarray) -> np.ndarray:
     return np.stack([wgs84_to_enu(lat, lon, 0.0, origin)[:2] for lat, lon in truth])
 
 
+def _per_setting(localizer: Localizer, estimates: Sequence[Estimate], name: str,
+                 values: Sequence[Any], score: Callable[[Estimate, int], float]) -> np.ndarray:
+    """Score every estimate re-derived with ``config.<name>`` set to each of ``values``.
+
+    Returns ``(len(values), len(estimates))`` of ``score(re-derived estimate, frame index)``,
+    NaN for frames without candidates; no new forward (:meth:`Localizer.reorder`). The
+    localizer's config is restored afterwards.
+    """
+    saved = localizer.config
+    out = np.full((len(values), len(estimates)), np.nan)
+    try:
+        for v, value in enumerate(values):
+            localizer.config = dataclasses.replace(saved, **{name: value})
+            for i, est in enumerate(estimates):
+                if est.candidates:
+                    out[v, i] = score(localizer.reorder(est), i)
+    finally:
+        localizer.config = saved
+    return out
+
+
 def fit_rerank_weight(localizer: Localizer, estimates: Sequence[Estimate],
                       truth_lat_lon: np.ndarray, right_m: float, *,
                       weights: Sequence[float] = FUSION_WEIGHTS, min_gain: float = 0.01,
@@ -105,19 +126,14 @@ def fit_rerank_weight(localizer: Localizer, estimates: Sequence[Estimate],
     Returns ``(weight, report)``.
     """
     truth_en = _truth_en(localizer.map.origin, truth_lat_lon)
-    saved = localizer.config
-    right = np.zeros((len(weights), len(estimates)), bool)
-    try:
-        for w, weight in enumerate(weights):
-            localizer.config = dataclasses.replace(saved, rerank_weight=float(weight))
-            for i, est in enumerate(estimates):
-                if not est.candidates:
-                    continue
-                top = localizer.reorder(est).candidates[0].index
-                pos = localizer.map.positions_enu(top)
-                right[w, i] = np.linalg.norm(pos - truth_en[i]) <= right_m
-    finally:
-        localizer.config = saved
+
+    def top_is_right(est: Estimate, i: int) -> float:
+        top = localizer.map.positions_enu(est.candidates[0].index)
+        return float(np.linalg.norm(top - truth_en[i]) <= right_m)
+
+    # A frame without candidates is never right (NaN == 1 is False).
+    right = _per_setting(localizer, estimates, 'rerank_weight', [float(w) for w in weights],
+                         top_is_right) == 1.0
     rates = right.mean(axis=1)
     halves = np.array_split(np.random.default_rng(seed).permutation(len(estimates)), 2)
     held_out = np.zeros(len(estimates), bool)
@@ -158,17 +174,8 @@ def fit_subspacing(localizer: Localizer, estimates: Sequence[Estimate], truth_la
     """
     truth_en = _truth_en(localizer.map.origin, truth_lat_lon)
     modes = ('off', 'geowarp', 'global') if localizer.rerank else ('off', 'global')
-    saved = localizer.config
-    errors = np.full((len(modes), len(estimates)), np.nan)
-    try:
-        for m, mode in enumerate(modes):
-            localizer.config = dataclasses.replace(saved, subspacing=mode)
-            for i, est in enumerate(estimates):
-                if est.candidates:
-                    xy = localizer.reorder(est).enu
-                    errors[m, i] = float(np.linalg.norm(np.asarray(xy) - truth_en[i]))
-    finally:
-        localizer.config = saved
+    errors = _per_setting(localizer, estimates, 'subspacing', modes,
+                          lambda est, i: float(np.linalg.norm(np.asarray(est.enu) - truth_en[i])))
     good = np.isfinite(errors).all(axis=0)
     errors = errors[:, good]
     medians = np.median(errors, axis=1) if errors.shape[1] else np.full(len(modes), np.nan)
