@@ -22,7 +22,8 @@ import pytest
 from vpr_ros.errors import ConfigError, MapError
 from vpr_ros.mapdb.index import (autotune, build_index, exact_search, IndexConfig, MapIndex,
                                  recall_at_k, resolve_kind)
-from vpr_ros.mapdb.synthetic import perturb, route_descriptors, route_queries
+from vpr_ros.mapdb.synthetic import (iter_route_descriptors, perturb, route_descriptors,
+                                     route_queries)
 
 
 def clustered(n, d=64, clusters=50, seed=0):
@@ -102,6 +103,16 @@ def test_route_descriptors_and_queries():
     rng = np.random.default_rng(0)
     np.testing.assert_allclose(np.sum(perturb(db[:5], 0.75, rng, pool=db[:5]) * db[:5], 1),
                                0.75, atol=1e-5)  # a pool row equal to the source is no problem
+
+
+def test_route_descriptors_stream_in_blocks():
+    """Big-map benches stream the route: the blocks are the same rows, in order."""
+    blocks = list(iter_route_descriptors(1300, 32, seed=5, chunk=512))
+    assert [len(b) for b in blocks] == [512, 512, 276]
+    assert all(b.dtype == np.float32 for b in blocks)
+    np.testing.assert_array_equal(np.concatenate(blocks), route_descriptors(1300, 32, seed=5))
+    other = np.concatenate(list(iter_route_descriptors(1300, 32, seed=6)))
+    assert not np.allclose(other, route_descriptors(1300, 32, seed=5))
 
 
 def test_exact_search_matches_brute_force():

@@ -33,6 +33,8 @@ map descriptors and partly isotropically.
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 
 
@@ -43,6 +45,22 @@ def _unit(x: np.ndarray) -> np.ndarray:
 def route_descriptors(n: int, d: int = 256, *, seed: int = 0, corr_frames: float = 8.0,
                       segment_frames: float = 200.0, chunk: int = 512) -> np.ndarray:
     """Return ``(n, d)`` float32 unit descriptors of ``n`` consecutive frames of a route."""
+    out = np.empty((n, d), np.float32)
+    start = 0
+    for block in iter_route_descriptors(n, d, seed=seed, corr_frames=corr_frames,
+                                        segment_frames=segment_frames, chunk=chunk):
+        out[start:start + len(block)] = block
+        start += len(block)
+    return out
+
+
+def iter_route_descriptors(n: int, d: int = 256, *, seed: int = 0, corr_frames: float = 8.0,
+                           segment_frames: float = 200.0, chunk: int = 512,
+                           ) -> Iterator[np.ndarray]:
+    """Yield :func:`route_descriptors` in ``chunk``-row blocks, for maps larger than memory.
+
+    The blocks concatenate to exactly ``route_descriptors(n, d, ...)`` with the same arguments.
+    """
     rng = np.random.default_rng(seed)
     shared = _unit(rng.standard_normal(d))
     types = _unit(rng.standard_normal((max(4, n // 2000), d)))
@@ -54,7 +72,6 @@ def route_descriptors(n: int, d: int = 256, *, seed: int = 0, corr_frames: float
     lag = np.subtract.outer(np.arange(chunk), np.arange(chunk))
     gain = np.where(lag >= 0, rho ** np.maximum(lag, 0), 0.0) * np.sqrt(1.0 - rho * rho)
     decay = rho ** np.arange(1, chunk + 1)[:, None]
-    out = np.empty((n, d), np.float32)
     walk = _unit(rng.standard_normal(d))
     for start in range(0, n, chunk):  # AR(1) walk, one block at a time: stationary, unit norm
         m = min(chunk, n - start)
@@ -63,8 +80,7 @@ def route_descriptors(n: int, d: int = 256, *, seed: int = 0, corr_frames: float
         walk = steps[-1]
         noise = rng.standard_normal((m, d)) / np.sqrt(d)
         x = 0.5 * shared + 0.6 * types[segment_type[start:start + m]] + steps + 0.3 * noise
-        out[start:start + m] = _unit(x)
-    return out
+        yield _unit(x).astype(np.float32)
 
 
 def perturb(x: np.ndarray, cos: np.ndarray | float, rng: np.random.Generator,
