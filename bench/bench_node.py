@@ -268,6 +268,8 @@ def main() -> None:
                         'exports the map first)')
     parser.add_argument('--mode', default='features', choices=('features', 'image'),
                         help='GeoWarp mode (localizer.geowarp.mode)')
+    parser.add_argument('--no-pipeline', action='store_true',
+                        help='pipeline:=false (decode in the inference thread)')
     add_json(parser, 'write the results here')
     args = parser.parse_args()
     os.environ.setdefault('ROS_DOMAIN_ID', str(1 + os.getpid() % 100))
@@ -290,7 +292,8 @@ def main() -> None:
         [shutil.which('localizer'), '--ros-args', '-p', f'map:={map_path}', '-p',
          f'device:={args.device}', '-p', 'image_reliability:=reliable', '-p',
          'publish_no_fix:=true', '-p', 'diagnostics_period_s:=0.5', '-p',
-         f'localizer.backend:={args.backend}', '-p', f'localizer.geowarp.mode:={args.mode}'],
+         f'localizer.backend:={args.backend}', '-p', f'localizer.geowarp.mode:={args.mode}',
+         '-p', f'pipeline:={str(not args.no_pipeline).lower()}'],
         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     driver = None
     try:
@@ -321,7 +324,7 @@ def main() -> None:
     results = {
         'machine': machine(), 'device': args.device,
         'torch_threads': threads, 'model': args.model, 'map_frames': args.map_frames,
-        'backend': args.backend, 'geowarp_mode': args.mode,
+        'backend': args.backend, 'geowarp_mode': args.mode, 'pipeline': not args.no_pipeline,
         'load_average_start': load_start,
         'image': '640x480 rgb8 Image, reliable QoS', 'one_at_a_time': single,
         'sustained': runs, 'node_exit_code': node.returncode,
