@@ -199,6 +199,33 @@ def test_sequence_check_recovers_after_a_jump_within_the_window():
     assert len(check) == 1
 
 
+def test_motion_check_finds_a_fix_off_the_track():
+    """4 m/s at 2 Hz: a fix 6 m ahead of the track is flagged, on-track fixes are not."""
+    check = SequenceCheck(window_s=5.0)
+    cov = np.diag([0.5 ** 2, 0.3 ** 2])
+    t0 = 10**18
+    for i in range(2):                                   # fewer than 3 fixes: nothing to say
+        assert check.motion_offset(t0 + i * 500_000_000, [2.0 * i, 0.0], cov, 3.0) is None
+        check.remember_fix(t0 + i * 500_000_000, [2.0 * i, 0.0])
+    check.remember_fix(t0 + 1_000_000_000, [4.0, 0.05])
+    t = t0 + 1_500_000_000
+    assert check.motion_offset(t, [6.2, 0.0], cov, 3.0) is None    # on the track (+- noise)
+    offset = check.motion_offset(t, [12.0, 0.0], cov, 3.0)         # a place 3 entries ahead
+    assert offset is not None
+    np.testing.assert_allclose(offset, [6.0, 0.0], atol=0.1)
+    assert check.motion_offset(t, [12.0, 0.0], cov, 0.0) is None   # gate 0: off
+    assert check.motion_offset(t, [12.0, 0.0], cov * 100, 3.0) is None   # sigma 5 m: within
+    # The track's own scatter counts: a jittery track tolerates more.
+    jittery = SequenceCheck(window_s=5.0)
+    for i, y in enumerate([0.0, 3.0, -3.0, 3.0]):
+        jittery.remember_fix(t0 + i * 500_000_000, [2.0 * i, y])
+    assert jittery.motion_offset(t0 + 2_000_000_000, [12.0, 0.0], cov, 3.0) is None
+    # Old fixes expire, time going backwards forgets the track.
+    assert check.motion_offset(t + 6_000_000_000, [99.0, 0.0], cov, 3.0) is None
+    check.remember_fix(t0, [0.0, 0.0])
+    assert check.motion_offset(t0 - 1, [99.0, 0.0], cov, 3.0) is None
+
+
 @pytest.fixture(scope='module')
 def textured(tmp_path_factory):
     from mapdb_helpers import textured_map
@@ -245,6 +272,42 @@ def test_localizer_sequence_check_on_a_drive_with_injected_wrong_places(textured
         assert np.linalg.eigvalsh(cov).min() > 0
     with pytest.raises(Exception, match='stamps'):
         loc.localize_batch(images, stamps_ns=stamps[:-1])
+
+
+def test_localizer_motion_check_widens_a_neighbouring_place(textured):
+    """A confusion with a place two entries ahead passes the coarse check, not the track."""
+    from mapdb_helpers import texture
+    from vpr_ros.calibration import nees
+    from vpr_ros.localizer import FIX, Localizer, LocalizerConfig
+    from vpr_ros.mapdb import MapDB
+
+    drive = [0, 1, 2, 3, 4, 5, 8, 7, 8, 9]         # frame 6 shows entry 8 (10 m ahead of 6)
+    images = [texture(i) for i in drive]
+    stamps = [10**18 + k * 500_000_000 for k in range(len(drive))]   # 5 m apart, 2 Hz
+    db = MapDB.open(textured)
+    model = db.load_model('cpu')
+    # A tight calibrated-like sigma (0.5 m), so that a 10 m confusion is a 20-sigma fix.
+    config = LocalizerConfig(uncalibrated_sigma_m=0.5)
+    plain = Localizer(db, model, config.replace(motion_gate=0.0)).localize_batch(
+        images, stamps_ns=stamps)
+    checked = Localizer(db, model, config).localize_batch(images, stamps_ns=stamps)
+    assert all(e.status == FIX for e in plain + checked)
+    assert [e.candidates[0].index for e in checked] == drive
+    truth = db.positions_enu(np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]))
+    errors = np.array([e.enu for e in checked]) - truth
+    assert np.linalg.norm(errors[6]) > 9.0
+    before = nees(errors[6:7], np.array(plain[6].cov_enu)[None, :2, :2])[0]
+    after = nees(errors[6:7], np.array(checked[6].cov_enu)[None, :2, :2])[0]
+    assert before > 100 and after < 1.0                 # inside one sigma once widened
+    assert 'motion' in checked[6].reason and checked[6].sigma_m > 9.0
+    cov = np.array(checked[6].cov_enu)[:2, :2]
+    np.testing.assert_allclose(cov, cov.T)
+    assert np.linalg.eigvalsh(cov).min() > 0
+    for k in range(6):                                   # before it: untouched
+        assert checked[k].sigma_m == plain[k].sigma_m, k
+    for a, b in zip(plain, checked):                     # widening never narrows
+        diff = np.array(b.cov_enu)[:2, :2] - np.array(a.cov_enu)[:2, :2]
+        assert np.linalg.eigvalsh(diff).min() >= -1e-9
 
 
 def test_subspacing_auto_snaps_unless_calibrate_shows_a_gain(textured, tmp_path):

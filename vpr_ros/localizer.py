@@ -135,6 +135,12 @@ class LocalizerConfig(Config):
     sequence_action: str = option('no_fix', 'sequence check: an outlier becomes NO_FIX, or '
                                   'keeps its place with a sigma inflated to its jump '
                                   '(inflate)', choices=SEQUENCE_ACTIONS, runtime=True)
+    motion_gate: float = option(
+        3.0, 'sequence check: a fix farther than this many sigmas from the constant-velocity '
+        'track of the last motion_frames fixes gets its covariance widened by that offset '
+        '(0: off)', min=0.0, runtime=True)
+    motion_frames: int = option(5, 'sequence check: fixes the motion track is fitted to',
+                                min=3, runtime=True)
     feature_cache: int = option(4096, 'candidate GeoWarp features kept in memory (entries) '
                                 'when the map has no stored ones', min=0)
 
@@ -375,7 +381,9 @@ class Localizer:
 
         An outlier becomes NO_FIX (``sequence_action: no_fix``) or keeps its place with the
         covariance scaled so its larger sigma reaches the jump (``inflate``; still NO_FIX
-        above ``max_sigma_m``). The frame's candidates are remembered either way.
+        above ``max_sigma_m``). The frame's candidates are remembered either way. A fix that
+        passes goes through the motion check (``motion_gate``) and, if still a fix, joins the
+        track the next ones are checked against.
         """
         cfg = self.config
         if not cfg.sequence_check or not estimate.candidates:
@@ -384,10 +392,16 @@ class Localizer:
         seq.frames, seq.support = cfg.sequence_frames, cfg.sequence_support
         seq.max_speed_mps, seq.margin_m = cfg.max_speed_mps, cfg.sequence_margin_m
         seq.window_s = cfg.sequence_window_s
+        seq.track_frames = cfg.motion_frames
         top = [c.index for c in estimate.candidates[:cfg.sequence_candidates]]
         verdict = seq.step(stamp_ns, np.asarray(estimate.enu),
                            self.map.positions_enu(np.array(top)))
-        if verdict.supported or not estimate.ok:
+        if not estimate.ok:
+            return estimate
+        if verdict.supported:
+            estimate = self._motion_check(estimate, stamp_ns)
+            if estimate.ok:
+                seq.remember_fix(stamp_ns, np.asarray(estimate.enu))
             return estimate
         why = (f'sequence: {verdict.support} of {verdict.required} recent frames agree, '
                f'{verdict.jump_m:.0f} m from their candidates')
@@ -398,6 +412,27 @@ class Localizer:
         cov[:2, :2] *= scale ** 2
         sigma = estimate.sigma_m * scale
         status = NO_FIX if sigma > cfg.max_sigma_m else FIX
+        return dataclasses.replace(estimate, cov_enu=cov, sigma_m=sigma, status=status,
+                                   reason=why)
+
+    def _motion_check(self, estimate: Estimate, stamp_ns: int) -> Estimate:
+        """Widen the covariance of a fix that is off the track of the last fixes.
+
+        ``Sigma + r r^T`` with ``r`` the offset from the constant-velocity prediction: the
+        direction of the offset gets its length added, the other is kept, so the fix stays
+        honest about a confusion with a neighbouring place. Above ``max_sigma_m``: NO_FIX.
+        """
+        cfg = self.config
+        cov = np.array(estimate.cov_enu, np.float64)
+        offset = self.sequence.motion_offset(stamp_ns, np.asarray(estimate.enu), cov[:2, :2],
+                                             cfg.motion_gate)
+        if offset is None:
+            return estimate
+        cov[:2, :2] += np.outer(offset, offset)
+        sigma = float(np.sqrt(np.linalg.eigvalsh(cov[:2, :2]).max()))
+        status = NO_FIX if sigma > cfg.max_sigma_m else FIX
+        why = (f'motion: {np.linalg.norm(offset):.1f} m off the track of the last fixes, '
+               f'covariance widened')
         return dataclasses.replace(estimate, cov_enu=cov, sigma_m=sigma, status=status,
                                    reason=why)
 

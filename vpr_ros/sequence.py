@@ -24,6 +24,15 @@ localizer then reports NO_FIX or inflates the covariance). A run of frames that 
 place supports itself, so the check recovers after a real jump (a gap, a kidnapped robot);
 with no remembered frame (the first one, or after ``window_s`` without frames) nothing can be
 checked and the position passes.
+
+The same memory also keeps the last published fixes, for a finer check of what passes: a
+*motion check* (:meth:`SequenceCheck.motion_offset`) fits a constant velocity to them (least
+squares over the last ``track_frames`` fixes) and measures how far the new position is from
+where that track puts the robot now, in sigmas of the fix and of the track's own scatter. A
+confusion with a place a few entries along the route is within reach of the coarse check but
+far off the track; the localizer then widens the covariance by that offset (``Sigma + r r^T``,
+so the offset itself lies inside one sigma), which is what an EKF's innovation gate would
+otherwise have to catch.
 """
 
 from __future__ import annotations
@@ -56,11 +65,14 @@ class SequenceCheck:
         self.max_speed_mps = max_speed_mps
         self.margin_m = margin_m
         self.window_s = window_s
+        self.track_frames = 5
         self._history: deque[tuple[int, np.ndarray]] = deque()
+        self._track: deque[tuple[int, np.ndarray]] = deque()
 
     def reset(self) -> None:
         """Forget every frame (a new drive, or time going backwards)."""
         self._history.clear()
+        self._track.clear()
 
     def __len__(self) -> int:
         return len(self._history)
@@ -75,8 +87,7 @@ class SequenceCheck:
         stamp_ns = int(stamp_ns)
         if self._history and stamp_ns < self._history[-1][0]:
             self.reset()
-        while self._history and (stamp_ns - self._history[0][0]) / 1e9 > self.window_s:
-            self._history.popleft()
+        self._expire(stamp_ns)
         pos = np.asarray(position_en, np.float64).reshape(2)
         support, dists = 0, []
         for stamp, points in self._history:
@@ -94,3 +105,40 @@ class SequenceCheck:
         while len(self._history) > self.frames:
             self._history.popleft()
         return verdict
+
+    def _expire(self, stamp_ns: int) -> None:
+        for memory in (self._history, self._track):
+            while memory and (stamp_ns - memory[0][0]) / 1e9 > self.window_s:
+                memory.popleft()
+
+    def remember_fix(self, stamp_ns: int, position_en: np.ndarray) -> None:
+        """Add a published fix to the track the motion check predicts from."""
+        self._track.append((int(stamp_ns), np.asarray(position_en, np.float64).reshape(2)))
+        while len(self._track) > self.track_frames:
+            self._track.popleft()
+
+    def motion_offset(self, stamp_ns: int, position_en: np.ndarray, cov_en: np.ndarray,
+                      gate: float) -> np.ndarray | None:
+        """Return the position's offset (m) from the track of the last fixes, if beyond ``gate``.
+
+        The track is a constant velocity fitted to the remembered fixes (at least 3, within
+        ``window_s``); the offset is judged against ``cov_en`` (2x2, the fix's covariance)
+        plus the track's scatter (the fit's residual variance). None: on the track, or too
+        few fixes to say.
+        """
+        stamp_ns = int(stamp_ns)
+        if self._track and stamp_ns < self._track[-1][0]:
+            self.reset()
+        self._expire(stamp_ns)
+        if len(self._track) < 3 or gate <= 0:
+            return None
+        dt = np.array([(t - stamp_ns) / 1e9 for t, _ in self._track])
+        points = np.stack([p for _, p in self._track])
+        design = np.stack([np.ones_like(dt), dt], axis=1)
+        coef, *_ = np.linalg.lstsq(design, points, rcond=None)
+        scatter = float(np.sum((points - design @ coef) ** 2)) / max(1, 2 * (len(dt) - 2))
+        offset = np.asarray(position_en, np.float64).reshape(2) - coef[0]
+        spread = np.asarray(cov_en, np.float64)[:2, :2] + scatter * np.eye(2)
+        if float(offset @ np.linalg.solve(spread, offset)) <= gate * gate:
+            return None
+        return offset
