@@ -136,7 +136,7 @@ class LocalizerConfig(Config):
                                   'keeps its place with a sigma inflated to its jump '
                                   '(inflate)', choices=SEQUENCE_ACTIONS, runtime=True)
     motion_gate: float = option(
-        3.0, 'sequence check: a fix farther than this many sigmas from the constant-velocity '
+        5.0, 'sequence check: a fix farther than this many sigmas from the constant-velocity '
         'track of the last motion_frames fixes gets its covariance widened by that offset '
         '(0: off)', min=0.0, runtime=True)
     motion_frames: int = option(5, 'sequence check: fixes the motion track is fitted to',

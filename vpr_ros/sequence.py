@@ -123,8 +123,8 @@ class SequenceCheck:
 
         The track is a constant velocity fitted to the remembered fixes (at least 3, within
         ``window_s``); the offset is judged against ``cov_en`` (2x2, the fix's covariance)
-        plus the track's scatter (the fit's residual variance). None: on the track, or too
-        few fixes to say.
+        plus the track's scatter (the fit's residual variance) and the uncertainty of the
+        line where it is extrapolated to. None: on the track, or too few fixes to say.
         """
         stamp_ns = int(stamp_ns)
         if self._track and stamp_ns < self._track[-1][0]:
@@ -137,8 +137,12 @@ class SequenceCheck:
         design = np.stack([np.ones_like(dt), dt], axis=1)
         coef, *_ = np.linalg.lstsq(design, points, rcond=None)
         scatter = float(np.sum((points - design @ coef) ** 2)) / max(1, 2 * (len(dt) - 2))
+        # The new position deviates from the line as the old ones did (scatter), and the
+        # line itself is uncertain where it is extrapolated to (now): 1/n + lever arm.
+        lever = 1.0 / len(dt) + dt.mean() ** 2 / max(float(np.sum((dt - dt.mean()) ** 2)),
+                                                     1e-12)
         offset = np.asarray(position_en, np.float64).reshape(2) - coef[0]
-        spread = np.asarray(cov_en, np.float64)[:2, :2] + scatter * np.eye(2)
+        spread = np.asarray(cov_en, np.float64)[:2, :2] + scatter * (1.0 + lever) * np.eye(2)
         if float(offset @ np.linalg.solve(spread, offset)) <= gate * gate:
             return None
         return offset
