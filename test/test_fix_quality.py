@@ -310,6 +310,31 @@ def test_localizer_motion_check_widens_a_neighbouring_place(textured):
         assert np.linalg.eigvalsh(diff).min() >= -1e-9
 
 
+def test_subspacing_describes_the_query_once_per_frame(textured):
+    """Route neighbours are scored with the query features the re-ranking already made."""
+    from mapdb_helpers import texture
+    from vpr_ros.localizer import Localizer, LocalizerConfig
+    from vpr_ros.mapdb import MapDB
+
+    db = MapDB.open(textured)
+    loc = Localizer(db, db.load_model('cpu'),
+                    LocalizerConfig(subspacing='geowarp', sequence_check=False))
+    calls = []
+    dense = loc.runtime.local_features
+    loc.runtime.local_features = lambda x: calls.append(len(x)) or dense(x)
+    estimate = loc.localize(texture(7))
+    assert estimate.route_scores, 'the route neighbours were scored'
+    assert calls == [1]                              # one query pass, not one per call
+    small = texture(7)
+    import cv2
+    h, w = loc.thumb_size
+    small = cv2.resize(small, (w, h), interpolation=cv2.INTER_AREA)
+    need = np.array(sorted(estimate.route_scores))
+    fresh = loc._rerank_scores(small, need) / 225.0   # a fresh pass gives the same scores
+    np.testing.assert_allclose(fresh, [estimate.route_scores[int(j)] for j in need],
+                               rtol=1e-5)
+
+
 def test_subspacing_auto_snaps_unless_calibrate_shows_a_gain(textured, tmp_path):
     """Frames exactly at map frames cannot show a sub-spacing gain: calibrate keeps snapping."""
     import shutil

@@ -532,9 +532,10 @@ class Localizer:
         glob = np.array([s for _, s in keep])
         rerank = np.full(len(idx), np.nan)
         order = np.arange(len(idx))
+        query: dict[str, torch.Tensor] = {}   # the query's GeoWarp features, once per frame
         if self.rerank and small is not None:
             p = min(cfg.geowarp.num_reranked, len(idx))
-            rerank[:p] = self._rerank_scores(small, idx[:p]) / 225.0
+            rerank[:p] = self._rerank_scores(small, idx[:p], query) / 225.0
             order = fused_order(glob, rerank, self.rerank_weight)
         route_scores = {}
         if self.rerank and small is not None and self.subspacing == 'geowarp' and \
@@ -546,17 +547,26 @@ class Localizer:
                     if j >= 0 and int(j) not in done and int(j) not in excluded]
             if need:
                 route_scores = dict(zip(need, map(float, self._rerank_scores(
-                    small, np.array(need)) / 225.0)))
+                    small, np.array(need), query) / 225.0)))
         t2 = time.perf_counter()
         timings['rerank'] = (t2 - t1) * 1e3
         estimate = self._estimate(idx, glob, rerank, order, timings, route_scores)
         timings['estimate'] = (time.perf_counter() - t2) * 1e3
         return estimate
 
-    def _rerank_scores(self, small: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        query = to_tensor(small).unsqueeze(0).to(self.device)
+    def _rerank_scores(self, small: np.ndarray, idx: np.ndarray,
+                       memo: dict[str, torch.Tensor] | None = None) -> np.ndarray:
+        """Return the GeoWarp scores of candidates ``idx``.
+
+        ``memo`` keeps the query's features between the calls of one frame (the re-ranked
+        candidates, then the route neighbours).
+        """
+        memo = {} if memo is None else memo
         with torch.inference_mode():
-            query_dense = self.runtime.local_features(query)
+            if 'dense' not in memo:
+                memo['image'] = to_tensor(small).unsqueeze(0).to(self.device)
+                memo['dense'] = self.runtime.local_features(memo['image'])
+            query, query_dense = memo['image'], memo['dense']
             cand_dense = self._candidate_features(idx)
             if self.config.geowarp.mode == 'image':
                 thumbs = torch.stack([to_tensor(t) for t in self.map.thumbnails(idx)])
