@@ -410,8 +410,12 @@ class Localizer:
         scale = max(1.0, verdict.jump_m / max(estimate.sigma_m, 1e-9))
         cov = np.array(estimate.cov_enu, np.float64)
         cov[:2, :2] *= scale ** 2
-        sigma = estimate.sigma_m * scale
-        status = NO_FIX if sigma > cfg.max_sigma_m else FIX
+        return self._widened(estimate, cov, estimate.sigma_m * scale, why)
+
+    def _widened(self, estimate: Estimate, cov: np.ndarray, sigma: float,
+                 why: str) -> Estimate:
+        """Return the estimate with a wider covariance; NO_FIX when sigma passes max_sigma_m."""
+        status = NO_FIX if sigma > self.config.max_sigma_m else FIX
         return dataclasses.replace(estimate, cov_enu=cov, sigma_m=sigma, status=status,
                                    reason=why)
 
@@ -429,12 +433,9 @@ class Localizer:
         if offset is None:
             return estimate
         cov[:2, :2] += np.outer(offset, offset)
-        sigma = float(np.sqrt(np.linalg.eigvalsh(cov[:2, :2]).max()))
-        status = NO_FIX if sigma > cfg.max_sigma_m else FIX
         why = (f'motion: {np.linalg.norm(offset):.1f} m off the track of the last fixes, '
                f'covariance widened')
-        return dataclasses.replace(estimate, cov_enu=cov, sigma_m=sigma, status=status,
-                                   reason=why)
+        return self._widened(estimate, cov, _horizontal_sigma(cov[:2, :2]), why)
 
     def sequence_filter(self, estimates: Sequence[Estimate],
                         stamps_ns: Sequence[int]) -> list[Estimate]:
@@ -668,8 +669,7 @@ class Localizer:
             cov_en = self.calibration.covariance_en(feature_vector(features), track)
         else:
             cov_en = np.eye(2) * cfg.uncalibrated_sigma_m ** 2
-        sigma = math.sqrt(float(np.linalg.eigvalsh(cov_en)[-1])) if np.isfinite(cov_en).all() \
-            else math.inf
+        sigma = _horizontal_sigma(cov_en)
         cov = np.zeros((3, 3))
         cov[:2, :2] = cov_en
         cov[2, 2] = (cfg.sigma_up_m if alt_known else cfg.unknown_alt_sigma_m) ** 2
@@ -680,6 +680,13 @@ class Localizer:
         big = self.config.unknown_alt_sigma_m ** 2
         return Estimate(lat, lon, alt, np.diag([big, big, big]), NO_FIX, float('nan'),
                         float('inf'), (), {}, timings, reason, enu=(0.0, 0.0))
+
+
+def _horizontal_sigma(cov_en: np.ndarray) -> float:
+    """Return the larger axis of a 2x2 covariance's ellipse (what ``max_sigma_m`` bounds)."""
+    if not np.isfinite(cov_en).all():
+        return math.inf
+    return math.sqrt(float(np.linalg.eigvalsh(cov_en)[-1]))
 
 
 def _altitude(pos: np.ndarray, weights: np.ndarray, near: np.ndarray,
