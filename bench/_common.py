@@ -116,3 +116,15 @@ def stop_process(process: subprocess.Popen, log: IO | None = None,
         process.kill()
     if log is not None:
         log.close()
+
+
+def rss_mb(pid: int | str = 'self', field: str = 'VmRSS') -> float:
+    """Return a process's resident memory in MB, from /proc (nan where it is not there).
+
+    ``VmRSS`` is all of it, including the pages of memory-mapped files it has touched (page
+    cache the kernel can drop); ``RssAnon`` is the memory the process itself holds.
+    """
+    for line in Path(f'/proc/{pid}/status').read_text().splitlines():
+        if line.startswith(field + ':'):
+            return int(line.split()[1]) / 1024.0
+    return float('nan')

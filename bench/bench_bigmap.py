@@ -38,21 +38,8 @@ import sys
 import tempfile
 import time
 
-from _common import add_json, bench_parser, write_json
+from _common import add_json, bench_parser, rss_mb, write_json
 import numpy as np
-
-
-def _rss_mb(field: str = 'VmRSS') -> float:
-    """Return this process's resident memory in MB: all of it (VmRSS) or anonymous (RssAnon).
-
-    VmRSS counts the pages of memory-mapped map files that were read, which the kernel can
-    drop at any time; RssAnon is the memory the process itself holds.
-    """
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(field + ':'):
-                return int(line.split()[1]) / 1024
-    return float('nan')
 
 
 def _disk_read_mb() -> float:
@@ -170,11 +157,11 @@ def serve(path: str, queries_file: str) -> dict:
     q = np.load(queries_file, allow_pickle=False)
     import gc
     gc.collect()
-    base, base_anon = _rss_mb(), _rss_mb('RssAnon')
+    base, base_anon = rss_mb(), rss_mb(field='RssAnon')
     t0 = time.perf_counter()
     db = MapDB.open(path, fast=True)
     open_s = time.perf_counter() - t0
-    rss_open = _rss_mb() - base
+    rss_open = rss_mb() - base
     n = len(db)
     times, found = [], []
     read_before = _disk_read_mb()
@@ -184,7 +171,7 @@ def serve(path: str, queries_file: str) -> dict:
         times.append(time.perf_counter() - t0)
         found.append(idx[0])
     read_mb = _disk_read_mb() - read_before
-    rss_query, anon_query = _rss_mb() - base, _rss_mb('RssAnon') - base_anon
+    rss_query, anon_query = rss_mb() - base, rss_mb(field='RssAnon') - base_anon
     exact = exact_search(db.descriptors, db.projection.apply(q), 10)
     t0 = time.perf_counter()
     MapDB.open(path, fast=False)

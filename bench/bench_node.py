@@ -38,7 +38,8 @@ import statistics
 import subprocess
 import time
 
-from _common import add_json, bench_parser, load_average, machine, stop_process, write_json
+from _common import (add_json, bench_parser, load_average, machine, rss_mb, stop_process,
+                     write_json)
 import numpy as np
 
 
@@ -113,14 +114,6 @@ def timed_ms(fn, *args) -> float:
         fn(*args)
         return (time.perf_counter() - start) * 1e3
     return _POOL.submit(run).result()
-
-
-def rss_mb(pid: int) -> float:
-    """Return the resident memory of a process (MB), from /proc."""
-    for line in Path(f'/proc/{pid}/status').read_text().splitlines():
-        if line.startswith('VmRSS:'):
-            return int(line.split()[1]) / 1024.0
-    return float('nan')
 
 
 class Driver:

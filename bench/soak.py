@@ -35,9 +35,10 @@ import subprocess
 import sys
 import time
 
-from _common import add_json, bench_parser, load_average, machine, stop_process, write_json
+from _common import (add_json, bench_parser, load_average, machine, rss_mb, stop_process,
+                     write_json)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_node import build_route_map, percentile, rss_mb  # noqa: E402, I100
+from bench_node import build_route_map, percentile  # noqa: E402, I100
 
 
 class Camera:
