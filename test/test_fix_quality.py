@@ -325,10 +325,9 @@ def test_subspacing_describes_the_query_once_per_frame(textured):
     estimate = loc.localize(texture(7))
     assert estimate.route_scores, 'the route neighbours were scored'
     assert calls == [1]                              # one query pass, not one per call
-    small = texture(7)
-    import cv2
-    h, w = loc.thumb_size
-    small = cv2.resize(small, (w, h), interpolation=cv2.INTER_AREA)
+    from vpr_ros.images import resize_to
+
+    small = resize_to(texture(7), loc.thumb_size)
     need = np.array(sorted(estimate.route_scores))
     fresh = loc._rerank_scores(small, need) / 225.0   # a fresh pass gives the same scores
     np.testing.assert_allclose(fresh, [estimate.route_scores[int(j)] for j in need],

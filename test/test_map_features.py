@@ -136,3 +136,48 @@ def test_folded_regression_equals_the_published_one(size):
         np.testing.assert_allclose(folded(corr).numpy(), regression(corr).numpy(), atol=2e-5)
         back = correlation(f_p, f_q)                # the other direction folds the same way
         np.testing.assert_allclose(folded(back).numpy(), regression(back).numpy(), atol=2e-5)
+
+
+def test_query_features_come_from_the_descriptor_pass_at_the_model_input_size(tmp_path):
+    """Thumbnails at the model's input size: one backbone pass per frame, the same scores."""
+    from vpr_ros.images import resize_to
+
+    path = textured_map(tmp_path, N, thumbnail_size=(64, 80))    # tiny-test's input size
+    db = MapDB.open(path)
+    loc = Localizer(db, db.load_model('cpu'), LocalizerConfig(sequence_check=False))
+    assert loc.local_from_forward
+    calls = []
+    dense = loc.runtime.local_features
+    loc.runtime.local_features = lambda x: calls.append(len(x)) or dense(x)
+    query = texture(5)
+    estimate = loc.localize(query)
+    assert calls == []                                 # no second pass over the query
+    assert estimate.candidates[0].index == 5
+    idx = np.array([c.index for c in estimate.candidates if np.isfinite(c.rerank_score)])
+    assert len(idx) == loc.config.geowarp.num_reranked
+    # A separate pass over the query's thumbnail (uint8, as the map's) scores alike.
+    separate = loc._rerank_scores(resize_to(query, (64, 80)), idx) / 225.0
+    forward = [c.rerank_score for c in estimate.candidates if np.isfinite(c.rerank_score)]
+    np.testing.assert_allclose(forward, separate, atol=5e-3)
+    assert calls == [1]
+    # Thumbnails of another size than the model's input: the query gets its own pass.
+    other = Localizer(MapDB.open(textured_map(tmp_path / 'b', N, thumbnail_size=THUMB)),
+                      db.load_model('cpu'), LocalizerConfig(sequence_check=False))
+    assert not other.local_from_forward
+
+
+def test_resize_to_matches_the_model_resize_and_enlarges_smoothly():
+    """Thumbnails are what the model's plain resizer makes, up to uint8 rounding."""
+    from vpr_ros.images import resize_to
+    from vpr_ros.models.resizer import bilinear_resize
+
+    image = texture(3, (120, 160))
+    for size in ((240, 320), (60, 80)):
+        out = resize_to(image, size)
+        assert out.shape == (*size, 3) and out.dtype == np.uint8
+        ref = bilinear_resize(to_tensor(image)[None], size)[0].permute(1, 2, 0).numpy() * 255
+        assert np.abs(out.astype(float) - ref).max() <= 0.5 + 1e-3
+    big = resize_to(image, (240, 320)).astype(int)
+    # Enlarging interpolates: a 2x nearest-neighbour copy would repeat every column.
+    assert np.abs(np.diff(big, axis=1)).mean() > 0 and (big[:, 1::2] != big[:, ::2]).any()
+    assert resize_to(image, (120, 160)) is image

@@ -122,3 +122,18 @@ def thumbnail(image: np.ndarray, max_side: int) -> np.ndarray:
         return image
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def resize_to(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize ``(H, W, 3)`` uint8 RGB to ``size`` ``(h, w)`` as the model's plain resizer does.
+
+    Antialiased bilinear (``vpr_ros.models.resizer.bilinear_resize``), so a GeoWarp thumbnail
+    at the model's input size holds what the descriptor network sees, up to uint8 rounding,
+    and its dense features match those of the query's descriptor pass.
+    """
+    if tuple(image.shape[:2]) == tuple(size):
+        return image
+    from vpr_ros.models.resizer import bilinear_resize
+
+    out = bilinear_resize(to_tensor(image)[None], size, antialias=True)[0]
+    return (out.clamp_(0.0, 1.0).permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)

@@ -44,7 +44,6 @@ from pathlib import Path
 import time
 from typing import Any, Sequence
 
-import cv2
 import numpy as np
 import torch
 
@@ -54,9 +53,10 @@ from vpr_ros.config import Config, option
 from vpr_ros.errors import DataError, MapError, VprError
 from vpr_ros.fix_quality import RouteGeometry, subspacing_along
 from vpr_ros.geo import enu_to_wgs84
-from vpr_ros.images import check_rgb, load_image, to_tensor
+from vpr_ros.images import check_rgb, load_image, resize_to, to_tensor
 from vpr_ros.mapdb.database import MapDB
 from vpr_ros.models.geowarp import GeoWarp, GeoWarpConfig, load_geowarp
+from vpr_ros.models.resizer import BilinearResizer
 from vpr_ros.runtime.backends import BACKENDS, select_runtime
 from vpr_ros.sequence import SequenceCheck
 
@@ -262,6 +262,13 @@ class Localizer:
                 log.warning('a GeoWarp other than the one of the map was given: its '
                             'regression runs in torch')
         self.calibration = stored_calibration(map_db.manifest)
+        # The query's GeoWarp features come from its descriptor pass (no second backbone pass)
+        # when the model's plain resize makes exactly the map's thumbnail size.
+        resizer = self.model.resizer
+        self.local_from_forward = bool(
+            self.rerank and self.runtime.name == 'torch' and
+            isinstance(resizer, BilinearResizer) and resizer.aspect == 'stretch' and
+            tuple(resizer.size) == tuple(self.thumb_size))
 
     @functools.cached_property
     def route(self) -> RouteGeometry:
@@ -464,7 +471,7 @@ class Localizer:
         small = None
         if self.rerank:
             h, w = self.thumb_size
-            small = cv2.resize(array, (w, h), interpolation=cv2.INTER_AREA)
+            small = resize_to(array, (h, w))
         return tensor, small
 
     def prepare(self, image: Any) -> tuple[torch.Tensor, np.ndarray | None, float]:
@@ -502,10 +509,17 @@ class Localizer:
             for i, (tensor, _) in enumerate(prepared):
                 by_size.setdefault(tuple(tensor.shape), []).append(i)
             descriptors = np.empty((len(prepared), self.model.descriptor_dim), np.float32)
+            local: list[torch.Tensor | None] = [None] * len(prepared)
             resize_s = forward_s = 0.0
             for indices in by_size.values():
                 batch = torch.stack([prepared[i][0] for i in indices]).to(self.device)
-                descriptors[indices], r_s, f_s = self.runtime.describe(batch)
+                if self.local_from_forward:
+                    descriptors[indices], maps, r_s, f_s = \
+                        self.runtime.describe_with_local(batch)
+                    for i, m in zip(indices, maps):
+                        local[i] = m.unsqueeze(0)
+                else:
+                    descriptors[indices], r_s, f_s = self.runtime.describe(batch)
                 resize_s += r_s
                 forward_s += f_s
         n = len(prepared)
@@ -513,11 +527,13 @@ class Localizer:
         for i in range(n):
             timings = {'decode': decode_s * 1e3 / n, 'resize': resize_s * 1e3 / n,
                        'forward': forward_s * 1e3 / n}
-            results.append(self._finish(descriptors[i], prepared[i][1], exclude[i], timings))
+            results.append(self._finish(descriptors[i], prepared[i][1], exclude[i], timings,
+                                        local[i]))
         return results
 
     def _finish(self, descriptor: np.ndarray, small: np.ndarray | None,
-                exclude: Sequence[int], timings: dict[str, float]) -> Estimate:
+                exclude: Sequence[int], timings: dict[str, float],
+                local: torch.Tensor | None = None) -> Estimate:
         cfg = self.config
         t0 = time.perf_counter()
         excluded = {int(e) for e in exclude}
@@ -533,7 +549,8 @@ class Localizer:
         glob = np.array([s for _, s in keep])
         rerank = np.full(len(idx), np.nan)
         order = np.arange(len(idx))
-        query: dict[str, torch.Tensor] = {}   # the query's GeoWarp features, once per frame
+        # The query's GeoWarp features, once per frame (from the forward when it made them).
+        query: dict[str, torch.Tensor] = {} if local is None else {'dense': local}
         if self.rerank and small is not None:
             p = min(cfg.geowarp.num_reranked, len(idx))
             rerank[:p] = self._rerank_scores(small, idx[:p], query) / 225.0
@@ -564,8 +581,9 @@ class Localizer:
         """
         memo = {} if memo is None else memo
         with torch.inference_mode():
-            if 'dense' not in memo:
+            if 'image' not in memo:
                 memo['image'] = to_tensor(small).unsqueeze(0).to(self.device)
+            if 'dense' not in memo:
                 memo['dense'] = self.runtime.local_features(memo['image'])
             query, query_dense = memo['image'], memo['dense']
             cand_dense = self._candidate_features(idx)

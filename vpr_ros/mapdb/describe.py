@@ -26,11 +26,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
-import cv2
 import numpy as np
 
 from vpr_ros.errors import DataError
-from vpr_ros.images import check_rgb, thumbnail, to_tensor
+from vpr_ros.images import check_rgb, resize_to, thumbnail, to_tensor
 from vpr_ros.mapdb.entry import Entry
 
 
@@ -70,7 +69,7 @@ class _EntryImages:
             raise DataError(f'{exc} (build-map --skip-bad leaves out images that cannot be '
                             f'read)') from None
         h, w = self.thumbnail_size
-        thumb = (cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA) if h
+        thumb = (resize_to(image, (h, w)) if h
                  else np.zeros((0, 0, 3), np.uint8))
         if self.resize_max:
             image = thumbnail(image, self.resize_max)

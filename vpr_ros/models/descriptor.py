@@ -202,6 +202,20 @@ class DescriptorModel(nn.Module):
             out = self.aggregation(self.backbone(x))
         return nn.functional.normalize(out, p=2.0, dim=1)
 
+    def embed_with_local(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return :meth:`embed`'s descriptors and the stride-16 map of the same pass.
+
+        GeoWarp matches the dense features of the encoder that made the global descriptor
+        (Berton et al., ICCV 2021, arXiv 2109.09827, §3.2): when the map's thumbnails are the
+        model's input size, the query's features come from its descriptor forward for free.
+        """
+        stages = self.backbone.forward_stages(x)
+        if getattr(self.aggregation, 'multiscale', False):
+            out = self.aggregation(stages)
+        else:
+            out = self.aggregation(stages[-1])
+        return nn.functional.normalize(out, p=2.0, dim=1), stages[self.backbone.local_stage]
+
     def dense_features(self, batch: torch.Tensor) -> torch.Tensor:
         """Return the backbone feature maps ``(N, C, h, w)`` after the resizer."""
         batch = check_batch(batch, max_pixels=self._config.max_input_pixels, check_values=False)

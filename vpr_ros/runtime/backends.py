@@ -142,6 +142,23 @@ class Runtime:
         # The resizer runs inside the graph: its time is part of the forward.
         return out.astype(np.float32, copy=False), 0.0, time.perf_counter() - t0
 
+    def describe_with_local(self, batch: torch.Tensor,
+                            ) -> tuple[np.ndarray, torch.Tensor | None, float, float]:
+        """Return :meth:`describe`'s output plus the batch's stride-16 maps of the same pass.
+
+        ``(descriptors, local features (N, C, h, w) or None, resize s, forward s)``: torch
+        hands out the map; the exported descriptor graph has no such output (None).
+        """
+        if self.sessions:
+            out, resize_s, forward_s = self.describe(batch)
+            return out, None, resize_s, forward_s
+        model = self.model
+        ta = time.perf_counter()
+        resized = model.resize(batch)
+        tb = time.perf_counter()
+        out, local = model.embed_with_local(resized)
+        return out.float().cpu().numpy(), local, tb - ta, time.perf_counter() - tb
+
     def local_features(self, batch: torch.Tensor) -> torch.Tensor:
         """Return the GeoWarp dense features of ``(N, 3, h, w)`` images, as a float tensor."""
         if not self.sessions:
