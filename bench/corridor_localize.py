@@ -68,7 +68,7 @@ def corridor_truth(root: Path = CORRIDOR, refs: int | None = None):
 
 
 def build_corridor_map(folder: Path, ref_paths, ref_lat_lon, model: str = 'effnet-lite0-gem',
-                       progress: bool = False) -> Path:
+                       progress: bool = False, **build) -> Path:
     """Copy the refs beside a CSV with their geotags and build ``folder/corridor.vprmap``."""
     (folder / 'ref').mkdir(parents=True, exist_ok=True)
     rows = ['image,lat,lon']
@@ -76,7 +76,8 @@ def build_corridor_map(folder: Path, ref_paths, ref_lat_lon, model: str = 'effne
         shutil.copy(path, folder / 'ref' / path.name)
         rows.append(f'ref/{path.name},{float(lat)!r},{float(lon)!r}')
     (folder / 'refs.csv').write_text('\n'.join(rows) + '\n')
-    return build_map(folder / 'refs.csv', folder / 'corridor.vprmap', BuildConfig(model=model),
+    return build_map(folder / 'refs.csv', folder / 'corridor.vprmap',
+                     BuildConfig(model=model, **build),
                      progress=progress)
 
 
@@ -111,6 +112,8 @@ def main(argv=None) -> int:
     parser.add_argument('--fit-iterations', type=int, default=100)
     parser.add_argument('--fit-batch', type=int, default=8)
     parser.add_argument('--refs', type=int, default=None, help='first N refs only')
+    parser.add_argument('--thumbnail-size', type=int, nargs=2, metavar=('H', 'W'),
+                        help='GeoWarp thumbnails (BuildConfig default when omitted)')
     add_json(parser)
     parser.add_argument('--keep', type=Path, help='build the map here and keep it')
     args = parser.parse_args(argv)
@@ -123,7 +126,8 @@ def main(argv=None) -> int:
     rows = {}
     try:
         t0 = time.perf_counter()
-        path = build_corridor_map(work, refs, ref_ll, args.model)
+        build = {'thumbnail_size': tuple(args.thumbnail_size)} if args.thumbnail_size else {}
+        path = build_corridor_map(work, refs, ref_ll, args.model, **build)
         build_s = time.perf_counter() - t0
         db = MapDB.open(path)
         model = db.load_model('cpu')
@@ -152,7 +156,9 @@ def main(argv=None) -> int:
         cal_s = time.perf_counter() - t0
         run('calibrated, features', base)
         run('calibrated, features, weighted', base.replace(estimator='weighted'))
-        summary = {'model': args.model, 'refs': len(refs), 'build_s': build_s, 'fit_s': fit_s,
+        summary = {'model': args.model, 'refs': len(refs),
+                   'thumbnail_size': list(db.thumbnail_size or ()), 'build_s': build_s,
+                   'fit_s': fit_s,
                    'fit': fit, 'calibrate_s': cal_s, 'calibration': report, 'rows': rows}
     finally:
         if not args.keep:

@@ -41,19 +41,25 @@ from vpr_ros.synth import SynthConfig, SynthRoute, write_csv_source
 from vpr_ros.training.geowarp_trainer import fit_geowarp, GeoWarpFitConfig
 
 
-def run_seed(seed: int, frames: int, fit_steps: int, folder: Path) -> dict:
+def run_seed(seed: int, frames: int, fit_steps: int, folder: Path,
+             image_size: tuple[int, int] | None = None,
+             thumbnail_size: tuple[int, int] | None = None, mode: str | None = None) -> dict:
     """Build, fit, calibrate and localise one seed's route; return the rates per order."""
-    config = SynthConfig(frames=frames, seed=seed)
+    config = SynthConfig(frames=frames, seed=seed,
+                         **({'image_size': image_size} if image_size else {}))
     route = SynthRoute(config)
     csv = write_csv_source(route.map_pass(), folder / 'map')
     queries = list(route.query_pass())
-    path = build_map(csv, folder / 'route.vprmap', BuildConfig(), progress=False)
+    build = BuildConfig(**({'thumbnail_size': thumbnail_size} if thumbnail_size else {}))
+    path = build_map(csv, folder / 'route.vprmap', build, progress=False)
     fit_geowarp(path, GeoWarpFitConfig(iterations=fit_steps, batch_size=8), restart=True,
                 progress=False)
     loc = Localizer.open(path)
+    if mode:
+        loc.config = loc.config.replace(geowarp=loc.config.geowarp.replace(mode=mode))
     cal, report = calibrate_map(loc, CalibrationConfig(pseudo_queries=frames), progress=False)
     store_calibration(loc.map, cal, report)
-    loc = Localizer.open(path)
+    loc = Localizer.open(path, loc.config)
     weight = loc.rerank_weight
     loc.config = dataclasses.replace(loc.config, rerank_weight=1.0)
     estimates = loc.localize_batch([q.image for q in queries])
@@ -71,6 +77,8 @@ def run_seed(seed: int, frames: int, fit_steps: int, folder: Path) -> dict:
                       'median_m': float(np.median(err))}
     adaptation = loc.map.manifest.get('adaptation') or {}
     return {'seed': seed, 'frames': frames, 'spacing_m': config.spacing_m,
+            'image_size': list(config.image_size), 'thumbnail_size': list(loc.thumb_size),
+            'mode': loc.config.geowarp.mode,
             'adaptation': {k: adaptation.get(k) for k in ('method', 'dim', 'validation')}
             | {'reason': (adaptation.get('report') or {}).get('reason')},
             'fusion': report.get('rerank_fusion'), 'rows': rows}
@@ -81,12 +89,21 @@ def main() -> int:
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1])
     parser.add_argument('--frames', type=int, default=150)
     parser.add_argument('--fit-steps', type=int, default=20)
+    parser.add_argument('--image-size', type=int, nargs=2, metavar=('H', 'W'),
+                        help='rendered size (SynthConfig default when omitted)')
+    parser.add_argument('--thumbnail-size', type=int, nargs=2, metavar=('H', 'W'),
+                        help='GeoWarp thumbnails (BuildConfig default when omitted)')
+    parser.add_argument('--mode', choices=('features', 'image'),
+                        help='GeoWarp mode (the localizer default when omitted)')
     add_json(parser)
     args = parser.parse_args()
     results = []
     for seed in args.seeds:
         with tempfile.TemporaryDirectory() as tmp:
-            result = run_seed(seed, args.frames, args.fit_steps, Path(tmp))
+            result = run_seed(seed, args.frames, args.fit_steps, Path(tmp),
+                              tuple(args.image_size) if args.image_size else None,
+                              tuple(args.thumbnail_size) if args.thumbnail_size else None,
+                              args.mode)
         results.append(result)
         print(f'seed {seed}: adaptation {result["adaptation"]["method"]}-'
               f'{result["adaptation"]["dim"]} ({result["adaptation"]["reason"]}); fusion '
