@@ -188,3 +188,35 @@ def test_export_of_a_map_without_thumbnails_is_a_clear_error(tmp_path, capsys):
     assert cli_main(['export', str(path)]) == 1
     assert 'was built without thumbnails' in capsys.readouterr().err
     assert export.KEY not in MapDB.open(path).manifest
+
+
+def test_onnx_runtime_takes_the_query_features_from_the_descriptor_graph(tmp_path):
+    """Thumbnails at the model's input size: the exported graph's second output, no extra pass."""
+    path = textured_map(tmp_path, N, thumbnail_size=(64, 80))   # tiny-test's input size
+    assert cli_main(['export', str(path)]) == 0
+    db = MapDB.open(path)
+    record = db.manifest[export.KEY]['fp32']
+    assert record['verification']['descriptor_local_max_abs_diff'] <= 1e-3
+    model = db.load_model('cpu')
+    a = Localizer(db, model, LocalizerConfig(backend='torch', sequence_check=False))
+    b = Localizer(MapDB.open(path), model,
+                  LocalizerConfig(backend='onnxruntime', sequence_check=False))
+    assert a.local_from_forward and b.local_from_forward and b.runtime.forward_local
+    calls = []
+    session = b.runtime.sessions['local_features']
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(session, name)
+
+        def run(self, *args, **kwargs):
+            calls.append(1)
+            return session.run(*args, **kwargs)
+
+    b.runtime.sessions['local_features'] = Counting()
+    images = [texture(i) for i in range(N)]
+    for ea, eb in zip(a.localize_batch(images), b.localize_batch(images)):
+        assert [c.index for c in ea.candidates] == [c.index for c in eb.candidates]
+        np.testing.assert_allclose([c.rerank_score for c in eb.candidates],
+                                   [c.rerank_score for c in ea.candidates], atol=1e-3)
+    assert calls == []                                 # one ONNX pass per frame

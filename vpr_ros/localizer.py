@@ -266,7 +266,7 @@ class Localizer:
         # when the model's plain resize makes exactly the map's thumbnail size.
         resizer = self.model.resizer
         self.local_from_forward = bool(
-            self.rerank and self.runtime.name == 'torch' and
+            self.rerank and self.runtime.forward_local and
             isinstance(resizer, BilinearResizer) and resizer.aspect == 'stretch' and
             tuple(resizer.size) == tuple(self.thumb_size))
 

@@ -102,10 +102,10 @@ def session(path: Path, providers: list, threads: int | None = None) -> Any:
                            ) from None
 
 
-def run(sess: Any, array: np.ndarray) -> np.ndarray:
-    """Run a one-input, one-output session on a float32 array."""
+def run(sess: Any, array: np.ndarray, output: int = 0) -> np.ndarray:
+    """Run a one-input session on a float32 array; return its output number ``output``."""
     name = sess.get_inputs()[0].name
-    return sess.run(None, {name: np.ascontiguousarray(array, np.float32)})[0]
+    return sess.run(None, {name: np.ascontiguousarray(array, np.float32)})[output]
 
 
 @dataclass
@@ -150,14 +150,29 @@ class Runtime:
         hands out the map; the exported descriptor graph has no such output (None).
         """
         if self.sessions:
-            out, resize_s, forward_s = self.describe(batch)
-            return out, None, resize_s, forward_s
+            if not self.forward_local:
+                out, resize_s, forward_s = self.describe(batch)
+                return out, None, resize_s, forward_s
+            sess = self.sessions['descriptor']
+            t0 = time.perf_counter()
+            out, local = sess.run(None, {sess.get_inputs()[0].name:
+                                         np.ascontiguousarray(batch.cpu().numpy(), np.float32)})
+            local = torch.from_numpy(local).float().to(self.device)
+            return out.astype(np.float32, copy=False), local, 0.0, time.perf_counter() - t0
         model = self.model
         ta = time.perf_counter()
         resized = model.resize(batch)
         tb = time.perf_counter()
         out, local = model.embed_with_local(resized)
         return out.float().cpu().numpy(), local, tb - ta, time.perf_counter() - tb
+
+    @property
+    def forward_local(self) -> bool:
+        """Return whether :meth:`describe_with_local` hands out the stride-16 map.
+
+        Exports made before the descriptor graph had that second output do not.
+        """
+        return not self.sessions or len(self.sessions['descriptor'].get_outputs()) > 1
 
     def local_features(self, batch: torch.Tensor) -> torch.Tensor:
         """Return the GeoWarp dense features of ``(N, 3, h, w)`` images, as a float tensor."""

@@ -19,6 +19,8 @@ architecture):
 
 - ``descriptor``: images ``(N, 3, H, W)`` float in [0, 1], any N, H, W -> ``(N, D)`` unit
   descriptors: ImageNet normalisation, the resizer (bilinear or AS-Geo), backbone and head;
+  its second output is the same pass's stride-16 map, GeoWarp's query features when the
+  map's thumbnails are the model's input size (no second pass over the query);
 - ``local_features``: thumbnails ``(N, 3, h, w)`` -> GeoWarp's stride-16 dense features;
 - ``geowarp``: correlation maps ``(N, 225, 15, 15)`` -> the regressed points ``(N, 8, 2)``
   (the warping regression, the costliest step of re-ranking; its first convolution folded for
@@ -71,9 +73,12 @@ class DescriptorGraph(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Return unit descriptors of ``(N, 3, H, W)`` images in [0, 1]."""
-        return self.model.embed(self.model._prepare(images))
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return unit descriptors of ``(N, 3, H, W)`` images in [0, 1] and their stride-16 map.
+
+        The map is GeoWarp's query features when thumbnails are the model's input size.
+        """
+        return self.model.embed_with_local(self.model._prepare(images))
 
 
 class LocalFeaturesGraph(nn.Module):
@@ -180,7 +185,7 @@ def export_map(map_path: str | Path, *, fp16: bool = False, device: str = 'cpu',
         log.info('exporting the descriptor network (%s, %s)', model.config.backbone,
                  model.config.head)
         _export(DescriptorGraph(model).eval(), (sample,), work / 'descriptor.onnx',
-                (['images'], ['descriptors']), ({0: n, 2: hh, 3: ww},))
+                (['images'], ['descriptors', 'local_features']), ({0: n, 2: hh, 3: ww},))
         thumbs = sample.cpu()
         small = nn.functional.interpolate(thumbs, size=(th, tw), mode='area').to(model.device)
         log.info('exporting the local-feature network (%dx%d thumbnails)', th, tw)
@@ -252,6 +257,19 @@ def _verify(db: MapDB, reference: Any, sessions: dict[str, Any], images: dict[st
             raise ExportError(f'descriptor export ({precision}): map image {idx[bad]} at '
                               f'{name} finds entry {top_got[bad]} instead of the torch '
                               f'{top_want[bad]}; not written')
+        if batch.shape[-2:] == tuple(reference.thumb_size):
+            # The stride-16 output stands in for the query's own pass: same re-rank scores.
+            with torch.inference_mode():
+                local = model.embed_with_local(model.resize(batch))[1]
+            got_local = torch.from_numpy(run(sessions['descriptor'], batch.cpu().numpy(),
+                                             output=1))
+            diff = (dense_similarity(local, local.float()) -
+                    dense_similarity(local, got_local.to(local))).abs().max() / 225.0
+            report['descriptor_local_max_abs_diff'] = float(diff)
+            if float(diff) > MAX_RERANK_DIFF[precision]:
+                raise ExportError(f'descriptor export ({precision}): its stride-16 output '
+                                  f'moves re-rank scores by {float(diff):.2e} > '
+                                  f'{MAX_RERANK_DIFF[precision]:g}; not written')
     report['descriptor_min_cosine'] = worst_cos
     if worst_cos < MIN_COSINE[precision]:
         raise ExportError(f'descriptor export ({precision}): cosine to torch {worst_cos:.6f} < '
