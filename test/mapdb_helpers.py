@@ -63,10 +63,13 @@ def textured_map(folder: Path, n: int, *, name: str = 'route.vprmap', **build) -
     """Build ``folder/name``: a real ``tiny-test`` map of ``n`` textured images on :func:`route`.
 
     Entry ``i`` is :func:`texture` ``(i)`` at ``route(n)[i]``; ``build`` overrides BuildConfig.
+    The thumbnails default to tiny-test's input size (64x80), as the default model's do to
+    its own: small and quick, and the query's GeoWarp features come from its forward.
     """
     from vpr_ros.mapdb import build_map, BuildConfig
 
     csv = write_csv_source(folder / 'src', n)
+    build = {'thumbnail_size': (64, 80), **build}
     return build_map(csv, folder / name, BuildConfig(model='tiny-test', **build),
                      progress=False)
 
