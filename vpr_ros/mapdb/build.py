@@ -79,8 +79,9 @@ class BuildConfig(Config):
     resize_max: int = option(0, 'shrink images so the longer side is at most this before '
                                 'the model (0: native size)', min=0)
     thumbnail_size: tuple[int, int] = option(
-        (240, 320), "GeoWarp thumbnail (H, W) stored per entry, the default model's input "
-        "size: GeoWarp's stride-16 features then fill its 15x15 grid; (0, 0): none")
+        (96, 128), "GeoWarp thumbnail (H, W) stored per entry; (0, 0): none. The model's "
+        'input size (240, 320 for the default model) gives GeoWarp 15x20 real cells and the '
+        "query's features from its descriptor pass, at 5x the map's bytes")
     source: SourceConfig = option(SourceConfig(), 'how the source is read')
     index: IndexConfig = option(IndexConfig(), 'FAISS index of the map')
     adapt: AdaptConfig = option(AdaptConfig(), 'descriptor adaptation learnt on the finished '

@@ -15,8 +15,8 @@
 """Compact maps (format v2), and maps made from maps: convert, merge, append.
 
 A v1 map spends most of its bytes on what a robot rarely reads: 1280-D float32 descriptors,
-their float32 copy in a flat index and raw 240x320 RGB thumbnails (about 240 KB per entry,
-and 67 KB more of stored GeoWarp features). Format v2 keeps per entry:
+their float32 copy in a flat index and raw 96x128 RGB thumbnails (about 42 KB per entry, and
+11 KB more of stored GeoWarp features). Format v2 keeps per entry:
 
 - the descriptor **projected** (``descriptors.npy``, ``(N, d)`` float16, unit rows) by the
   map's own projection: the adaptation chosen at build time (``pcaw``/``lw``, Jégou and Chum,

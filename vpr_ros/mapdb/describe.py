@@ -131,7 +131,7 @@ def _chunk_batches(n: int, chunk_size: int, batch_size: int,
 
 def describe_chunks(model: Any, entries: Sequence[Entry], chunk_ids: Sequence[int], *,
                     chunk_size: int, batch_size: int = 16, resize_max: int = 0,
-                    thumbnail_size: tuple[int, int] = (240, 320), num_workers: int = 0,
+                    thumbnail_size: tuple[int, int] = (96, 128), num_workers: int = 0,
                     skip_bad: bool = False) -> Iterator[tuple[int, ChunkResult]]:
     """Yield ``(chunk id, result)`` for the chunks ``chunk_ids`` of ``entries``, in order.
 
@@ -174,7 +174,7 @@ def describe_chunks(model: Any, entries: Sequence[Entry], chunk_ids: Sequence[in
 
 
 def extract_chunk(model: Any, entries: Sequence[Entry], *, batch_size: int = 16,
-                  resize_max: int = 0, thumbnail_size: tuple[int, int] = (240, 320),
+                  resize_max: int = 0, thumbnail_size: tuple[int, int] = (96, 128),
                   num_workers: int = 0) -> ChunkResult:
     """Describe a chunk of entries: a pure function of the model and the entries.
 

@@ -17,8 +17,8 @@
 The correlation map (:func:`vpr_ros.models.geowarp.correlation`) has one channel per cell of
 the query's dense features pooled to 15x15. When the query's features are smaller than 15 cells
 on a side (6x8 for 96x128 thumbnails), adaptive average pooling up to 15x15 repeats cells: of
-the 225 channels only 135 differ (9 distinct row windows of 15). At the default thumbnails
-(240x320, 15x20 features) every channel differs and the fold leaves the work as it is.
+the 225 channels only 135 differ (9 distinct row windows of 15). At thumbnails of the model's
+input size (240x320, 15x20 features) every channel differs and the fold changes nothing.
 Repeated channels are equal, so the first convolution (225 -> 128 channels, 7x7, three
 quarters of the regression's work) can sum the weights of each group of equal channels and
 read one channel per group:
