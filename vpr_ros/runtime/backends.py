@@ -146,8 +146,9 @@ class Runtime:
                             ) -> tuple[np.ndarray, torch.Tensor | None, float, float]:
         """Return :meth:`describe`'s output plus the batch's stride-16 maps of the same pass.
 
-        ``(descriptors, local features (N, C, h, w) or None, resize s, forward s)``: torch
-        hands out the map; the exported descriptor graph has no such output (None).
+        ``(descriptors, local features (N, C, h, w) or None, resize s, forward s)``: torch and
+        the exported descriptor graph's second output hand out the map; an export made before
+        that output gives None (:attr:`forward_local`).
         """
         if self.sessions:
             if not self.forward_local:
