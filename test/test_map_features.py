@@ -167,16 +167,20 @@ def test_query_features_come_from_the_descriptor_pass_at_the_model_input_size(tm
 
 
 def test_resize_to_matches_the_model_resize_and_enlarges_smoothly():
-    """Thumbnails are what the model's plain resizer makes, up to uint8 rounding."""
+    """Enlarged thumbnails are what the model's resizer makes; shrunk ones are area averages."""
     from vpr_ros.images import resize_to
     from vpr_ros.models.resizer import bilinear_resize
 
+    import cv2
+
     image = texture(3, (120, 160))
-    for size in ((240, 320), (60, 80)):
-        out = resize_to(image, size)
-        assert out.shape == (*size, 3) and out.dtype == np.uint8
-        ref = bilinear_resize(to_tensor(image)[None], size)[0].permute(1, 2, 0).numpy() * 255
-        assert np.abs(out.astype(float) - ref).max() <= 0.5 + 1e-3
+    out = resize_to(image, (240, 320))                   # enlarging: the model's resize
+    assert out.shape == (240, 320, 3) and out.dtype == np.uint8
+    ref = bilinear_resize(to_tensor(image)[None], (240, 320))[0].permute(1, 2, 0).numpy() * 255
+    assert np.abs(out.astype(float) - ref).max() <= 0.5 + 1e-3
+    small = resize_to(image, (60, 80))                   # shrinking: area averaging, as before
+    np.testing.assert_array_equal(small, cv2.resize(image, (80, 60),
+                                                    interpolation=cv2.INTER_AREA))
     big = resize_to(image, (240, 320)).astype(int)
     # Enlarging interpolates: a 2x nearest-neighbour copy would repeat every column.
     assert np.abs(np.diff(big, axis=1)).mean() > 0 and (big[:, 1::2] != big[:, ::2]).any()

@@ -125,14 +125,20 @@ def thumbnail(image: np.ndarray, max_side: int) -> np.ndarray:
 
 
 def resize_to(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize ``(H, W, 3)`` uint8 RGB to ``size`` ``(h, w)`` as the model's plain resizer does.
+    """Resize ``(H, W, 3)`` uint8 RGB to ``size`` ``(h, w)``: area to shrink, bilinear to enlarge.
 
-    Antialiased bilinear (``vpr_ros.models.resizer.bilinear_resize``), so a GeoWarp thumbnail
-    at the model's input size holds what the descriptor network sees, up to uint8 rounding,
-    and its dense features match those of the query's descriptor pass.
+    OpenCV's ``INTER_AREA`` repeats pixels when it enlarges (blocky GeoWarp thumbnails of
+    small cameras); enlarging uses ``vpr_ros.models.resizer.bilinear_resize``, as the model's
+    plain resizer does. Shrinking keeps ``INTER_AREA`` (a box filter, what maps were built
+    with): thumbnails at the model's input size then differ from what the network sees by
+    the filter (dense features: mean per-location cosine 0.98-0.99 on Corridor and the
+    synthetic route).
     """
     if tuple(image.shape[:2]) == tuple(size):
         return image
+    h, w = size
+    if h * w <= image.shape[0] * image.shape[1]:
+        return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
     from vpr_ros.models.resizer import bilinear_resize
 
     out = bilinear_resize(to_tensor(image)[None], size, antialias=True)[0]
