@@ -102,10 +102,11 @@ def session(path: Path, providers: list, threads: int | None = None) -> Any:
                            ) from None
 
 
-def run(sess: Any, array: np.ndarray, output: int = 0) -> np.ndarray:
-    """Run a one-input session on a float32 array; return its output number ``output``."""
+def run(sess: Any, array: np.ndarray, output: int | None = 0) -> Any:
+    """Run a one-input session on a float32 array; return output ``output`` (None: all)."""
     name = sess.get_inputs()[0].name
-    return sess.run(None, {name: np.ascontiguousarray(array, np.float32)})[output]
+    outs = sess.run(None, {name: np.ascontiguousarray(array, np.float32)})
+    return outs if output is None else outs[output]
 
 
 @dataclass
@@ -133,14 +134,21 @@ class Runtime:
             tb = time.perf_counter()
             out = model.embed(resized).float().cpu().numpy()
             return out, tb - ta, time.perf_counter() - tb
+        out, _, resize_s, forward_s = self._run_descriptor(batch, local=False)
+        return out, resize_s, forward_s
+
+    def _run_descriptor(self, batch: torch.Tensor, local: bool,
+                        ) -> tuple[np.ndarray, torch.Tensor | None, float, float]:
+        """Run the exported descriptor graph (checked input); its stride-16 map when ``local``."""
         from vpr_ros.models.descriptor import check_batch
 
-        batch = check_batch(batch, max_pixels=model.config.max_input_pixels,
+        batch = check_batch(batch, max_pixels=self.model.config.max_input_pixels,
                             check_values=False)
         t0 = time.perf_counter()
-        out = run(self.sessions['descriptor'], batch.cpu().numpy())
+        outs = run(self.sessions['descriptor'], batch.cpu().numpy(), output=None)
+        maps = torch.from_numpy(outs[1]).float().to(self.device) if local else None
         # The resizer runs inside the graph: its time is part of the forward.
-        return out.astype(np.float32, copy=False), 0.0, time.perf_counter() - t0
+        return outs[0].astype(np.float32, copy=False), maps, 0.0, time.perf_counter() - t0
 
     def describe_with_local(self, batch: torch.Tensor,
                             ) -> tuple[np.ndarray, torch.Tensor | None, float, float]:
@@ -151,15 +159,7 @@ class Runtime:
         that output gives None (:attr:`forward_local`).
         """
         if self.sessions:
-            if not self.forward_local:
-                out, resize_s, forward_s = self.describe(batch)
-                return out, None, resize_s, forward_s
-            sess = self.sessions['descriptor']
-            t0 = time.perf_counter()
-            out, local = sess.run(None, {sess.get_inputs()[0].name:
-                                         np.ascontiguousarray(batch.cpu().numpy(), np.float32)})
-            local = torch.from_numpy(local).float().to(self.device)
-            return out.astype(np.float32, copy=False), local, 0.0, time.perf_counter() - t0
+            return self._run_descriptor(batch, local=self.forward_local)
         model = self.model
         ta = time.perf_counter()
         resized = model.resize(batch)
