@@ -118,7 +118,7 @@ def main(args: argparse.Namespace) -> int:
     db = MapDB.open(args.map)
     images = None
     if args.source:
-        from vpr_ros.mapdb.finetune import source_entries
+        from vpr_ros.mapdb.sources import source_entries
 
         entries, _ = source_entries(db, args.source)    # in map order
         images = lambda i: entries[i].load()   # noqa: E731

@@ -102,28 +102,6 @@ def resolve_layers(layers: str, device: Any) -> str:
     return 'all' if getattr(device, 'type', str(device)) == 'cuda' else 'last'
 
 
-def source_entries(db: Any, source: str | Path | None) -> tuple[list[Any], str]:
-    """Return the source entries in map order (the recorded source unless ``source`` is given)."""
-    from vpr_ros.mapdb.entry import SourceConfig
-    from vpr_ros.mapdb.sources import open_source
-
-    recorded = (db.manifest.get('source') or {}).get('path')
-    path = source or recorded
-    if not path:
-        raise DataError(f'{db.path} does not record its source; give it with --source')
-    if not Path(path).exists():
-        raise DataError(f'the map source {path} does not exist; give the folder, CSV or bag '
-                        'the map was built from with --source')
-    build = db.manifest.get('build') or {}
-    config = SourceConfig.from_dict(build.get('source') or {}, where='build.source')
-    by_name = {e.name: e for e in open_source(path, config).entries}
-    missing = [n for n in db.names if n not in by_name]
-    if missing:
-        raise DataError(f'{path} does not hold {len(missing)} of the {len(db)} map entries '
-                        f'(e.g. {missing[0]!r}); give the source the map was built from')
-    return [by_name[n] for n in db.names], str(path)
-
-
 def held_out_recall(db: Any, model: Any, candidates: np.ndarray, images: Callable[[int], Any],
                     config: FinetuneConfig, database: np.ndarray, resize_max: int,
                     ) -> dict[str, float]:
@@ -166,6 +144,8 @@ def finetune_map(map_path: str | Path, config: FinetuneConfig | None = None, *,
         from vpr_ros.errors import MapError
         raise MapError(f'{map_path} is a compact (v2) map: it keeps projected descriptors '
                        f'only; fine-tune the v1 map, then convert it (vpr-ros map convert)')
+    from vpr_ros.mapdb.sources import source_entries
+
     entries, source_path = source_entries(db, source)
     enu = db.positions_enu(np.arange(len(db)))
     if not np.isfinite(enu).all():
@@ -293,4 +273,4 @@ def _swap(map_path: Path, candidate: Path) -> Path:
 
 
 __all__ = ['finetune_map', 'FinetuneConfig', 'FinetuneResult', 'held_out_recall',
-           'resolve_layers', 'source_entries', 'STRONG_AUGMENT']
+           'resolve_layers', 'STRONG_AUGMENT']

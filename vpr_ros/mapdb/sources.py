@@ -37,6 +37,7 @@ import io
 import logging
 import math
 from pathlib import Path
+from typing import Any
 
 from vpr_ros.errors import DataError
 from vpr_ros.geo import check_lat_lon, haversine_m, utm_to_wgs84
@@ -210,3 +211,22 @@ def open_source(path: str | Path, config: SourceConfig | None = None) -> SourceR
     if not report.entries:
         raise DataError(f'{path}: no usable entries (skipped: {report.skipped})')
     return report
+
+
+def source_entries(db: Any, source: str | Path | None) -> tuple[list[Any], str]:
+    """Return the source entries in map order (the recorded source unless ``source`` is given)."""
+    recorded = (db.manifest.get('source') or {}).get('path')
+    path = source or recorded
+    if not path:
+        raise DataError(f'{db.path} does not record its source; give it with --source')
+    if not Path(path).exists():
+        raise DataError(f'the map source {path} does not exist; give the folder, CSV or bag '
+                        'the map was built from with --source')
+    build = db.manifest.get('build') or {}
+    config = SourceConfig.from_dict(build.get('source') or {}, where='build.source')
+    by_name = {e.name: e for e in open_source(path, config).entries}
+    missing = [n for n in db.names if n not in by_name]
+    if missing:
+        raise DataError(f'{path} does not hold {len(missing)} of the {len(db)} map entries '
+                        f'(e.g. {missing[0]!r}); give the source the map was built from')
+    return [by_name[n] for n in db.names], str(path)
