@@ -16,7 +16,7 @@
 
 The refs get synthetic geotags 1 m apart along a line (east of an origin); the map is built
 with the default model, GeoWarp is fitted on the map images only (no query labels), the map is
-calibrated with pseudo-queries from its own images, then every query is localised. A query's
+calibrated with pseudo-queries from its own (source) images, then every query is localised. A query's
 truth is the mean position of its ground-truth matches. Prints R@1/R@5 without and with
 re-ranking (both modes), median / p95 error, NO_FIX rate and 2-D NEES coverage.
 
@@ -42,6 +42,7 @@ from vpr_ros.geo import wgs84_to_enu
 from vpr_ros.images import load_image
 from vpr_ros.localizer import Localizer, LocalizerConfig
 from vpr_ros.mapdb import build_map, BuildConfig, MapDB
+from vpr_ros.mapdb.sources import source_images
 
 CORRIDOR = Path(__file__).resolve().parents[1].parent / 'shared' / 'data' / 'corridor'
 ORIGIN = (45.0, 7.0, 250.0)
@@ -151,7 +152,8 @@ def main(argv=None) -> int:
         run('fitted GeoWarp, image', base.replace(geowarp=base.geowarp.replace(mode='image')))
         t0 = time.perf_counter()
         loc = Localizer(MapDB.open(path), model, base)
-        cal, report = calibrate_map(loc, CalibrationConfig(), progress=False)
+        cal, report = calibrate_map(loc, CalibrationConfig(), map_images=source_images(db),
+                                    progress=False)
         store_calibration(MapDB.open(path), cal, report)
         cal_s = time.perf_counter() - t0
         run('calibrated, features', base)

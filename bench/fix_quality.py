@@ -45,19 +45,19 @@ from typing import Any
 
 from _common import add_json, bench_parser, write_json
 import numpy as np
-from vpr_ros.calibrate import calibrate_map
+from vpr_ros.calibrate import calibrate_map, pseudo_query_frames
 from vpr_ros.calibration import CalibrationConfig, store_calibration
 from vpr_ros.evaluation.bag_eval import estimates_to_fixes
 from vpr_ros.evaluation.metrics import compute_metrics, TruthSeries
 from vpr_ros.geo import wgs84_to_enu
 from vpr_ros.localizer import Localizer, LocalizerConfig
 from vpr_ros.mapdb import build_map, BuildConfig, MapDB
-from vpr_ros.pseudo_queries import pseudo_query
+from vpr_ros.mapdb.sources import source_images
 from vpr_ros.synth import SynthConfig, SynthRoute, write_csv_source
 
 MODEL = 'effnet-lite0-gem'
 CALIBRATION_KEYS = ('source', 'error_m', 'nees_coverage', 'nees_coverage_cv',
-                    'sigma_ratio_along_cross', 'subspacing')
+                    'sigma_ratio_along_cross', 'subspacing', 'rerank_fusion')
 
 
 def prepare_map(route: SynthRoute, folder: Path, iterations: int, device: str) -> Path:
@@ -144,14 +144,16 @@ def horizontal_errors(loc: Localizer, estimates: list, truth_ll: np.ndarray) -> 
     return np.linalg.norm(got - ref, axis=1)
 
 
-def pseudo_errors(loc: Localizer, count: int, seed: int) -> np.ndarray:
+def pseudo_errors(loc: Localizer, count: int, seed: int, map_images=None) -> np.ndarray:
     """Errors of calibrate's pseudo-queries (map images, the entry left out), as calibrated."""
-    rng = np.random.default_rng(seed)
-    db = loc.map
-    chosen = np.sort(rng.choice(len(db), size=min(len(db), count), replace=False))
-    images = [pseudo_query(db.thumbnails(int(i)), rng) for i in chosen]
+    images, chosen, _ = pseudo_query_frames(loc.map, count, seed, map_images)
     estimates = loc.localize_batch(images, exclude=[[int(i)] for i in chosen])
-    return horizontal_errors(loc, estimates, db.positions(chosen))
+    return horizontal_errors(loc, estimates, loc.map.positions(chosen))
+
+
+def _map_images(loc: Localizer, args: argparse.Namespace):
+    """Source-image loader for pseudo-queries (None: thumbnails, ``--pseudo-from thumbnails``)."""
+    return source_images(loc.map) if args.pseudo_from == 'source' else None
 
 
 def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -179,7 +181,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
                             loc, [loc.reorder(e) for e in estimates], truth), spacing)}
     if args.pseudo:
         result['errors']['pseudo-queries'] = distribution(
-            pseudo_errors(loc, args.frames, seed), spacing)
+            pseudo_errors(loc, args.frames, seed, _map_images(loc, args)), spacing)
     for name, ests in variants(loc, estimates, stamps).items():
         result[name] = score(ests, truth, stamps, args.wrong_m)
     result['seconds'] = round(time.perf_counter() - t0, 1)
@@ -202,7 +204,8 @@ def run_corridor(args: argparse.Namespace) -> dict[str, Any]:
         fit_geowarp(path, GeoWarpFitConfig(iterations=args.geowarp_iterations, batch_size=8,
                                            device=args.device), restart=True, progress=False)
     loc = Localizer.open(path, LocalizerConfig(), device=args.device)
-    cal, report = calibrate_map(loc, CalibrationConfig(), progress=False)
+    cal, report = calibrate_map(loc, CalibrationConfig(), map_images=_map_images(loc, args),
+                                progress=False)
     store_calibration(loc.map, cal, report)
     loc = Localizer.open(path, LocalizerConfig(subspacing='geowarp'), device=args.device)
     truth_ll = np.array([ref_ll[sorted(p)].mean(axis=0) for p in positives])
@@ -215,7 +218,8 @@ def run_corridor(args: argparse.Namespace) -> dict[str, Any]:
     loc.config = dataclasses.replace(loc.config, subspacing='auto')
     result['errors'] = {
         'pseudo-queries (calibration)': distribution(pseudo_errors(
-            loc, CalibrationConfig().pseudo_queries, CalibrationConfig().seed), 1.0),
+            loc, CalibrationConfig().pseudo_queries, CalibrationConfig().seed,
+            _map_images(loc, args)), 1.0),
         'queries': distribution(horizontal_errors(
             loc, [loc.reorder(e) for e in estimates], truth), 1.0)}
     for name, ests in variants(loc, estimates, stamps).items():
@@ -232,6 +236,9 @@ def main() -> int:
     parser.add_argument('--pseudo', action='store_true',
                         help='also localise pseudo-queries of each synthetic map (their '
                              'error distribution beside those of the drives)')
+    parser.add_argument('--pseudo-from', choices=('source', 'thumbnails'), default='source',
+                        help="pseudo-queries from the map's source images (as calibrate "
+                             'makes them) or from its thumbnails (as before)')
     parser.add_argument('--geowarp-iterations', type=int, default=30)
     parser.add_argument('--wrong-m', type=float, default=10.0,
                         help='a valid fix farther than this from the truth is a wrong place')

@@ -37,6 +37,7 @@ from vpr_ros.calibrate import calibrate_map
 from vpr_ros.calibration import CalibrationConfig, store_calibration
 from vpr_ros.localizer import Localizer
 from vpr_ros.mapdb import build_map, BuildConfig
+from vpr_ros.mapdb.sources import source_images
 from vpr_ros.synth import SynthConfig, SynthRoute, write_csv_source
 from vpr_ros.training.geowarp_trainer import fit_geowarp, GeoWarpFitConfig
 
@@ -57,7 +58,8 @@ def run_seed(seed: int, frames: int, fit_steps: int, folder: Path,
     loc = Localizer.open(path)
     if mode:
         loc.config = loc.config.replace(geowarp=loc.config.geowarp.replace(mode=mode))
-    cal, report = calibrate_map(loc, CalibrationConfig(pseudo_queries=frames), progress=False)
+    cal, report = calibrate_map(loc, CalibrationConfig(pseudo_queries=frames),
+                                map_images=source_images(loc.map), progress=False)
     store_calibration(loc.map, cal, report)
     loc = Localizer.open(path, loc.config)
     weight = loc.rerank_weight

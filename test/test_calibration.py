@@ -131,6 +131,49 @@ def test_calibrate_cli_stores_a_fit_the_localizer_uses(tmp_path, capsys):
     assert loc.calibration == Calibration.from_dict(stored)
 
 
+def test_calibrate_makes_pseudo_queries_from_the_map_source(tmp_path, capsys):
+    """Pseudo-queries come from the source images (the camera's size), else the thumbnails."""
+    from mapdb_helpers import texture
+    from vpr_ros.calibrate import pseudo_query_frames
+    from vpr_ros.mapdb.sources import source_images
+    from vpr_ros.pseudo_queries import PseudoQueries
+
+    path = textured_map(tmp_path, 24, name='src.vprmap')
+    db = MapDB.open(path)
+    load = source_images(db)
+    assert np.array_equal(load(3), texture(3))           # entry 3's source, not its thumbnail
+    views, chosen, what = pseudo_query_frames(db, 10, 0, load)
+    thumbs, chosen_t, what_t = pseudo_query_frames(db, 10, 0)
+    assert np.array_equal(chosen, chosen_t)               # same entries either way
+    assert 'source images' in what and 'thumbnails' in what_t
+    assert views[0].shape == texture(0).shape != thumbs[0].shape == db.thumbnails(0).shape
+    # Made on reading, the same in any order and as a slice.
+    assert isinstance(views, PseudoQueries) and len(views) == 10
+    backwards = [views[i] for i in reversed(range(10))][::-1]
+    assert all(np.array_equal(a, b) for a, b in zip(backwards, views[0:10]))
+    assert not np.array_equal(views[0], views[1])
+
+    assert cli_main(['calibrate', str(path), '--pseudo-queries', '24', '--no-progress',
+                     '--device', 'cpu', '--dry-run']) == 0
+    assert "24 pseudo-queries from the map's source images" in capsys.readouterr().out
+    # A source given on the command line must hold the map's entries.
+    assert cli_main(['calibrate', str(path), '--source', str(tmp_path / 'nowhere.csv'),
+                     '--no-progress', '--device', 'cpu', '--dry-run']) == 1
+    assert 'nowhere.csv does not exist' in capsys.readouterr().err
+    # The recorded source gone: the thumbnails, and the reason.
+    (tmp_path / 'src').rename(tmp_path / 'moved')
+    assert cli_main(['calibrate', str(path), '--pseudo-queries', '24', '--no-progress',
+                     '--device', 'cpu']) == 0
+    out = capsys.readouterr().out
+    assert 'pseudo-queries from the map thumbnails, not the source images' in out
+    assert MapDB.open(path).manifest['calibration']['info']['source'] == \
+        '24 pseudo-queries from the map thumbnails'
+    assert cli_main(['calibrate', str(path), '--source', str(tmp_path / 'moved' / 'route.csv'),
+                     '--pseudo-queries', '24', '--no-progress', '--device', 'cpu']) == 0
+    assert MapDB.open(path).manifest['calibration']['info']['source'] == \
+        "24 pseudo-queries from the map's source images"
+
+
 def test_calibrate_map_with_a_query_set(tmp_path):
     from mapdb_helpers import route, texture
 

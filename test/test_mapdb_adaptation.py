@@ -245,7 +245,7 @@ def test_a_projection_that_does_not_fit_the_map_is_refused(plain_map, tmp_path):
         MapDB.open(path)
 
 
-def test_adapt_cli_reports_the_validation_and_refuses_a_map_without_thumbnails(
+def test_adapt_cli_reports_the_validation_and_refuses_a_map_without_pseudo_query_images(
         plain_map, tmp_path):
     path = _copy(plain_map, tmp_path / 'm.vprmap')
     proc = _vpr_ros('adapt', path, '--dims', '4', '8', '--validation-queries', '24',
@@ -263,6 +263,12 @@ def test_adapt_cli_reports_the_validation_and_refuses_a_map_without_thumbnails(
     assert proc.returncode != 0 and 'Traceback' not in proc.stderr
     bare = textured_map(tmp_path / 'bare', 12, thumbnail_size=(0, 0),
                         adapt=AdaptConfig(method='none'))
+    # Without --source: the source the map records, which needs no thumbnails ...
+    proc = _vpr_ros('adapt', bare, '--dims', '4', '--validation-queries', '12', '--dry-run')
+    assert 'pseudo-queries from source images' in proc.stdout
+    # ... and when it is gone, the thumbnails, which this map lacks.
+    (tmp_path / 'bare' / 'src').rename(tmp_path / 'bare' / 'gone')
     proc = _vpr_ros('adapt', bare, check=False)
+    assert 'map thumbnails, not the source images' in proc.stdout
     assert proc.returncode != 0 and 'no thumbnails' in proc.stderr
     assert 'Traceback' not in proc.stderr

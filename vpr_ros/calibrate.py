@@ -36,7 +36,7 @@ from vpr_ros.errors import MapError
 from vpr_ros.fix_quality import place_spacing_m
 from vpr_ros.geo import wgs84_to_enu
 from vpr_ros.localizer import Estimate, Localizer
-from vpr_ros.pseudo_queries import pseudo_query
+from vpr_ros.pseudo_queries import pseudo_query, PseudoQueries
 
 #: GeoWarp fusion weights ``vpr-ros calibrate`` tries (0: global order, 1: GeoWarp order).
 FUSION_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.85, 1.0)
@@ -204,8 +204,27 @@ def fit_subspacing(localizer: Localizer, estimates: Sequence[Estimate], truth_la
     return mode, report
 
 
+def pseudo_query_frames(db: Any, count: int, seed: int,
+                        map_images: Callable[[int], np.ndarray] | None = None,
+                        ) -> tuple[Sequence[np.ndarray], np.ndarray, str]:
+    """Pseudo-queries of ``count`` map entries: ``(images, entries, description)``.
+
+    From ``map_images(i)`` (the source images) when given, else from the thumbnails; the
+    same seed draws the same entries either way.
+    """
+    rng = np.random.default_rng(seed)
+    count = min(len(db), count)
+    chosen = np.sort(rng.choice(len(db), size=count, replace=False))
+    if map_images is not None:
+        return (PseudoQueries(map_images, chosen, seed), chosen,
+                f"{count} pseudo-queries from the map's source images")
+    return ([pseudo_query(db.thumbnails(int(i)), rng) for i in chosen], chosen,
+            f'{count} pseudo-queries from the map thumbnails')
+
+
 def calibrate_map(localizer: Localizer, config: CalibrationConfig | None = None, *,
                   queries: tuple[Sequence[Any], np.ndarray] | None = None,
+                  map_images: Callable[[int], np.ndarray] | None = None,
                   progress: bool = True) -> tuple[Calibration, dict[str, Any]]:
     """Fit the map's calibration with its localizer; return ``(calibration, report)``.
 
@@ -213,7 +232,10 @@ def calibrate_map(localizer: Localizer, config: CalibrationConfig | None = None,
         localizer: the localizer over the map (its GeoWarp included).
         config: sampling and fit settings.
         queries: ``(images, (N, 2) lat/lon)`` of a calibration set; pseudo-queries made from
-            the map's own thumbnails (:func:`pseudo_query`, the entry itself excluded) when None.
+            the map's own images (:func:`pseudo_query`, the entry itself excluded) when None.
+        map_images: ``map_images(i)`` loads entry i's source image as the map was built from
+            it (:func:`vpr_ros.mapdb.sources.source_images`); pseudo-queries are then made at
+            the camera's resolution, like the queries. Without it, from the thumbnails.
         progress: tqdm bars.
 
     The report holds the NEES coverage in-sample and 2-fold cross-validated, the place
@@ -224,16 +246,13 @@ def calibrate_map(localizer: Localizer, config: CalibrationConfig | None = None,
     pos = db.positions(np.arange(len(db)))
     spacing = place_spacing_m(db.positions_enu(np.arange(len(db))))
     if queries is None:
-        if not db.manifest.get('thumbnails'):
+        if map_images is None and not db.manifest.get('thumbnails'):
             raise MapError(f'{db.path} has no thumbnails to make pseudo-queries from; pass '
-                           f'a calibration set with positions (--queries)')
-        rng = np.random.default_rng(config.seed)
-        count = min(len(db), config.pseudo_queries)
-        chosen = np.sort(rng.choice(len(db), size=count, replace=False))
-        images = [pseudo_query(db.thumbnails(int(i)), rng) for i in chosen]
+                           f'the map source or a calibration set with positions (--queries)')
+        images, chosen, source = pseudo_query_frames(db, config.pseudo_queries, config.seed,
+                                                     map_images)
         truth = pos[chosen, :2]
         exclude = [[int(i)] for i in chosen]
-        source = f'{count} pseudo-queries from the map images'
     else:
         images, truth = queries
         truth = np.asarray(truth, np.float64).reshape(-1, 2)

@@ -16,10 +16,14 @@
 
 ``vpr-ros calibrate`` (without ``--queries``) and the adaptation's held-out check localise the
 map's own images, each with its own entry left out; a random homography and photometric
-change make them look less like the entry they came from.
+change make them look less like the entry they came from. Made from the map's source images
+they keep the camera's resolution, as real queries do; made from the stored thumbnails
+(96x128 by default) they are enlarged to the model's input and look blurrier than any query.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -44,3 +48,27 @@ def pseudo_query(thumbnail: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         view = cv2.GaussianBlur(view, (0, 0), rng.uniform(0.3, 1.0))
     view += rng.normal(0.0, rng.uniform(1.0, 6.0), view.shape).astype(np.float32)
     return np.clip(view, 0, 255).astype(np.uint8)
+
+
+class PseudoQueries(Sequence):
+    """Pseudo-queries of map ``entries``, each made from ``load(entry)`` when it is read.
+
+    A few hundred source images at the camera's resolution need not sit in memory at once.
+    Each view draws from its own generator (``seed``, entry), so reading in any order, or
+    twice, gives the same images.
+    """
+
+    def __init__(self, load: Callable[[int], np.ndarray], entries: Sequence[int],
+                 seed: int) -> None:
+        self.load = load
+        self.entries = [int(i) for i in entries]
+        self.seed = int(seed)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, item):
+        if isinstance(item, slice):
+            return [self[i] for i in range(*item.indices(len(self)))]
+        entry = self.entries[item]
+        return pseudo_query(self.load(entry), np.random.default_rng([self.seed, entry]))

@@ -95,3 +95,22 @@ def localizer_config(args: argparse.Namespace) -> Any:
         return None
     config = load_config(LocalizerConfig, path)
     return config.replace(backend=backend) if backend else config
+
+
+def map_source_images(db: Any, source: Path | None) -> Any:
+    """Loader of the map's source images for pseudo-queries; None means its thumbnails.
+
+    The source is ``source`` or the one the map records. A recorded source that cannot be read
+    (moved, another machine) falls back to the thumbnails with a printed note; a source given
+    on the command line must hold the map's entries (a clear error otherwise).
+    """
+    from vpr_ros.errors import DataError
+    from vpr_ros.mapdb.sources import source_images
+
+    try:
+        return source_images(db, source)
+    except DataError as exc:
+        if source is not None:
+            raise
+        print(f'pseudo-queries from the map thumbnails, not the source images ({exc})')
+        return None

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vpr_ros.commands._args import add_device, add_progress
+from vpr_ros.commands._args import add_device, add_progress, map_source_images
 from vpr_ros.mapdb.adaptation import AdaptConfig, METHODS
 from vpr_ros.mapdb.finetune import FinetuneConfig, LAYERS
 
@@ -39,15 +39,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f'lw: map images this close (m) are matching pairs (default '
                              f'{d.positive_radius_m:g})')
     parser.add_argument('--validation-queries', type=int, default=d.validation_queries,
-                        help=f'pseudo-queries from map thumbnails (default '
+                        help=f'pseudo-queries made from map images (default '
                              f'{d.validation_queries})')
     parser.add_argument('--min-gain', type=float, default=d.min_gain,
                         help=f'keep a projection only if held-out recall@1 rises this much '
                              f'(default {d.min_gain:g})')
     parser.add_argument('--source', type=Path,
-                        help='the folder or CSV the map was built from: validation '
+                        help='the folder, CSV or bag the map was built from: validation '
                              'pseudo-queries are made from these full-resolution images '
-                             '(default: from the map thumbnails; build-map uses its source)')
+                             '(default: the source the map records; its thumbnails when that '
+                             'cannot be read)')
     parser.add_argument('--seed', type=int, default=d.seed, help='folds and pseudo-queries')
     add_device(parser)
     parser.add_argument('--dry-run', action='store_true', help='validate and report, store '
@@ -116,15 +117,10 @@ def main(args: argparse.Namespace) -> int:
                          validation_queries=args.validation_queries, min_gain=args.min_gain,
                          seed=args.seed)
     db = MapDB.open(args.map)
-    images = None
-    if args.source:
-        from vpr_ros.mapdb.sources import source_entries
-
-        entries, _ = source_entries(db, args.source)    # in map order
-        images = lambda i: entries[i].load()   # noqa: E731
-    resize_max = int((db.manifest.get('build') or {}).get('resize_max') or 0)
-    choice = adapt_map(db, config, device=args.device, dry_run=args.dry_run, images=images,
-                       resize_max=resize_max)
+    # source_images shrinks them as the build did, so adapt_map needs no resize_max.
+    wants = config.method != 'none' and db.format_version < 2    # else adapt_map refuses
+    images = map_source_images(db, args.source) if wants else None
+    choice = adapt_map(db, config, device=args.device, dry_run=args.dry_run, images=images)
     report = choice.report
     if choice.table:
         print(f'held-out validation of {args.map}: {report["pseudo_queries"]} pseudo-queries '

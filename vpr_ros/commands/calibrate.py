@@ -23,16 +23,22 @@ import numpy as np
 
 from vpr_ros.calibrate import calibrate_map
 from vpr_ros.calibration import CalibrationConfig, IDEAL_COVERAGE, store_calibration
-from vpr_ros.commands._args import add_device, add_localizer_config, add_progress, localizer_config
+from vpr_ros.commands._args import (add_device, add_localizer_config, add_progress,
+                                    localizer_config, map_source_images)
 from vpr_ros.localizer import Localizer, LocalizerConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of calibrate."""
     parser.add_argument('map', type=Path, help='the map (*.vprmap) to calibrate')
-    parser.add_argument('--queries', type=Path,
+    frames = parser.add_mutually_exclusive_group()
+    frames.add_argument('--queries', type=Path,
                         help='calibration set with positions: VG folder, CSV or rosbag2 '
                         '(default: pseudo-queries made from the map images)')
+    frames.add_argument('--source', type=Path,
+                        help="the map's source (folder, CSV or rosbag2) to make pseudo-queries "
+                        'from at the camera resolution (default: the source the map records; '
+                        'its thumbnails when that cannot be read)')
     add_localizer_config(parser)
     parser.add_argument('--pseudo-queries', type=int, help='how many map images to use')
     add_device(parser)
@@ -47,13 +53,15 @@ def main(args: argparse.Namespace) -> int:
         config = config.replace(pseudo_queries=args.pseudo_queries)
     loc_config = localizer_config(args) or LocalizerConfig()
     localizer = Localizer.open(args.map, loc_config, device=args.device)
-    queries = None
+    queries = images = None
     if args.queries:
         from vpr_ros.mapdb.sources import open_source
 
         entries = open_source(args.queries).entries
         queries = (_Lazy(entries), np.array([[e.lat, e.lon] for e in entries]))
-    cal, report = calibrate_map(localizer, config, queries=queries,
+    else:
+        images = map_source_images(localizer.map, args.source)
+    cal, report = calibrate_map(localizer, config, queries=queries, map_images=images,
                                 progress=not args.no_progress)
     print(f'calibration of {args.map}: {report["source"]}, place spacing '
           f'{report["place_spacing_m"]:.2f} m')

@@ -42,6 +42,7 @@ def build_demo_map(csv: Path, map_path: Path, config: DemoConfig, steps: Steps,
     from vpr_ros.calibration import CalibrationConfig, store_calibration
     from vpr_ros.localizer import Localizer, LocalizerConfig
     from vpr_ros.mapdb import build_map, BuildConfig
+    from vpr_ros.mapdb.sources import source_images
     from vpr_ros.training.geowarp_trainer import fit_geowarp, GeoWarpFitConfig, work_dir_for
 
     info: dict[str, Any] = {}
@@ -64,7 +65,7 @@ def build_demo_map(csv: Path, map_path: Path, config: DemoConfig, steps: Steps,
     entries = len(csv.read_text().splitlines()) - 1   # calibrate uses at most every entry
     on_drive = config.calibrate_on == 'drive' and route is not None
     what = (f'a second rendered drive, {route.config.frames} frames' if on_drive else
-            f'{min(config.pseudo_queries, entries)} pseudo-queries from the map images')
+            f"{min(config.pseudo_queries, entries)} pseudo-queries from the map's source images")
     with steps.step('calibrate', f'calibrate the covariance ({what})'):
         queries = None
         if on_drive:
@@ -73,7 +74,8 @@ def build_demo_map(csv: Path, map_path: Path, config: DemoConfig, steps: Steps,
         localizer = Localizer.open(map_path, LocalizerConfig(), device=config.device)
         cal, report = calibrate_map(
             localizer, CalibrationConfig(pseudo_queries=config.pseudo_queries),
-            queries=queries, progress=progress)
+            queries=queries, map_images=None if on_drive else source_images(localizer.map),
+            progress=progress)
         store_calibration(localizer.map, cal, report)
         cov = report.get('nees_coverage_cv') or report['nees_coverage']
         steps.say(f'  calibration error median {report["error_m"]["median"]:.2f} m, '

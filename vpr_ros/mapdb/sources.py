@@ -37,11 +37,11 @@ import io
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from vpr_ros.errors import DataError
 from vpr_ros.geo import check_lat_lon, haversine_m, utm_to_wgs84
-from vpr_ros.images import IMAGE_SUFFIXES
+from vpr_ros.images import check_rgb, IMAGE_SUFFIXES, thumbnail
 from vpr_ros.mapdb.entry import Entry, FileImage, SourceConfig, SourceReport
 
 log = logging.getLogger(__name__)
@@ -230,3 +230,20 @@ def source_entries(db: Any, source: str | Path | None) -> tuple[list[Any], str]:
         raise DataError(f'{path} does not hold {len(missing)} of the {len(db)} map entries '
                         f'(e.g. {missing[0]!r}); give the source the map was built from')
     return [by_name[n] for n in db.names], str(path)
+
+
+def source_images(db: Any, source: str | Path | None = None) -> Callable[[int], Any]:
+    """Return ``load(i)``: map entry i's source image as the build saw it.
+
+    The source is the one the map records unless ``source`` is given, and images are shrunk to
+    the build's ``resize_max``, so pseudo-queries made from them have the camera's resolution
+    as the map was described at. A :class:`DataError` when the source cannot be read or does
+    not hold the map's entries.
+    """
+    entries, _ = source_entries(db, source)
+    resize_max = int((db.manifest.get('build') or {}).get('resize_max') or 0)
+
+    def load(i: int) -> Any:
+        image = check_rgb(entries[i].load(), where=f'map entry {db.names[i]}')
+        return thumbnail(image, resize_max) if resize_max else image
+    return load
