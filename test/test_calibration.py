@@ -174,6 +174,24 @@ def test_calibrate_makes_pseudo_queries_from_the_map_source(tmp_path, capsys):
         "24 pseudo-queries from the map's source images"
 
 
+def test_calibrate_does_not_depend_on_an_older_calibration(tmp_path):
+    """Re-calibrating a calibrated map gives what calibrating it the first time gives."""
+    import shutil
+
+    from vpr_ros.calibration import FUSION_KEY
+
+    first = textured_map(tmp_path, 24, name='a.vprmap')
+    second = tmp_path / 'b.vprmap'
+    shutil.copytree(first, second)
+    config = CalibrationConfig(pseudo_queries=24, min_per_bin=5, fit_rerank_weight=False)
+    MapDB.open(second).update_manifest(**{FUSION_KEY: {'weight': 0.0}})   # an older choice
+    fits = []
+    for path in (first, second):
+        cal, report = calibrate_map(Localizer.open(path, device='cpu'), config, progress=False)
+        fits.append((cal.knots_sigma, cal.knots_r, report['error_m'], report['subspacing']))
+    assert fits[0] == fits[1]
+
+
 def test_calibrate_map_with_a_query_set(tmp_path):
     from mapdb_helpers import route, texture
 
