@@ -16,8 +16,8 @@
 
 The refs get synthetic geotags 1 m apart along a line (east of an origin); the map is built
 with the default model, GeoWarp is fitted on the map images only (no query labels), the map is
-calibrated with pseudo-queries from its own (source) images, then every query is localised. A query's
-truth is the mean position of its ground-truth matches. Prints R@1/R@5 without and with
+calibrated with pseudo-queries from its own (source) images, then every query is localised. A
+query's truth is the mean position of its ground-truth matches. Prints R@1/R@5 without and with
 re-ranking (both modes), median / p95 error, NO_FIX rate and 2-D NEES coverage.
 
     bash scripts/env.sh run python bench/corridor_localize.py [--fit-iterations 100] [--json out]
