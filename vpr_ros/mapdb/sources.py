@@ -28,6 +28,9 @@ Formats:
     - **CSV** with a header ``image,lat,lon[,alt][,heading]`` (any column order, extra columns
       ignored); image paths are relative to the CSV's folder and must stay inside it.
     - **rosbag2** directory (sqlite3 or mcap): see :mod:`vpr_ros.mapdb.bag_source`.
+
+A built map records its source; :func:`source_entries` and :func:`source_images` read it back
+in map order (fine-tuning, and pseudo-queries at the camera's resolution).
 """
 
 from __future__ import annotations
