@@ -84,7 +84,8 @@ def test_console_script_installed():
 
 
 @pytest.mark.parametrize('command, option', [('localize', '--map'), ('build-map', '--out'),
-                                             ('calibrate', '--queries')])
+                                             ('calibrate', '--queries'),
+                                             ('calibrate', '--source')])
 def test_command_help_lists_its_options(command, option, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main([command, '--help'])
