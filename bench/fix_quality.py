@@ -204,7 +204,8 @@ def run_corridor(args: argparse.Namespace) -> dict[str, Any]:
         fit_geowarp(path, GeoWarpFitConfig(iterations=args.geowarp_iterations, batch_size=8,
                                            device=args.device), restart=True, progress=False)
     loc = Localizer.open(path, LocalizerConfig(), device=args.device)
-    cal, report = calibrate_map(loc, CalibrationConfig(), map_images=_map_images(loc, args),
+    map_images = _map_images(loc, args)     # the source is read once, for both uses
+    cal, report = calibrate_map(loc, CalibrationConfig(), map_images=map_images,
                                 progress=False)
     store_calibration(loc.map, cal, report)
     loc = Localizer.open(path, LocalizerConfig(subspacing='geowarp'), device=args.device)
@@ -219,7 +220,7 @@ def run_corridor(args: argparse.Namespace) -> dict[str, Any]:
     result['errors'] = {
         'pseudo-queries (calibration)': distribution(pseudo_errors(
             loc, CalibrationConfig().pseudo_queries, CalibrationConfig().seed,
-            _map_images(loc, args)), 1.0),
+            map_images), 1.0),
         'queries': distribution(horizontal_errors(
             loc, [loc.reorder(e) for e in estimates], truth), 1.0)}
     for name, ests in variants(loc, estimates, stamps).items():
