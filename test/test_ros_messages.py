@@ -130,7 +130,7 @@ def test_frame_stats_rates_latency_and_counters():
     stats = FrameStats(window_s=2.0, clock=lambda: now[0])
     for i in range(40):                      # 20 Hz in, every other frame dropped
         now[0] = 0.05 * (i + 1)
-        stats.received(dropped=i % 2 == 1)
+        assert stats.received(dropped=i % 2 == 1) == i + 1
         if i % 2 == 0:
             stats.processed(10.0 * (i // 2 + 1), 'fix' if i % 4 == 0 else 'no_fix', 0.5, 2.0,
                             published=i % 4 == 0, localize_ms=8.0)

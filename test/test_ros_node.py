@@ -278,6 +278,7 @@ def test_compressed_images(tiny_map, rclpy_context, tmp_path):
         assert node_proc.stop(signal.SIGINT) == 0
     assert fixes, node_proc.output()
     assert '/image/compressed (CompressedImage, ' in node_proc.output()
+    assert node_proc.output().count('first image received on /image/compressed') == 1
     truth = tiny_map.frames[18]
     error = float(haversine_m(fixes[0].latitude, fixes[0].longitude, truth['lat'],
                               truth['lon']))

@@ -220,7 +220,9 @@ class LocalizerNode(Node):
     def _on_image(self, msg: Image | CompressedImage) -> None:
         dropped = self.worker.submit((msg, time.monotonic()))
         stamp = msg.header.stamp
-        self.stats.received(dropped, stamp.sec * 1_000_000_000 + stamp.nanosec)
+        if self.stats.received(dropped, stamp.sec * 1_000_000_000 + stamp.nanosec) == 1:
+            # Says the camera is connected: a silent node otherwise looks the same either way.
+            self.get_logger().info(f'first image received on {self.image_sub.topic_name}')
 
     def _make_worker(self) -> Worker:
         """Return the frame worker: with ``pipeline``, decoding overlaps the previous inference."""

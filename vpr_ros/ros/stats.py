@@ -108,8 +108,8 @@ class FrameStats:
         while events and events[0] < now - self.window_s:
             events.popleft()
 
-    def received(self, dropped: bool, stamp_ns: int = 0) -> None:
-        """Count an image; ``dropped`` when it replaced one the worker had not taken.
+    def received(self, dropped: bool, stamp_ns: int = 0) -> int:
+        """Count an image and return how many have come; ``dropped``: it replaced one not taken.
 
         ``stamp_ns``: its header stamp, for the frames lost in transport (0: unknown).
         """
@@ -121,6 +121,7 @@ class FrameStats:
             self._event('received', now)
             for _ in range(min(self.transport.add(int(stamp_ns)), 1000)):
                 self._event('lost', now)
+            return self.counts['frames_received']
 
     def dropped(self) -> None:
         """Count a frame prepared for the localizer and replaced by a newer one (pipeline)."""
