@@ -250,6 +250,27 @@ def test_reorder_equals_localizing_with_that_weight(tiny_map, model):
         assert (again.lat, again.lon) == pytest.approx((fresh.lat, fresh.lon), abs=1e-9)
 
 
+def test_at_weight_0_geowarp_scores_only_the_top1_and_the_estimate_is_unchanged(tiny_map,
+                                                                               model):
+    image = texture(9)
+    loc = _localizer(tiny_map, model, rerank_weight=1.0, subspacing='off')
+    every = loc.localize(image)
+    assert sum(np.isfinite(c.rerank_score) for c in every.candidates) == 5
+    loc.config = loc.config.replace(rerank_weight=0.0)
+    full = loc.reorder(every)                   # weight 0 over all five GeoWarp scores
+    fast = loc.localize(image)
+    scored = [c.rerank_score for c in fast.candidates if np.isfinite(c.rerank_score)]
+    assert len(scored) == 1 and fast.candidates[0].rerank_score == pytest.approx(
+        full.candidates[0].rerank_score, abs=1e-6)
+    assert [c.index for c in fast.candidates] == [c.index for c in full.candidates]
+    assert fast.features == pytest.approx(full.features, abs=1e-6)
+    assert (fast.lat, fast.lon, fast.sigma_m, fast.status) == pytest.approx(
+        (full.lat, full.lon, full.sigma_m, full.status), abs=1e-9)
+    # The weighted mean reads every re-ranked candidate's score: all five are scored.
+    loc.config = loc.config.replace(estimator='weighted')
+    assert sum(np.isfinite(c.rerank_score) for c in loc.localize(image).candidates) == 5
+
+
 def _estimate_with(loc, ranking):
     """Make an estimate whose candidates are (entry, global score, GeoWarp score), in order."""
     from vpr_ros.localizer import Candidate, Estimate
@@ -297,3 +318,10 @@ def test_calibrate_stores_the_fusion_weight_the_localizer_then_uses(tiny_map, tm
     assert again.calibration is not None
     forced = Localizer.open(path, LocalizerConfig(rerank_weight=0.5), device='cpu')
     assert forced.rerank_weight == 0.5
+    # A localizer held at weight 0 scores only its top-1; calibrating it still sees every
+    # candidate's GeoWarp score, so the fit is the same.
+    _, report0 = calibrate_map(Localizer.open(path, LocalizerConfig(rerank_weight=0.0),
+                                              device='cpu'),
+                               CalibrationConfig(pseudo_queries=N, min_per_bin=5, bins=2),
+                               progress=False)
+    assert report0['rerank_fusion'] == fusion

@@ -258,10 +258,11 @@ def calibrate_map(localizer: Localizer, config: CalibrationConfig | None = None,
         truth = np.asarray(truth, np.float64).reshape(-1, 2)
         exclude = None
         source = f'{len(truth)} calibration frames with positions'
-    if localizer.config.rerank_weight < 0:
+    if localizer.config.rerank_weight < 0 or config.fit_rerank_weight:
         # Not the fusion weight an older calibration stored in the map: a new fit must not
         # depend on it. An uncalibrated map's order (GeoWarp, w = 1) is also the order the
-        # localizer uses when this fit stores no weight (fit_rerank_weight off).
+        # localizer uses when this fit stores no weight (fit_rerank_weight off). A weight to
+        # fit needs every candidate's GeoWarp score, which w = 0 would not compute.
         localizer.config = dataclasses.replace(localizer.config, rerank_weight=1.0)
     chosen_mode = localizer.config.subspacing
     if chosen_mode == 'auto':

@@ -296,6 +296,18 @@ class Localizer:
         mode = stored_subspacing(self.map.manifest)
         return mode if mode in SUBSPACING[1:] else 'off'
 
+    def _num_scored(self) -> int:
+        """Candidates GeoWarp scores: |P|, or only the top-1 when its score is all that counts.
+
+        At fusion weight 0 the order is the global one, and with the top-1 estimator the
+        estimate reads only the top-1's GeoWarp score (the confidence's ``score``; its
+        ``rerank_gain`` is 0 either way): scoring the others would change nothing, at |P|
+        times the cost. This is the weight calibrate stores where re-ranking does not help.
+        """
+        if self.rerank_weight == 0.0 and self.config.estimator == 'top1':
+            return 1
+        return self.config.geowarp.num_reranked
+
     def reorder(self, estimate: Estimate) -> Estimate:
         """Recompute order, position and confidence of an estimate with the current settings.
 
@@ -552,7 +564,7 @@ class Localizer:
         # The query's GeoWarp features, once per frame (from the forward when it made them).
         query: dict[str, torch.Tensor] = {} if local is None else {'dense': local}
         if self.rerank and small is not None:
-            p = min(cfg.geowarp.num_reranked, len(idx))
+            p = min(self._num_scored(), len(idx))
             rerank[:p] = self._rerank_scores(small, idx[:p], query) / 225.0
             order = fused_order(glob, rerank, self.rerank_weight)
         route_scores = {}
