@@ -261,6 +261,9 @@ def main() -> None:
                         'exports the map first)')
     parser.add_argument('--mode', default='features', choices=('features', 'image'),
                         help='GeoWarp mode (localizer.geowarp.mode)')
+    parser.add_argument('--rerank-weight', type=float, default=-1.0,
+                        help='localizer.rerank_weight (-1: the map\'s; this uncalibrated map: '
+                             '1; 0: the global order, GeoWarp scores only the top-1)')
     parser.add_argument('--no-pipeline', action='store_true',
                         help='pipeline:=false (decode in the inference thread)')
     add_json(parser, 'write the results here')
@@ -277,7 +280,8 @@ def main() -> None:
     map_path, queries = build_route_map(args.work, args.model, args.map_frames, args.device,
                                         export=args.backend != 'torch')
     loc_config = LocalizerConfig(backend=args.backend)
-    loc_config = loc_config.replace(geowarp=loc_config.geowarp.replace(mode=args.mode))
+    loc_config = loc_config.replace(geowarp=loc_config.geowarp.replace(mode=args.mode),
+                                    rerank_weight=args.rerank_weight)
     bare = Bare(map_path, args.device, loc_config)
     log = open(args.work / 'node.log', 'w')
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
@@ -286,7 +290,8 @@ def main() -> None:
          f'device:={args.device}', '-p', 'image_reliability:=reliable', '-p',
          'publish_no_fix:=true', '-p', 'diagnostics_period_s:=0.5', '-p',
          f'localizer.backend:={args.backend}', '-p', f'localizer.geowarp.mode:={args.mode}',
-         '-p', f'pipeline:={str(not args.no_pipeline).lower()}'],
+         '-p', f'pipeline:={str(not args.no_pipeline).lower()}',
+         '-p', f'localizer.rerank_weight:={args.rerank_weight}'],
         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     driver = None
     try:
@@ -318,6 +323,7 @@ def main() -> None:
         'machine': machine(), 'device': args.device,
         'torch_threads': threads, 'model': args.model, 'map_frames': args.map_frames,
         'backend': args.backend, 'geowarp_mode': args.mode, 'pipeline': not args.no_pipeline,
+        'rerank_weight': args.rerank_weight,
         'load_average_start': load_start,
         'image': '640x480 rgb8 Image, reliable QoS', 'one_at_a_time': single,
         'sustained': runs, 'node_exit_code': node.returncode,
