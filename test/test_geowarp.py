@@ -59,6 +59,19 @@ def test_identity_warp_returns_the_input():
     assert torch.allclose(resized, ref, atol=1e-5)
 
 
+@pytest.mark.parametrize('cand_size', [(6, 8), (7, 9)])
+def test_warp_pair_equals_warping_each_side_alone(cand_size):
+    torch.manual_seed(0)
+    module = GeoWarp()
+    query, cands = torch.randn(1, 4, 6, 8), torch.randn(3, 4, *cand_size)
+    points_q = identity_points(3) + 0.2 * torch.rand(3, 4, 2) - 0.1
+    points_p = identity_points(3) + 0.2 * torch.rand(3, 4, 2) - 0.1
+    w_q, w_p = module.warp_pair(query, cands, points_q, points_p)
+    assert torch.allclose(w_q, warp(query.expand(3, -1, -1, -1), points_q, (6, 8)), atol=1e-6)
+    assert torch.allclose(w_p, warp(cands, points_p, (6, 8)), atol=1e-6)
+    assert not torch.allclose(w_q[0], w_q[1])       # each pair has its own warp
+
+
 def test_warp_stretches_the_quadrilateral_over_the_frame():
     h, w = 9, 11
     ramp_x = torch.linspace(-1, 1, w).expand(1, 1, h, w)

@@ -303,6 +303,11 @@ class GeoWarp(nn.Module):
         n = candidates.shape[0]
         out_size = tuple(max(2, round(s * scale)) for s in query.shape[-2:])
         query = query.expand(n, *query.shape[1:])
+        if query.shape[1:] == candidates.shape[1:]:
+            # One batched warp: per-sample, so the same maps, for one call's fixed cost.
+            both = warp(torch.cat([query, candidates]), torch.cat([points_q, points_p]),
+                        out_size)
+            return both[:n], both[n:]
         return warp(query, points_q, out_size), warp(candidates, points_p, out_size)
 
     def rerank_scores(self, query_dense: torch.Tensor, candidate_dense: torch.Tensor, *,
