@@ -250,8 +250,8 @@ def test_reorder_equals_localizing_with_that_weight(tiny_map, model):
         assert (again.lat, again.lon) == pytest.approx((fresh.lat, fresh.lon), abs=1e-9)
 
 
-def test_at_weight_0_geowarp_scores_only_the_top1_and_the_estimate_is_unchanged(tiny_map,
-                                                                               model):
+def test_at_weight_0_geowarp_scores_only_the_top1_and_the_estimate_is_unchanged(
+        tiny_map, model):
     image = texture(9)
     loc = _localizer(tiny_map, model, rerank_weight=1.0, subspacing='off')
     every = loc.localize(image)
