@@ -239,9 +239,23 @@ def calibrate_map(localizer: Localizer, config: CalibrationConfig | None = None,
         progress: tqdm bars.
 
     The report holds the NEES coverage in-sample and 2-fold cross-validated, the place
-    spacing (the error floor) and the error quantiles.
+    spacing (the error floor) and the error quantiles. The localizer's config is left as it
+    was; the chosen fusion weight and sub-spacing mode are in the report (and in the map
+    once :func:`vpr_ros.calibration.store_calibration` has stored it).
     """
-    config = config or CalibrationConfig()
+    saved = localizer.config
+    try:
+        return _calibrate(localizer, config or CalibrationConfig(), queries, map_images,
+                          progress)
+    finally:
+        localizer.config = saved
+
+
+def _calibrate(localizer: Localizer, config: CalibrationConfig,
+               queries: tuple[Sequence[Any], np.ndarray] | None,
+               map_images: Callable[[int], np.ndarray] | None,
+               progress: bool) -> tuple[Calibration, dict[str, Any]]:
+    """:func:`calibrate_map`'s fit; it sets ``localizer.config`` as it goes."""
     db = localizer.map
     pos = db.positions(np.arange(len(db)))
     spacing = place_spacing_m(db.positions_enu(np.arange(len(db))))
