@@ -171,3 +171,24 @@ print(child.stop(timeout_s=5.0))
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                          timeout=120)
     assert out.stdout.strip() == str(-signal.SIGINT), out.stdout + out.stderr
+
+
+def test_demo_map_calibrated_on_pseudo_queries_from_the_source_images(tmp_path):
+    from vpr_ros.demo.mapping import build_demo_map
+    from vpr_ros.demo.steps import Steps
+    from vpr_ros.mapdb import MapDB
+    from vpr_ros.synth import SynthRoute, write_csv_source
+
+    route = SynthRoute(SynthConfig(seed=1, frames=30, image_size=(60, 80)))
+    csv = write_csv_source(route.map_pass(), tmp_path / 'src')
+    config = DemoConfig(model='tiny-test', device='cpu', geowarp_iterations=2,
+                        geowarp_batch_size=2, calibrate_on='pseudo', pseudo_queries=24)
+    out = io.StringIO()
+    info = build_demo_map(csv, tmp_path / 'route.vprmap', config, Steps(3, out),
+                          progress=False, route=route)
+    source = "24 pseudo-queries from the map's source images"
+    assert info['calibration']['source'] == source
+    assert info['calibration']['frames'] == 24
+    assert f'calibrate the covariance ({source})' in out.getvalue()
+    stored = MapDB.open(tmp_path / 'route.vprmap').manifest
+    assert stored['calibration']['info']['source'] == source
