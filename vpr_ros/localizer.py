@@ -296,15 +296,15 @@ class Localizer:
         mode = stored_subspacing(self.map.manifest)
         return mode if mode in SUBSPACING[1:] else 'off'
 
-    def _num_scored(self) -> int:
+    def _num_scored(self, weight: float) -> int:
         """Candidates GeoWarp scores: |P|, or only the top-1 when its score is all that counts.
 
-        At fusion weight 0 the order is the global one, and with the top-1 estimator the
+        At fusion ``weight`` 0 the order is the global one, and with the top-1 estimator the
         estimate reads only the top-1's GeoWarp score (the confidence's ``score``; its
         ``rerank_gain`` is 0 either way): scoring the others would change nothing, at |P|
         times the cost. This is the weight calibrate stores where re-ranking does not help.
         """
-        if self.rerank_weight == 0.0 and self.config.estimator == 'top1':
+        if weight == 0.0 and self.config.estimator == 'top1':
             return 1
         return self.config.geowarp.num_reranked
 
@@ -564,9 +564,12 @@ class Localizer:
         # The query's GeoWarp features, once per frame (from the forward when it made them).
         query: dict[str, torch.Tensor] = {} if local is None else {'dense': local}
         if self.rerank and small is not None:
-            p = min(self._num_scored(), len(idx))
+            # One read per frame: the count scored and the order agree even when the
+            # node's localizer.rerank_weight parameter changes meanwhile.
+            weight = self.rerank_weight
+            p = min(self._num_scored(weight), len(idx))
             rerank[:p] = self._rerank_scores(small, idx[:p], query) / 225.0
-            order = fused_order(glob, rerank, self.rerank_weight)
+            order = fused_order(glob, rerank, weight)
         route_scores = {}
         if self.rerank and small is not None and self.subspacing == 'geowarp' and \
                 cfg.estimator == 'top1':
