@@ -20,7 +20,9 @@ variant alike), times: the torch eager forward (resize + descriptor), the ONNX R
 of the same image, and ``Localizer.localize()`` with each backend (torch, onnxruntime) in
 GeoWarp ``features`` and ``image`` mode (this uncalibrated map orders by GeoWarp, fusion weight
 1), and in ``features`` mode at fusion weight 0; the re-rank stage is read from the localizer's
-timings. Ratios are to the torch forward of the same image (and to the ONNX Runtime one).
+timings. The ONNX Runtime localizer runs GeoWarp's regression where it timed faster at
+start-up (torch or ONNX Runtime); a row with it in the other one shows the choice. Ratios
+are to the torch forward of the same image (and to the ONNX Runtime one).
 Goals: ONNX Runtime forward <= 0.7x torch; localize() <= 1.6x a torch forward; re-rank of 5
 candidates <= 0.5x a forward, cold or warm (the map's stored features make both the same).
 
@@ -81,6 +83,14 @@ def main(argv=None) -> int:
             # global order, GeoWarp scores only the top-1.
             cfg = LocalizerConfig(backend=backend, rerank_weight=0.0)
             locs[f'{backend}/features w=0'] = Localizer(MapDB.open(path), model, cfg)
+        # The regression where the localizer did not put it (it times both at start-up and
+        # keeps the faster on the CPU): the choice, side by side.
+        chosen = locs['onnxruntime/features'].regression_backend
+        other = 'onnxruntime' if chosen == 'torch' else 'torch'
+        alt = Localizer(MapDB.open(path), model, LocalizerConfig(backend='onnxruntime'))
+        alt.geowarp.regression = (alt.runtime.regression() if other == 'onnxruntime' else
+                                  locs['torch/features'].geowarp.regression)
+        locs[f'onnxruntime/features, regression in {other}'] = alt
         ort_desc = locs['onnxruntime/features'].runtime.sessions['descriptor']
         queries = [f.image for f in route.query_pass()][:args.queries]
         rows: dict[str, list[float]] = {'torch_forward': [], 'ort_forward': []}
@@ -111,6 +121,8 @@ def main(argv=None) -> int:
             'queries': len(queries), 'threads': args.threads, 'setup_s': setup_s,
             'thumbnail': list(locs['torch/features'].thumb_size),
             'stored_geowarp_features': locs['torch/features'].stored_features is not None,
+            'onnxruntime_regression_in': chosen,
+            'onnxruntime_reason': locs['onnxruntime/features'].runtime.reason,
             'median_ms': med,
             'over_torch_forward': {k: v / fwd for k, v in med.items()},
             'over_ort_forward': {k: v / ort_fwd for k, v in med.items()},

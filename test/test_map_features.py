@@ -21,6 +21,7 @@ from the map.
 from __future__ import annotations
 
 import logging
+import time
 
 from mapdb_helpers import texture, textured_map
 import numpy as np
@@ -31,6 +32,7 @@ from vpr_ros.images import to_tensor
 from vpr_ros.localizer import Localizer, LocalizerConfig
 from vpr_ros.mapdb import MapDB
 from vpr_ros.runtime import map_features
+from vpr_ros.runtime.backends import faster_regression
 
 N = 12
 THUMB = (64, 96)
@@ -185,3 +187,20 @@ def test_resize_to_matches_the_model_resize_and_enlarges_smoothly():
     # Enlarging interpolates: a 2x nearest-neighbour copy would repeat every column.
     assert np.abs(np.diff(big, axis=1)).mean() > 0 and (big[:, 1::2] != big[:, ::2]).any()
     assert resize_to(image, (120, 160)) is image
+
+
+def test_faster_regression_picks_the_faster_module_and_times_both():
+    class Slow(torch.nn.Module):
+        def forward(self, x):
+            time.sleep(0.02)
+            return x.mean()
+
+    class Fast(torch.nn.Module):
+        def forward(self, x):
+            return x.mean()
+
+    name, ms = faster_regression({'slow': Slow(), 'fast': Fast()}, 4)
+    assert name == 'fast' and set(ms) == {'slow', 'fast'}
+    assert ms['slow'] >= 20.0 > ms['fast']
+    name, _ = faster_regression({'fast': Fast(), 'slow': Slow()}, 4)
+    assert name == 'fast'

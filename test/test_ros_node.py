@@ -218,6 +218,7 @@ def test_bad_frames_do_not_stop_the_node_and_show_in_diagnostics(
         assert last['_level'] == DiagnosticStatus.WARN and 'bad frames' in last['_message']
         assert last['device'].startswith('cpu') and last['map'] == 'route.vprmap'
         assert (last['backend'], last['precision']) == ('torch', 'fp32')   # no export: torch
+        assert last['geowarp_regression'] == 'torch'
         assert int(last['map_places']) == len(tiny_map.frames)
         assert last['calibrated'] == 'True'
         for key in ('input_rate_hz', 'output_rate_hz', 'latency_p50_ms', 'latency_p95_ms',

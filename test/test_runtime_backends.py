@@ -77,12 +77,21 @@ def test_every_backend_gives_the_same_estimate(exported):
     assert (torch_loc.runtime.name, ort_loc.runtime.name) == ('torch', 'onnxruntime')
     assert auto.runtime.name == 'onnxruntime' and 'auto' in auto.runtime.reason
     assert ort_loc.runtime.info()['providers'] == 'CPUExecutionProvider'
+    # On the CPU the regression runs where it was faster; both are compared below.
+    assert ort_loc.regression_backend in ('torch', 'onnxruntime')
+    assert f'GeoWarp regression in {ort_loc.regression_backend} (' in ort_loc.runtime.reason
+    assert torch_loc.regression_backend == 'torch'
     images = [texture(i) for i in range(N)] + [np.flipud(texture(3)).copy()]
-    for mode in ('features', 'image'):
+    for mode, regression in (('features', 'torch'), ('features', 'onnxruntime'),
+                             ('image', 'fastest')):
         cfg = LocalizerConfig().geowarp.replace(mode=mode)
         a = Localizer(db, model, LocalizerConfig(backend='torch', geowarp=cfg))
         b = Localizer(MapDB.open(exported), model,
                       LocalizerConfig(backend='onnxruntime', geowarp=cfg))
+        if regression == 'onnxruntime':
+            b.geowarp.regression = b.runtime.regression()
+        elif regression == 'torch':
+            b.geowarp.regression = a.geowarp.regression
         for ea, eb in zip(a.localize_batch(images), b.localize_batch(images)):
             assert [c.index for c in ea.candidates] == [c.index for c in eb.candidates]
             assert (eb.lat, eb.lon) == pytest.approx((ea.lat, ea.lon), abs=1e-7)   # 1 cm

@@ -57,7 +57,7 @@ from vpr_ros.images import check_rgb, load_image, resize_to, to_tensor
 from vpr_ros.mapdb.database import MapDB
 from vpr_ros.models.geowarp import GeoWarp, GeoWarpConfig, load_geowarp
 from vpr_ros.models.resizer import BilinearResizer
-from vpr_ros.runtime.backends import BACKENDS, select_runtime
+from vpr_ros.runtime.backends import BACKENDS, faster_regression, select_runtime
 from vpr_ros.sequence import SequenceCheck
 
 log = logging.getLogger(__name__)
@@ -254,13 +254,26 @@ class Localizer:
                                                        self._dense_size())
         #: torch, ONNX Runtime or TensorRT (``vpr_ros.runtime.backends``).
         self.runtime = select_runtime(self.config.backend, map_db, self.model, self.device)
+        #: Where GeoWarp's regression runs: ``torch`` or the runtime's name.
+        self.regression_backend = 'torch'
         regression = self.runtime.regression()
-        if regression is not None:
-            if geowarp is None:      # the export holds the map's GeoWarp, not a caller's one
+        if regression is not None and geowarp is not None:
+            log.warning('a GeoWarp other than the one of the map was given: its '
+                        'regression runs in torch')
+        elif regression is not None and self.device.type == 'cuda':
+            self.geowarp.regression = regression
+            self.regression_backend = self.runtime.name
+        elif regression is not None and self.rerank:
+            # On the CPU, oneDNN can run the folded torch stack faster than the export.
+            pairs = self.config.geowarp.num_reranked * (2 if self.config.geowarp.symmetric
+                                                        else 1)
+            name, ms = faster_regression({'torch': self.geowarp.regression,
+                                          self.runtime.name: regression}, pairs)
+            if name != 'torch':
                 self.geowarp.regression = regression
-            else:
-                log.warning('a GeoWarp other than the one of the map was given: its '
-                            'regression runs in torch')
+            self.regression_backend = name
+            self.runtime.reason += ('; GeoWarp regression in ' + name + ' (' + ', '.join(
+                f'{k} {v:.1f} ms' for k, v in ms.items()) + f' for {pairs})')
         self.calibration = stored_calibration(map_db.manifest)
         # The query's GeoWarp features come from its descriptor pass (no second backbone pass)
         # when the model's plain resize makes exactly the map's thumbnail size.

@@ -327,7 +327,9 @@ class LocalizerNode(Node):
                 'last_sigma_m', 'last_bad_frame', 'last_error')
         runtime = self.localizer.runtime
         return {'device': self.device_name, 'backend': runtime.name,
-                'precision': runtime.precision, 'map': Path(self.config.map).name,
+                'precision': runtime.precision,
+                'geowarp_regression': self.localizer.regression_backend,
+                'map': Path(self.config.map).name,
                 'map_places': len(self.localizer.map),
                 'calibrated': self.localizer.calibration is not None,
                 'decoder': self.decoder_name, 'worker_alive': self.worker.alive,

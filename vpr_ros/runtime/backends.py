@@ -192,6 +192,31 @@ class Runtime:
                 'providers': ','.join(self.providers) or 'torch', 'backend_reason': self.reason}
 
 
+def faster_regression(modules: dict[str, nn.Module], batch: int, repeats: int = 3,
+                      ) -> tuple[str, dict[str, float]]:
+    """Return the name of the fastest GeoWarp regression and each one's time (ms).
+
+    The exported regression in ONNX Runtime's CPU provider is not always faster than torch:
+    on a Zen 4 CPU (AVX-512) oneDNN ran the 7x7/5x5 stack of 10 regressions in 15.7 ms where
+    ONNX Runtime took 21.3 ms (``bench/bench_realtime.py``), while ONNX Runtime wins the
+    backbone. Both compute the same function (``vpr-ros export`` verifies the scores), so the
+    choice is a timing: ``repeats`` runs of each on a zero ``(batch, 225, 15, 15)`` input
+    after one warm-up, the best of each compared.
+    """
+    corr = torch.zeros(batch, 225, 15, 15)
+    best: dict[str, float] = {}
+    with torch.inference_mode():
+        for name, module in modules.items():
+            module(corr)
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                module(corr)
+                times.append(time.perf_counter() - t0)
+            best[name] = 1e3 * min(times)
+    return min(best, key=best.__getitem__), best
+
+
 class _OrtRegression(nn.Module):
     """Drop-in for ``GeoWarp.regression`` that runs the exported graph."""
 
@@ -291,5 +316,5 @@ def select_runtime(backend: str, db: Any, model: Any, device: torch.device | Non
     return Runtime('torch', 'fp32', model, reason=reason)
 
 
-__all__ = ['available_providers', 'BACKENDS', 'BackendError', 'import_onnxruntime', 'Runtime',
-           'select_runtime']
+__all__ = ['available_providers', 'BACKENDS', 'BackendError', 'faster_regression',
+           'import_onnxruntime', 'Runtime', 'select_runtime']
