@@ -83,9 +83,27 @@ def write_json(path: str | Path | None, data: Any, *, indent: int = 2,
     write_text(path, json.dumps(data, indent=indent, default=default) + '\n')
 
 
+def cpu_model() -> str:
+    """Return the CPU's model name and whether it has AVX-512 (timings differ by CPU)."""
+    name, flags = platform.processor() or platform.machine(), ''
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                key, _, value = line.partition(':')
+                if key.strip() == 'model name' and value.strip():
+                    name = value.strip()
+                elif key.strip() == 'flags':
+                    flags = value
+                if flags and name:
+                    break
+    except OSError:
+        pass
+    return name + (', AVX-512' if ' avx512f' in f' {flags}' else '')
+
+
 def machine() -> str:
-    """Return ``'<host>: <n> cores'``, recorded beside the timings."""
-    return f'{platform.node()}: {os.cpu_count()} cores'
+    """Return ``'<host>: <n> cores, <cpu model>'``, recorded beside the timings."""
+    return f'{platform.node()}: {os.cpu_count()} cores, {cpu_model()}'
 
 
 def load_average() -> tuple[float, float, float]:
