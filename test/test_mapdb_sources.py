@@ -181,3 +181,25 @@ def test_locate_rules():
     assert locate(15, stamps, pos, valid, tolerance_ns=5) == (None, 'gnss_no_fix')
     assert locate(5, stamps, pos, valid, tolerance_ns=4) == (None, 'no_gnss_in_tolerance')
     assert locate(-3, stamps, pos, valid, tolerance_ns=4)[0][0] == 0.0
+
+
+def test_entry_images_load_map_entries_as_the_build_saw_them(tmp_path):
+    """Checked as RGB and shrunk to the build's resize_max: what pseudo-queries are made of."""
+    from mapdb_helpers import textured_map
+    from vpr_ros.mapdb import MapDB
+    from vpr_ros.mapdb.sources import entry_images, source_entries, source_images
+
+    db = MapDB.open(textured_map(tmp_path, 6, resize_max=32))
+    entries, _ = source_entries(db, None)
+    load = entry_images(db, entries)                       # the map's resize_max (32)
+    assert load(2).shape == (32, 32, 3)
+    assert np.array_equal(load(2), source_images(db)(2))
+    assert entry_images(db, entries, 0)(2).shape == (64, 64, 3)   # full size
+    assert np.array_equal(entry_images(db, entries, 0)(2), texture(2))
+
+    class Grey:
+        def load(self):
+            return np.zeros((8, 8), np.uint8)
+
+    with pytest.raises(DataError, match=f'map entry {db.names[1]}'):
+        entry_images(db, [entries[0], Grey()])(1)

@@ -243,19 +243,19 @@ def spatial_folds(enu: np.ndarray, folds: int, *, seed: int = 0) -> np.ndarray:
 def describe_pseudo_queries(db: Any, model: Any, count: int, *, seed: int = 0,
                             batch_size: int = 16,
                             images: Callable[[int], np.ndarray] | None = None,
-                            resize_max: int = 0, candidates: np.ndarray | None = None,
+                            candidates: np.ndarray | None = None,
                             ) -> tuple[np.ndarray, np.ndarray]:
     """Raw descriptors of ``count`` pseudo-queries and the map entries they were made from.
 
-    ``images(i)`` loads entry i at full resolution (the map's source, as at build time, shrunk
-    to ``resize_max`` like the build did); the map's thumbnails are used without it.
+    ``images(i)`` loads entry i as the build saw it (the map's source, checked and shrunk by
+    :func:`vpr_ros.mapdb.sources.entry_images`); the map's thumbnails are used without it.
     ``candidates``: the entries to draw from (default: all). The same seed draws the same
     entries and views, so two models can be compared on identical pseudo-queries.
     """
     import torch
 
     from vpr_ros.pseudo_queries import pseudo_query
-    from vpr_ros.images import check_rgb, thumbnail, to_tensor
+    from vpr_ros.images import to_tensor
 
     rng = np.random.default_rng(seed)
     pool = np.arange(len(db)) if candidates is None else np.asarray(candidates, np.int64)
@@ -270,11 +270,7 @@ def describe_pseudo_queries(db: Any, model: Any, count: int, *, seed: int = 0,
 
     with torch.inference_mode():
         for row, i in enumerate(chosen):
-            if images is None:
-                source = db.thumbnails(int(i))
-            else:
-                source = check_rgb(images(int(i)), where=f'map entry {db.names[int(i)]}')
-                source = thumbnail(source, resize_max) if resize_max else source
+            source = db.thumbnails(int(i)) if images is None else images(int(i))
             tensor = to_tensor(pseudo_query(source, rng))
             pending.setdefault(tuple(tensor.shape), []).append((row, tensor))
             if len(pending[tuple(tensor.shape)]) >= batch_size:
@@ -427,13 +423,13 @@ def recall_rows(queries: np.ndarray, database: np.ndarray, sources: np.ndarray,
 
 def adapt_map(db: Any, config: AdaptConfig | None = None, *, model: Any = None,
               device: str = 'auto', dry_run: bool = False,
-              images: Callable[[int], np.ndarray] | None = None,
-              resize_max: int = 0) -> AdaptationChoice:
+              images: Callable[[int], np.ndarray] | None = None) -> AdaptationChoice:
     """Choose, fit and store the adaptation of an open map (``MapDB``); return the choice.
 
     ``method='none'`` removes a stored adaptation. Pseudo-queries are made from the map's
-    source images when ``images(i)`` loads entry i (build-map passes them; they keep the
-    camera's resolution), else from its thumbnails; positions are needed. Without either, a
+    source images when ``images(i)`` loads entry i as the build saw it (build-map passes
+    :func:`vpr_ros.mapdb.sources.entry_images`; they keep the camera's resolution), else from
+    its thumbnails; positions are needed. Without either, a
     :class:`DataError` (nothing is stored).
     """
     config = config or AdaptConfig()
@@ -452,8 +448,7 @@ def adapt_map(db: Any, config: AdaptConfig | None = None, *, model: Any = None,
         fit_dims(config, int(db.descriptor_dim), len(db) * (config.folds - 1) // config.folds)
         model = model if model is not None else db.load_model(device)
         queries, sources = describe_pseudo_queries(db, model, config.validation_queries,
-                                                   seed=config.seed, images=images,
-                                                   resize_max=resize_max)
+                                                   seed=config.seed, images=images)
         choice = choose_adaptation(np.asarray(db.descriptors), db.positions_enu(
             np.arange(len(db))), queries, sources, config)
         choice.report['pseudo_queries_from'] = ('source images' if images is not None

@@ -269,13 +269,13 @@ def _adapt_built_map(out: Path, config: BuildConfig, model: Any,
     """
     from vpr_ros.mapdb.adaptation import adapt_map
     from vpr_ros.mapdb.database import MapDB
+    from vpr_ros.mapdb.sources import entry_images
 
     try:
         db = MapDB.open(out, fast=True)
         by_name = {e.name: e for e in entries}
-        choice = adapt_map(db, config.adapt, model=model,
-                           images=lambda i: by_name[db.names[i]].load(),
-                           resize_max=config.resize_max)
+        images = entry_images(db, [by_name[n] for n in db.names], config.resize_max)
+        choice = adapt_map(db, config.adapt, model=model, images=images)
     except (DataError, MapError) as exc:
         log.warning('%s: no descriptor adaptation (%s); the map uses plain descriptors', out,
                     exc)

@@ -103,8 +103,7 @@ def resolve_layers(layers: str, device: Any) -> str:
 
 
 def held_out_recall(db: Any, model: Any, candidates: np.ndarray, images: Callable[[int], Any],
-                    config: FinetuneConfig, database: np.ndarray, resize_max: int,
-                    ) -> dict[str, float]:
+                    config: FinetuneConfig, database: np.ndarray) -> dict[str, float]:
     """Recall@1/5 at the right place of held-out pseudo-queries against ``database``."""
     from vpr_ros.fix_quality import place_spacing_m
     from vpr_ros.mapdb.adaptation import describe_pseudo_queries, recall_rows
@@ -112,7 +111,7 @@ def held_out_recall(db: Any, model: Any, candidates: np.ndarray, images: Callabl
     enu = db.positions_enu(np.arange(len(db)))
     queries, sources = describe_pseudo_queries(
         db, model, config.validation_queries, seed=config.seed, images=images,
-        resize_max=resize_max, candidates=candidates)
+        candidates=candidates)
     radius = config.right_place_spacings * place_spacing_m(enu)
     rows = recall_rows(queries, database, sources, enu, radius)
     return {'recall@1': float(rows[:, 0].mean()), 'recall@5': float(rows[:, 1].mean()),
@@ -144,7 +143,7 @@ def finetune_map(map_path: str | Path, config: FinetuneConfig | None = None, *,
         from vpr_ros.errors import MapError
         raise MapError(f'{map_path} is a compact (v2) map: it keeps projected descriptors '
                        f'only; fine-tune the v1 map, then convert it (vpr-ros map convert)')
-    from vpr_ros.mapdb.sources import source_entries
+    from vpr_ros.mapdb.sources import entry_images, source_entries
 
     entries, source_path = source_entries(db, source)
     enu = db.positions_enu(np.arange(len(db)))
@@ -188,9 +187,8 @@ def finetune_map(map_path: str | Path, config: FinetuneConfig | None = None, *,
     result = train(train_config, data=data, progress=progress)
     tuned = load_model(result.last, device=device)
     before_model = db.load_model(device)
-    load = lambda i: entries[i].load()  # noqa: E731
-    before = held_out_recall(db, before_model, held, load, config, np.asarray(db.descriptors),
-                             resize_max)
+    load = entry_images(db, entries, resize_max)
+    before = held_out_recall(db, before_model, held, load, config, np.asarray(db.descriptors))
     # The candidate map: the same build settings with the tuned model, adaptation chosen later.
     from vpr_ros.mapdb.adaptation import AdaptConfig, adapt_map
     from vpr_ros.mapdb.build import build_map, BuildConfig
@@ -205,7 +203,7 @@ def finetune_map(map_path: str | Path, config: FinetuneConfig | None = None, *,
                                overwrite=True, progress=progress)
     candidate = MapDB.open(candidate_path)
     after = held_out_recall(candidate, tuned, held, load, config,
-                            np.asarray(candidate.descriptors), resize_max)
+                            np.asarray(candidate.descriptors))
     gain = after['recall@1'] - before['recall@1']
     kept = gain >= config.min_gain and not dry_run
     history = [{k: float(v) for k, v in row.items() if np.isfinite(v)}
@@ -231,8 +229,7 @@ def finetune_map(map_path: str | Path, config: FinetuneConfig | None = None, *,
     adapt = AdaptConfig.from_dict(build.get('adapt') or {}, where='build.adapt')
     if adapt.method != 'none':
         try:
-            choice = adapt_map(candidate, adapt, model=tuned,
-                               images=load, resize_max=resize_max)
+            choice = adapt_map(candidate, adapt, model=tuned, images=load)
             report['adaptation'] = choice.report.get('reason')
         except DataError as exc:
             log.warning('adaptation of the fine-tuned map skipped: %s', exc)

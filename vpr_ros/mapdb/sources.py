@@ -40,7 +40,7 @@ import io
 import logging
 import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from vpr_ros.errors import DataError
 from vpr_ros.geo import check_lat_lon, haversine_m, utm_to_wgs84
@@ -244,7 +244,19 @@ def source_images(db: Any, source: str | Path | None = None) -> Callable[[int], 
     not hold the map's entries.
     """
     entries, _ = source_entries(db, source)
-    resize_max = int((db.manifest.get('build') or {}).get('resize_max') or 0)
+    return entry_images(db, entries)
+
+
+def entry_images(db: Any, entries: Sequence[Any], resize_max: int | None = None,
+                 ) -> Callable[[int], Any]:
+    """Return ``load(i)``: ``entries[i]`` (map entry i, already open) as the build saw it.
+
+    The image is checked as RGB and shrunk to ``resize_max`` (default: the map's build
+    setting), so every reader of a map's source images (adapt's and calibrate's
+    pseudo-queries, the fine-tuner) gets them as the map was described.
+    """
+    if resize_max is None:
+        resize_max = int((db.manifest.get('build') or {}).get('resize_max') or 0)
 
     def load(i: int) -> Any:
         image = check_rgb(entries[i].load(), where=f'map entry {db.names[i]}')
