@@ -72,6 +72,21 @@ def test_outliers_do_not_inflate_every_sigma():
     assert np.median(cal.sigma(feats)) < 10.0
 
 
+def test_errors_in_whole_spacings_do_not_make_the_fit_jump():
+    """Ties (errors on the map's 1 m lattice) cannot flip sigma on float rounding."""
+    rng = np.random.default_rng(3)
+    feats = rng.normal(size=(120, len(FEATURES)))
+    norms = np.where(np.arange(120) % 10 == 0, 3.0, 1.0)     # 90 % at 1 m, 10 % at 3 m
+    norms[::37] = 0.0
+    fits = [fit(feats, norms * scale, CalibrationConfig(bins=1), floor_m=1.0)
+            for scale in (0.999, 1.0, 1.001)]
+    sigmas = [f.knots_sigma[0] for f in fits]
+    assert max(sigmas) / min(sigmas) < 1.01, sigmas
+    # The 1 m errors sit at the 1-sigma boundary (within their spread: about 39 % of them in),
+    # where counted in or out they put sigma well above 1 m or below it.
+    assert 0.95 <= sigmas[1] <= 1.05, sigmas
+
+
 def test_round_trip_and_malformed():
     feats, errors, _ = _heteroscedastic(200, 3)
     cal = fit(feats, np.linalg.norm(errors, axis=1), floor_m=1.0, info={'source': 'test'})

@@ -22,7 +22,8 @@ how large the position error is given the confidence features the localizer comp
    expected error (``r``, the risk);
 2. the frames are cut into quantile bins of ``r``; in each bin sigma is the value whose NEES
    coverage at 1, 2 and 3 sigma is closest to the 2-D Gaussian ideal (39.3 / 86.5 / 98.9 %,
-   2 sigma weighted double); the bin sigmas are made non-decreasing in ``r`` and interpolated
+   2 sigma weighted double; each error spread over +-5 % of itself, so ties cannot make the
+   fit jump); the bin sigmas are made non-decreasing in ``r`` and interpolated
    between bin centres.
 
 Coverage matching, not a Gaussian likelihood: wrong matches are hundreds of metres off and
@@ -289,18 +290,37 @@ def track_errors(errors_en: np.ndarray, tracks_en: np.ndarray) -> np.ndarray:
     return np.stack([along, cross], axis=1)
 
 
+#: Each error counts as spread uniformly over +-this share of itself when its k-sigma coverage
+#: is measured (see :func:`_coverage_sigma`).
+COVERAGE_SPREAD = 0.05
+
+
 def _coverage_sigma(errors: np.ndarray, min_sigma: float, candidates: int = 400) -> float:
-    """Sigma whose 1/2/3-sigma coverage of ``errors`` is closest to the Gaussian ideal."""
+    """Sigma whose 1/2/3-sigma coverage of ``errors`` is closest to the Gaussian ideal.
+
+    Errors often come in whole place spacings (an estimate snapped to a map entry, a truth on
+    the map's lattice: many exact ties). Counted as in or out, a tie crosses k sigma all at
+    once, the best sigma jumps between two far-apart values, and a change of the errors by
+    float rounding picked the other one: Corridor's calibration flipped between 1-sigma
+    coverage 45 % and 21 % of its own frames when positions moved by millimetres. So each
+    error counts as spread uniformly over +-:data:`COVERAGE_SPREAD` of itself: coverage is
+    then continuous in sigma, and the fit of continuous errors moves by a few per cent at most.
+    """
+    e = np.asarray(errors, np.float64)
     levels = np.array([1.0, 2.0, 3.0])
     ideal = np.array([IDEAL_COVERAGE[k] for k in (1, 2, 3)])
     weight = np.array([1.0, 2.0, 1.0])
-    # Coverage only changes where some error crosses k sigma: try those points (and a bit
-    # above, since coverage counts errors <= k sigma).
-    cand = np.concatenate([errors / k for k in levels]) * (1 + 1e-9)
-    cand = np.unique(np.maximum(cand, min_sigma))
-    if len(cand) > candidates:
-        cand = np.quantile(cand, np.linspace(0, 1, candidates))
-    inside = errors[None, None, :] <= levels[None, :, None] * cand[:, None, None]
+    # A geometric grid (steps under the spread) plus the points where an error's spread
+    # starts or ends at k sigma.
+    top = max(float(e.max()) * (1 + COVERAGE_SPREAD), 2 * min_sigma) if e.size else 2 * min_sigma
+    edges = np.concatenate([e * (1 + d) / k for k in levels
+                            for d in (-COVERAGE_SPREAD, COVERAGE_SPREAD)])
+    edges = np.unique(np.maximum(edges, min_sigma))
+    if len(edges) > candidates:
+        edges = np.quantile(edges, np.linspace(0, 1, candidates))
+    cand = np.unique(np.concatenate([np.geomspace(min_sigma, top, candidates), edges]))
+    low, width = e * (1 - COVERAGE_SPREAD), np.maximum(2 * COVERAGE_SPREAD * e, 1e-12)
+    inside = np.clip((levels[None, :, None] * cand[:, None, None] - low) / width, 0.0, 1.0)
     loss = (((inside.mean(axis=2) - ideal) ** 2) * weight).sum(axis=1)
     best = np.flatnonzero(loss <= loss.min() + 1e-12)
     return float(np.median(cand[best]))
