@@ -197,11 +197,12 @@ def faster_regression(modules: dict[str, nn.Module], batch: int, repeats: int = 
     """Return the name of the fastest GeoWarp regression and each one's time (ms).
 
     The exported regression in ONNX Runtime's CPU provider is not always faster than torch:
-    on a Zen 4 CPU (AVX-512) oneDNN ran the 7x7/5x5 stack of 10 regressions in 15.7 ms where
-    ONNX Runtime took 21.3 ms (``bench/bench_realtime.py``), while ONNX Runtime wins the
-    backbone. Both compute the same function (``vpr-ros export`` verifies the scores), so the
-    choice is a timing: ``repeats`` runs of each on a zero ``(batch, 225, 15, 15)`` input
-    after one warm-up, the best of each compared.
+    on a Zen 4 CPU (AVX-512) oneDNN ran the 7x7/5x5 stack of a frame's 5 regressions in
+    8.7 ms where ONNX Runtime took 11.8 ms, and re-ranking 5 candidates took 17 ms instead of
+    22-32 ms (``bench/bench_realtime.py``), while ONNX Runtime wins the backbone. Both
+    compute the same function (``vpr-ros export`` verifies the scores), so the choice is a
+    timing: ``repeats`` runs of each on a zero ``(batch, 225, 15, 15)`` input after one
+    warm-up, the best of each compared.
     """
     corr = torch.zeros(batch, 225, 15, 15)
     best: dict[str, float] = {}
