@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -116,6 +117,33 @@ def test_gate_keeps_a_whitening_that_helps_on_held_out_places():
 
     p = choice.projection
     assert r1(p.apply(fresh), p.apply(database)) > r1(fresh, database) + 0.05
+
+
+def test_sign_test_and_the_gate_refuse_a_gain_the_changed_queries_do_not_show():
+    from vpr_ros.mapdb.adaptation import sign_test
+
+    plain = np.zeros(200, bool)
+    two = plain.copy()
+    two[:2] = True                                        # 2 of 200 more right, none lost
+    assert sign_test(two, plain) == pytest.approx(0.25)
+    assert sign_test(plain, plain) == 1.0
+    many = plain.copy()
+    many[:12] = True
+    many_lost = plain.copy()
+    many_lost[12:14] = True                               # 12 gained, 2 lost
+    assert sign_test(many, many_lost) == pytest.approx(sum(
+        math.comb(14, k) for k in range(12, 15)) / 2 ** 14)   # 0.0065
+    # The same held-out data that keeps a whitening (previous test) at max_p 0.05 keeps
+    # the plain descriptors when no p can pass.
+    view, enu = _places()
+    database = _unit(view(np.arange(len(enu))))
+    sources = np.random.default_rng(1).choice(len(enu), 120, replace=False)
+    queries = _unit(view(sources))
+    config = AdaptConfig(dims=(8, 16, 32), positive_radius_m=2.0, validation_queries=120)
+    kept = choose_adaptation(database, enu, queries, sources, config)
+    assert kept.method != 'none' and kept.report['sign_test_p'] <= 0.05
+    strict = choose_adaptation(database, enu, queries, sources, config.replace(max_p=0.0))
+    assert strict.method == 'none' and 'sign test' in strict.report['reason']
 
 
 def test_gate_keeps_plain_descriptors_when_nothing_helps():

@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--min-gain', type=float, default=d.min_gain,
                         help=f'keep a projection only if held-out recall@1 rises this much '
                              f'(default {d.min_gain:g})')
+    parser.add_argument('--max-p', type=float, default=d.max_p,
+                        help=f'and only if a one-sided sign test on the held-out queries it '
+                             f'changes gives p at most this (default {d.max_p:g}; 1: no test)')
     parser.add_argument('--source', type=Path,
                         help='the folder, CSV or bag the map was built from: validation '
                              'pseudo-queries are made from these full-resolution images '
@@ -115,6 +118,7 @@ def main(args: argparse.Namespace) -> int:
     config = AdaptConfig(method=args.method, dims=tuple(args.dims),
                          positive_radius_m=args.positive_radius,
                          validation_queries=args.validation_queries, min_gain=args.min_gain,
+                         max_p=args.max_p,
                          seed=args.seed)
     db = MapDB.open(args.map)
     # source_images shrinks them as the build did, so adapt_map needs no resize_max.
