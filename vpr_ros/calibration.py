@@ -312,7 +312,7 @@ def _coverage_sigma(errors: np.ndarray, min_sigma: float, candidates: int = 400)
     weight = np.array([1.0, 2.0, 1.0])
     # A geometric grid (steps under the spread) plus the points where an error's spread
     # starts or ends at k sigma.
-    top = max(float(e.max()) * (1 + COVERAGE_SPREAD), 2 * min_sigma) if e.size else 2 * min_sigma
+    top = max(float(e.max()) * (1 + COVERAGE_SPREAD), 2 * min_sigma)
     edges = np.concatenate([e * (1 + d) / k for k in levels
                             for d in (-COVERAGE_SPREAD, COVERAGE_SPREAD)])
     edges = np.unique(np.maximum(edges, min_sigma))

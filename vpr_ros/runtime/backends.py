@@ -204,7 +204,9 @@ def faster_regression(modules: dict[str, nn.Module], batch: int, repeats: int = 
     timing: ``repeats`` runs of each on a zero ``(batch, 225, 15, 15)`` input after one
     warm-up, the best of each compared.
     """
-    corr = torch.zeros(batch, 225, 15, 15)
+    from vpr_ros.models.geowarp import CHANNELS, GRID
+
+    corr = torch.zeros(batch, CHANNELS[0], GRID, GRID)
     best: dict[str, float] = {}
     with torch.inference_mode():
         for name, module in modules.items():
