@@ -72,6 +72,28 @@ def test_outliers_do_not_inflate_every_sigma():
     assert np.median(cal.sigma(feats)) < 10.0
 
 
+def test_wrong_places_at_the_top_of_the_risk_get_a_sigma_of_their_own():
+    """The riskiest 5 % of frames are a bin of their own: the wrong places there are covered."""
+    feats, errors, _ = _heteroscedastic(400, 4)
+    norms = np.linalg.norm(errors, axis=1)
+    risky = np.argsort(feats[:, 0])[-20:]              # the 5 % with the largest true sigma
+    wrong = risky[::2]                                 # half of them 200 m off
+    norms[wrong] = 200.0
+    fits = {share: fit(feats, norms, CalibrationConfig(tail_share=share), floor_m=0.5)
+            for share in (0.0, 0.05)}
+    assert len(fits[0.05].knots_sigma) == len(fits[0.0].knots_sigma) + 1
+    tail = fits[0.05].sigma(feats[wrong])
+    assert np.all(tail >= 200.0 / 3), tail             # within 3 sigma of the wrong place
+    assert np.all(fits[0.0].sigma(feats[wrong]) < 200.0 / 9)   # the sixth-of-frames bin
+    # The other 95 % keep the sigma they had.
+    rest = np.setdiff1d(np.arange(400), risky)
+    ratio = fits[0.05].sigma(feats[rest]) / fits[0.0].sigma(feats[rest])
+    assert np.median(ratio) == pytest.approx(1.0, abs=0.05)
+    # Too few frames for a tail of 10: the bins stay as they were.
+    small = fit(feats[:150], norms[:150], floor_m=0.5)
+    assert len(small.knots_sigma) == 6
+
+
 def test_errors_in_whole_spacings_do_not_make_the_fit_jump():
     """Ties (errors on the map's 1 m lattice) cannot flip sigma on float rounding."""
     rng = np.random.default_rng(3)
@@ -132,6 +154,8 @@ def test_calibrate_cli_stores_a_fit_the_localizer_uses(tmp_path, capsys):
                      '--no-progress', '--device', 'cpu']) == 0
     assert 'dry run' in capsys.readouterr().out
     assert not MapDB.open(path).manifest['calibration']
+    assert cli_main(['calibrate', str(path), '--tail-share', '0.9', '--no-progress']) != 0
+    assert 'tail_share' in capsys.readouterr().err
     assert cli_main(['calibrate', str(path), '--pseudo-queries', '24', '--no-progress',
                      '--device', 'cpu']) == 0
     out = capsys.readouterr().out

@@ -20,7 +20,8 @@ how large the position error is given the confidence features the localizer comp
 
 1. a least-squares fit of ``log(error + floor)`` on the standardised features ranks frames by
    expected error (``r``, the risk);
-2. the frames are cut into quantile bins of ``r``; in each bin sigma is the value whose NEES
+2. the frames are cut into quantile bins of ``r`` (the riskiest few per cent in a bin of
+   their own, where wrong places gather); in each bin sigma is the value whose NEES
    coverage at 1, 2 and 3 sigma is closest to the 2-D Gaussian ideal (39.3 / 86.5 / 98.9 %,
    2 sigma weighted double; each error spread over +-5 % of itself, so ties cannot make the
    fit jump); the bin sigmas are made non-decreasing in ``r`` and interpolated
@@ -70,6 +71,9 @@ class CalibrationConfig(Config):
                        min=1)
     min_per_bin: int = option(20, 'fewest frames per bin', min=5)
     min_sigma_m: float = option(0.1, 'smallest sigma ever reported (m)', min=0.01)
+    tail_share: float = option(0.05, 'the riskiest share of frames gets a bin of its own '
+                               '(wrong places gather there; 0: no tail bin)', min=0.0,
+                               max=0.5)
     seed: int = option(0, 'seed of the pseudo-query sampling and augmentation')
     fit_rerank_weight: bool = option(True, 'choose the GeoWarp fusion weight on the same '
                                      'frames (kept at 0, the global order, unless '
@@ -218,8 +222,8 @@ def fit(features: np.ndarray, errors_m: np.ndarray, config: CalibrationConfig | 
     coef = np.linalg.solve(design.T @ design + ridge, design.T @ target)
     weights, bias = coef[:-1], float(coef[-1])
     r = z @ weights + bias
-    bins = max(1, min(config.bins, len(e) // config.min_per_bin))
-    edges = np.quantile(r, np.linspace(0.0, 1.0, bins + 1))
+    edges = np.quantile(r, _bin_levels(len(e), config))
+    bins = len(edges) - 1
     which = np.clip(np.searchsorted(edges, r, side='right') - 1, 0, bins - 1)
     knots_r, knots_sigma, knots_ratio = [], [], []
     for b in range(bins):
@@ -239,6 +243,28 @@ def fit(features: np.ndarray, errors_m: np.ndarray, config: CalibrationConfig | 
     return Calibration(tuple(mean), tuple(scale), tuple(weights), bias, float(floor_m),
                        tuple(knots_r), tuple(float(s) for s in sigma), config.min_sigma_m,
                        dict(info or {}), tuple(knots_ratio))
+
+
+#: Fewest frames of the tail bin (:attr:`CalibrationConfig.tail_share`).
+MIN_TAIL_FRAMES = 10
+
+
+def _bin_levels(frames: int, config: CalibrationConfig) -> np.ndarray:
+    """Quantile levels of the risk bins' edges: equal counts, then the riskiest tail apart.
+
+    Wrong places are a few per cent of the frames, all near the top of the risk; in a bin of a
+    sixth of the frames they are a minority the coverage fit rightly ignores, and a query that
+    is as risky as they were got that bin's sub-metre sigma. A bin of the riskiest
+    ``tail_share`` (at least :data:`MIN_TAIL_FRAMES`, leaving the top bin ``min_per_bin``)
+    gives them a sigma of their own.
+    """
+    bins = max(1, min(config.bins, frames // config.min_per_bin))
+    levels = np.linspace(0.0, 1.0, bins + 1)
+    tail = config.tail_share * frames
+    top = (levels[-1] - levels[-2]) * frames
+    if config.tail_share > 0 and tail >= MIN_TAIL_FRAMES and top - tail >= config.min_per_bin:
+        levels = np.concatenate([levels[:-1], [1.0 - config.tail_share, 1.0]])
+    return levels
 
 
 def track_ratio(errors_track: np.ndarray) -> float:

@@ -41,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         'its thumbnails when that cannot be read)')
     add_localizer_config(parser)
     parser.add_argument('--pseudo-queries', type=int, help='how many map images to use')
+    parser.add_argument('--tail-share', type=float,
+                        help='share of the riskiest frames fitted in a bin of their own, where '
+                             'wrong places gather (default 0.05; 0: none)')
     add_device(parser)
     parser.add_argument('--dry-run', action='store_true', help='fit and report, store nothing')
     add_progress(parser)
@@ -51,6 +54,8 @@ def main(args: argparse.Namespace) -> int:
     config = CalibrationConfig()
     if args.pseudo_queries:
         config = config.replace(pseudo_queries=args.pseudo_queries)
+    if args.tail_share is not None:
+        config = config.replace(tail_share=args.tail_share)
     loc_config = localizer_config(args) or LocalizerConfig()
     localizer = Localizer.open(args.map, loc_config, device=args.device)
     queries = images = None
