@@ -142,6 +142,14 @@ def test_sign_test_and_the_gate_refuse_a_gain_the_changed_queries_do_not_show():
     config = AdaptConfig(dims=(8, 16, 32), positive_radius_m=2.0, validation_queries=120)
     kept = choose_adaptation(database, enu, queries, sources, config)
     assert kept.method != 'none' and kept.report['sign_test_p'] <= 0.05
+    # The best of 6 candidates (2 methods x 3 dims) is tested at 0.05 / 6 (Bonferroni): a p
+    # that passes max_p alone but not max_p / 6 keeps the plain descriptors.
+    assert kept.report['candidates'] == 6
+    assert kept.report['sign_test_threshold'] == pytest.approx(0.05 / 6)
+    assert kept.report['sign_test_p'] <= 0.05 / 6
+    between = config.replace(max_p=min(1.0, 3 * kept.report['sign_test_p']))
+    refused = choose_adaptation(database, enu, queries, sources, between)
+    assert refused.method == 'none' and '6 candidates' in refused.report['reason']
     strict = choose_adaptation(database, enu, queries, sources, config.replace(max_p=0.0))
     assert strict.method == 'none' and 'sign test' in strict.report['reason']
 

@@ -46,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f'(default {d.min_gain:g})')
     parser.add_argument('--max-p', type=float, default=d.max_p,
                         help=f'and only if a one-sided sign test on the held-out queries it '
-                             f'changes gives p at most this (default {d.max_p:g}; 1: no test)')
+                             f'changes gives p at most this over the number of candidates '
+                             f'(Bonferroni; default {d.max_p:g})')
     parser.add_argument('--source', type=Path,
                         help='the folder, CSV or bag the map was built from: validation '
                              'pseudo-queries are made from these full-resolution images '

@@ -36,8 +36,9 @@ map into spatial folds (held-out places), fits each candidate (method, dimension
 folds, and scores retrieval of pseudo-queries (augmented map thumbnails, the entry itself left
 out) made from the held-out places against the whole map. The best candidate is kept only if it
 beats the plain descriptors by ``min_gain`` in recall@1 on those held-out places, and the
-queries it changes show it (:func:`sign_test`, p at most ``max_p``); otherwise the map keeps
-its plain descriptors. The final projection is fitted on the whole map.
+queries it changes show it (:func:`sign_test`, p at most ``max_p`` divided by the number of
+candidates: the best of many is tested); otherwise the map keeps its plain descriptors. The
+final projection is fitted on the whole map.
 
 Why one module of this size: the projections, their spatial-fold validation and the
 choice are one decision (fit only what held-out places show helps) and are read together.
@@ -91,7 +92,8 @@ class AdaptConfig(Config):
                              'this much over the plain descriptors', min=0.0)
     max_p: float = option(0.05, 'and only if the held-out queries it changes show it: '
                           'one-sided exact sign test (McNemar) of those it puts right against '
-                          'those it puts wrong, p at most this (1: no test)', min=0.0, max=1.0)
+                          'those it puts wrong, p at most this over the number of candidates '
+                          '(Bonferroni; 1 with one candidate: no test)', min=0.0, max=1.0)
     seed: int = option(0, 'seed of folds, pseudo-queries and pair sampling')
 
 
@@ -383,14 +385,19 @@ def choose_adaptation(descriptors: np.ndarray, enu: np.ndarray, queries: np.ndar
             if pick else none
     gain = best['recall@1'] - none['recall@1']
     p_value = sign_test(right[(best['method'], best['dim'])], right[('none', d)])
+    # The best of several candidates is tested: Bonferroni keeps the chance that any plain-
+    # equivalent candidate passes at max_p (conservative: candidates are correlated).
+    candidates = sum(r['method'] != 'none' for r in table)
+    threshold = config.max_p / max(1, candidates)
     if best['method'] != 'none' and not forced and gain < config.min_gain:
         reason = (f'best candidate {best["method"]}-{best["dim"]} gains {gain:+.3f} recall@1 '
                   f'on held-out places (< {config.min_gain:g}): plain descriptors kept')
         best = none
-    elif best['method'] != 'none' and not forced and p_value > config.max_p:
+    elif best['method'] != 'none' and not forced and p_value > threshold:
         reason = (f'best candidate {best["method"]}-{best["dim"]} gains {gain:+.3f} recall@1 '
                   f'on held-out places, but the queries it changes do not show it (sign test '
-                  f'p = {p_value:.3f} > {config.max_p:g}): plain descriptors kept')
+                  f'p = {p_value:.4f} > {config.max_p:g} / {candidates} candidates): plain '
+                  f'descriptors kept')
         best = none
     elif best['method'] == 'none':
         reason = 'no candidate beats the plain descriptors on held-out places'
@@ -406,6 +413,7 @@ def choose_adaptation(descriptors: np.ndarray, enu: np.ndarray, queries: np.ndar
     report = {
         'reason': reason, 'place_spacing_m': spacing, 'right_place_m': radius,
         'folds': config.folds, 'pseudo_queries': int(len(qx)), 'sign_test_p': p_value,
+        'sign_test_threshold': threshold, 'candidates': candidates,
         'pairs': int(len(pairs_all)), 'seconds': round(time.perf_counter() - started, 3),
     }
     return AdaptationChoice(projection, best['method'], int(best['dim']), table, report)
