@@ -92,6 +92,7 @@ class ModelConfig(Config):
 
 PRESETS: dict[str, ModelConfig] = {
     'effnet-lite0-gem': ModelConfig(),
+    'effnet-lite0-gem-360': ModelConfig(input_size=(360, 480)),
     'effnet-lite0-gem-480': ModelConfig(input_size=(480, 640)),
     'effnet-lite0-gem-stages': ModelConfig(head='gem_stages'),
     'effnet-lite0-gem-asgeo': ModelConfig(resizer=True, triplet_attention=True),
