@@ -34,6 +34,7 @@ import time
 from typing import Any, Callable, IO
 
 from vpr_ros.files import write_text
+from vpr_ros.models import DEFAULT_MODEL
 
 
 def bench_parser(doc: str | None) -> argparse.ArgumentParser:
@@ -48,7 +49,7 @@ def add_json(parser: argparse.ArgumentParser, help: str | None = None) -> None: 
 
 def add_route(parser: argparse.ArgumentParser, frames: int) -> None:
     """Add the options of a bench on a synthetic route: model, map frames, queries, image size."""
-    parser.add_argument('--model', default='effnet-lite0-gem')
+    parser.add_argument('--model', default=DEFAULT_MODEL)
     parser.add_argument('--frames', type=int, default=frames, help='map frames')
     parser.add_argument('--queries', type=int, default=15)
     parser.add_argument('--size', type=int, nargs=2, default=(480, 640), metavar=('H', 'W'))

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from vpr_ros.mapdb.adaptation import AdaptConfig, choose_adaptation
 from vpr_ros.mapdb.synthetic import route_descriptors, route_queries
+from vpr_ros.models import DEFAULT_MODEL
 
 
 def main() -> int:
@@ -53,7 +54,7 @@ def main() -> int:
     fit_s = time.perf_counter() - t0
 
     from vpr_ros.models.api import get_model
-    model = get_model('effnet-lite0-gem').to('cpu').eval()
+    model = get_model(DEFAULT_MODEL).to('cpu').eval()
     thumbs = torch.rand(16, 3, 96, 128)
     frame = torch.rand(1, 3, 480, 640)
     with torch.inference_mode():

@@ -48,6 +48,7 @@ from vpr_ros.files import save_arrays
 from vpr_ros.images import to_tensor
 from vpr_ros.mapdb import build_map, BuildConfig, open_source
 from vpr_ros.mapdb.describe import extract_chunk
+from vpr_ros.models import DEFAULT_MODEL
 from vpr_ros.models.descriptor import build_model, PRESETS
 from vpr_ros.synth import SynthConfig, SynthRoute, write_csv_source
 
@@ -57,7 +58,7 @@ def main() -> None:
     parser = bench_parser(__doc__)
     parser.add_argument('--images', type=int, default=256)
     parser.add_argument('--size', type=int, nargs=2, default=(240, 320), help='H W')
-    parser.add_argument('--presets', nargs='+', default=['tiny-test', 'effnet-lite0-gem'])
+    parser.add_argument('--presets', nargs='+', default=['tiny-test', DEFAULT_MODEL])
     parser.add_argument('--batch-size', type=int, default=16)
     parser.add_argument('--chunk-size', type=int, default=128)
     parser.add_argument('--format', default='jpg', choices=('jpg', 'png'), help='image files')

@@ -26,13 +26,14 @@ from __future__ import annotations
 
 from _common import add_threads, bench_parser, median_ms, set_torch_threads
 import torch
+from vpr_ros.models import DEFAULT_MODEL
 from vpr_ros.models.descriptor import build_model, PRESETS
 from vpr_ros.models.geowarp import GeoWarp, GeoWarpConfig
 
 
 def main() -> None:
     parser = bench_parser(__doc__)
-    parser.add_argument('--preset', default='effnet-lite0-gem', choices=sorted(PRESETS))
+    parser.add_argument('--preset', default=DEFAULT_MODEL, choices=sorted(PRESETS))
     parser.add_argument('--candidates', type=int, default=5)
     parser.add_argument('--repeats', type=int, default=10)
     add_threads(parser, 0, 'torch threads (0: default)')

@@ -41,6 +41,7 @@ import time
 from _common import (add_json, bench_parser, load_average, machine, rss_mb, stop_process,
                      write_json)
 import numpy as np
+from vpr_ros.models import DEFAULT_MODEL
 
 
 def build_route_map(work: Path, model: str, frames: int, device: str,
@@ -249,7 +250,7 @@ def sustained(driver: Driver, queries: list, rate_hz: float, duration_s: float,
 
 def main() -> None:
     parser = bench_parser(__doc__)
-    parser.add_argument('--model', default='effnet-lite0-gem')
+    parser.add_argument('--model', default=DEFAULT_MODEL)
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--map-frames', type=int, default=60)
     parser.add_argument('--repeats', type=int, default=20, help='frames per latency figure')

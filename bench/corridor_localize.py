@@ -43,6 +43,7 @@ from vpr_ros.images import load_image
 from vpr_ros.localizer import Localizer, LocalizerConfig
 from vpr_ros.mapdb import build_map, BuildConfig, MapDB
 from vpr_ros.mapdb.sources import source_images
+from vpr_ros.models import DEFAULT_MODEL
 
 CORRIDOR = Path(__file__).resolve().parents[1].parent / 'shared' / 'data' / 'corridor'
 ORIGIN = (45.0, 7.0, 250.0)
@@ -68,7 +69,7 @@ def corridor_truth(root: Path = CORRIDOR, refs: int | None = None):
     return ref_paths, queries, positives, np.stack([lat, lon], axis=1)
 
 
-def build_corridor_map(folder: Path, ref_paths, ref_lat_lon, model: str = 'effnet-lite0-gem',
+def build_corridor_map(folder: Path, ref_paths, ref_lat_lon, model: str = DEFAULT_MODEL,
                        progress: bool = False, **build) -> Path:
     """Copy the refs beside a CSV with their geotags and build ``folder/corridor.vprmap``."""
     (folder / 'ref').mkdir(parents=True, exist_ok=True)
@@ -109,7 +110,7 @@ def evaluate(localizer: Localizer, images, positives, truth_lat_lon) -> dict:
 
 def main(argv=None) -> int:
     parser = bench_parser(__doc__)
-    parser.add_argument('--model', default='effnet-lite0-gem')
+    parser.add_argument('--model', default=DEFAULT_MODEL)
     parser.add_argument('--fit-iterations', type=int, default=100)
     parser.add_argument('--fit-batch', type=int, default=8)
     parser.add_argument('--refs', type=int, default=None, help='first N refs only')

@@ -55,9 +55,10 @@ from vpr_ros.geo import wgs84_to_enu
 from vpr_ros.localizer import Localizer, LocalizerConfig
 from vpr_ros.mapdb import build_map, BuildConfig, MapDB
 from vpr_ros.mapdb.sources import source_images
+from vpr_ros.models import DEFAULT_MODEL
 from vpr_ros.synth import SynthConfig, SynthRoute, write_csv_source
 
-MODEL = 'effnet-lite0-gem'
+MODEL = DEFAULT_MODEL
 CALIBRATION_KEYS = ('source', 'error_m', 'nees_coverage', 'nees_coverage_cv',
                     'sigma_ratio_along_cross', 'subspacing', 'rerank_fusion')
 

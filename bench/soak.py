@@ -39,6 +39,7 @@ from _common import (add_json, bench_parser, load_average, machine, rss_mb, stop
                      write_json)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_node import build_route_map, percentile  # noqa: E402, I100
+from vpr_ros.models import DEFAULT_MODEL  # noqa: E402
 
 
 class Camera:
@@ -171,7 +172,7 @@ def main() -> None:
     parser.add_argument('--rate', type=float, default=20.0, help='camera rate (Hz)')
     parser.add_argument('--qos', nargs='+', default=['reliable', 'best_effort'],
                         choices=['reliable', 'best_effort'])
-    parser.add_argument('--model', default='effnet-lite0-gem')
+    parser.add_argument('--model', default=DEFAULT_MODEL)
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--map-frames', type=int, default=60)
     parser.add_argument('--work', type=Path, default=Path('/tmp/vpr_bench_soak'))

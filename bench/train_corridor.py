@@ -36,6 +36,7 @@ import time
 from _common import add_json, bench_parser, set_torch_threads, write_json
 import pymap3d
 from vpr_ros.evaluation.retrieval import evaluate_retrieval, open_vprbench, RetrievalEvalConfig
+from vpr_ros.models import DEFAULT_MODEL
 from vpr_ros.training.data import AugmentConfig, DataConfig
 from vpr_ros.training.mining import MiningConfig
 from vpr_ros.training.trainer import train, TrainConfig
@@ -68,7 +69,7 @@ def query_recall(model: str, dataset) -> dict[str, float]:
 def main(argv=None) -> int:
     """Fine-tune, then print recall before/after and the time taken."""
     parser = bench_parser(__doc__)
-    parser.add_argument('--model', default='effnet-lite0-gem')
+    parser.add_argument('--model', default=DEFAULT_MODEL)
     parser.add_argument('--epochs', type=int, default=2)
     parser.add_argument('--negatives', type=int, default=5)
     parser.add_argument('--lr', type=float, default=1e-5)

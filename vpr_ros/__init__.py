@@ -17,10 +17,11 @@
 The core (everything outside ``vpr_ros.ros``) imports no ROS, so it runs from plain Python.
 """
 
+from vpr_ros.models import DEFAULT_MODEL
 from vpr_ros.version import __version__
 
 
-def describe(images, model='effnet-lite0-gem', **kwargs):
+def describe(images, model=DEFAULT_MODEL, **kwargs):
     """Return global descriptors of images (paths, arrays or tensors); see vpr_ros.models.api.
 
     Imported lazily so that ``import vpr_ros`` does not pull in torch.

@@ -25,6 +25,7 @@ from typing import Any, Iterable, TypeVar
 
 from vpr_ros.config import Config
 from vpr_ros.device import DEVICE_CHOICES
+from vpr_ros.models import DEFAULT_MODEL
 
 C = TypeVar('C', bound=Config)
 
@@ -45,7 +46,7 @@ def add_device(parser: Any, *, default: str | None = 'auto', when: str = '',
 def add_model(parser: Any, *, default: str | None, what: str = '') -> None:
     """``--model``: a preset name, a model YAML or a checkpoint (``get_model`` reads it)."""
     parser.add_argument('--model', default=default,
-                        help=f'{MODEL_HELP}{what} (default {default or "effnet-lite0-gem"})')
+                        help=f'{MODEL_HELP}{what} (default {default or DEFAULT_MODEL})')
 
 
 def add_config(parser: Any, config_name: str, extra: str = '') -> None:

@@ -21,6 +21,7 @@ import logging
 from pathlib import Path
 
 from vpr_ros.commands._args import add_device, add_model
+from vpr_ros.models import DEFAULT_MODEL
 
 LOG = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ LOG = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the describe options."""
     parser.add_argument('images', nargs='+', type=Path, help='image files')
-    add_model(parser, default='effnet-lite0-gem')
+    add_model(parser, default=DEFAULT_MODEL)
     parser.add_argument('--out', type=Path, required=True, help='output .npy (N x D float32)')
     add_device(parser)
     parser.add_argument('--batch-size', type=int, default=16, help='images per forward pass')

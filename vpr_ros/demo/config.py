@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vpr_ros.config import Config, option
+from vpr_ros.models import DEFAULT_MODEL
 from vpr_ros.synth import SynthConfig
 
 
@@ -36,7 +37,7 @@ class DemoConfig(Config):
     synth: SynthConfig = option(
         SynthConfig(seed=1), 'synthetic route (frames per pass, spacing, image size, query '
         'perturbations); seed 1 is a route the default model localises well')
-    model: str = option('effnet-lite0-gem', 'descriptor model of the map (preset, YAML or '
+    model: str = option(DEFAULT_MODEL, 'descriptor model of the map (preset, YAML or '
                         'checkpoint)')
     device: str = option('auto', 'torch device of every step: auto, cpu, cuda, cuda:N')
     geowarp_iterations: int = option(30, 'GeoWarp fit steps (a short CPU fit; the paper '

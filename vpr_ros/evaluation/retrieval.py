@@ -54,6 +54,7 @@ from vpr_ros.faiss_config import configure_faiss
 from vpr_ros.images import IMAGE_SUFFIXES
 from vpr_ros.mapdb.entry import Entry, FileImage
 from vpr_ros.mapdb.sources import parse_vg_name
+from vpr_ros.models import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class RetrievalEvalConfig(Config):
     recall_values: tuple[int, ...] = option(DEFAULT_RECALL_VALUES, 'the N of recall@N')
     image_size: tuple[int, ...] = option(
         (), 'model input (H, W) for this run; empty: the input_size of the model')
-    model: str = option('effnet-lite0-gem', 'preset name, model YAML or vpr_ros checkpoint')
+    model: str = option(DEFAULT_MODEL, 'preset name, model YAML or vpr_ros checkpoint')
     device: str = option('auto', 'torch device: auto, cpu, cuda, cuda:N')
     batch_size: int = option(16, 'images per forward pass', min=1)
     num_workers: int = option(0, 'DataLoader processes decoding images (0: in process)', min=0)

@@ -61,6 +61,7 @@ from vpr_ros.mapdb.index import build_index, IndexConfig
 from vpr_ros.mapdb.sources import open_source
 from vpr_ros.mapdb.work_dir import (bad_rows, build_lock, load_chunk, prepare_work_dir,
                                     remove_stale, work_dir_for)
+from vpr_ros.models import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 MAX_LISTED_SKIPPED = 1000   # unreadable images named in the manifest (all are counted)
@@ -70,7 +71,7 @@ MAX_LISTED_SKIPPED = 1000   # unreadable images named in the manifest (all are c
 class BuildConfig(Config):
     """How ``build-map`` turns a source into a map."""
 
-    model: str = option('effnet-lite0-gem', 'model: checkpoint path, YAML config or preset')
+    model: str = option(DEFAULT_MODEL, 'model: checkpoint path, YAML config or preset')
     device: str = option('auto', 'torch device: auto, cpu, cuda, cuda:N')
     batch_size: int = option(16, 'images per forward pass', min=1)
     num_workers: int = option(0, 'DataLoader processes decoding images (0: in process)',

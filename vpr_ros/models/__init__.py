@@ -16,5 +16,8 @@
 
 ``descriptor`` composes them (``DescriptorModel``, ``ModelConfig``, ``PRESETS``),
 ``checkpoints`` saves and loads them (ours and the public benchmark layouts).
-Importing this package imports torch; ``vpr_ros`` itself stays light.
+The package itself is light (it names the default model); its modules import torch.
 """
+
+#: The preset ``build-map``, ``describe``, ``eval``, ``train`` and the demo use by default.
+DEFAULT_MODEL = 'effnet-lite0-gem'

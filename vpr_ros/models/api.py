@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from vpr_ros.errors import DataError
 from vpr_ros.images import load_image, to_tensor
+from vpr_ros.models import DEFAULT_MODEL
 from vpr_ros.models.checkpoints import load_model
 from vpr_ros.models.descriptor import DescriptorModel, ModelConfig
 
-DEFAULT_MODEL = 'effnet-lite0-gem'
 _CACHE: dict[tuple[str, str], DescriptorModel] = {}
 _LOCK = threading.Lock()
 

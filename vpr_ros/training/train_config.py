@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vpr_ros.config import Config, option
+from vpr_ros.models import DEFAULT_MODEL
 from vpr_ros.training.data import AugmentConfig, DataConfig
 from vpr_ros.training.losses import LossConfig
 from vpr_ros.training.mining import MiningConfig
@@ -28,7 +29,7 @@ from vpr_ros.training.mining import MiningConfig
 class TrainConfig(Config):
     """Everything ``vpr-ros train`` needs (``config/train.yaml`` documents each field)."""
 
-    model: str = option('effnet-lite0-gem', 'model to train: preset, model YAML or checkpoint')
+    model: str = option(DEFAULT_MODEL, 'model to train: preset, model YAML or checkpoint')
     out_dir: str = option('runs/train', 'folder for best.pt, last.pt, metrics.csv/png')
     device: str = option('auto', 'torch device: auto, cpu, cuda, cuda:N (torchrun: the '
                                  'process local GPU)')
