@@ -18,6 +18,7 @@ refs = database, queries = queries, ground truth from ground_truth.csv; exact L2
 (faiss.IndexFlatL2, as the benchmark). Prints a Markdown table; ``--json`` writes the rows.
 
     bash scripts/env.sh run python bench/corridor_recall.py
+    bash scripts/env.sh run python bench/corridor_recall.py --input-sizes 240x320 360x480
 """
 
 from __future__ import annotations
@@ -77,31 +78,54 @@ def evaluate(config: ModelConfig, data=None, batch: int = 32) -> dict[int, float
     return recalls(db, q, positives)
 
 
+def forward_ms(config: ModelConfig, repeats: int = 10) -> float:
+    """Median milliseconds of one 480x640 frame through the model (torch, CPU)."""
+    model = build_model(config).eval()
+    x = torch.rand(1, 3, 480, 640)
+    times = []
+    with torch.inference_mode():
+        for i in range(repeats + 3):
+            start = time.perf_counter()
+            model(x)
+            if i >= 3:
+                times.append(1e3 * (time.perf_counter() - start))
+    return round(float(np.median(times)), 1)
+
+
 def main(argv=None) -> int:
     """Run the default model at two sizes and every head on EfficientNet-Lite0."""
     parser = bench_parser(__doc__)
     add_json(parser, 'write the rows as JSON here')
+    parser.add_argument('--input-sizes', nargs='+', metavar='HxW',
+                        help='only the default model, at these input sizes (e.g. 240x320 '
+                             '360x480), with the time of a 480x640 forward at each')
     args = parser.parse_args(argv)
     set_torch_threads(2)
     data = load_corridor()
     rows = []
-    runs = [('default (effnet-lite0 gem)', ModelConfig(input_size=(240, 320))),
-            ('default @480x640', ModelConfig(input_size=(480, 640))),
-            ('default @120x160 (native)', ModelConfig(input_size=(120, 160)))]
-    runs += [(f'effnet-lite0 {h} (untrained head)', ModelConfig(head=h, netvlad_clusters=16))
-             for h in HEADS if h != 'gem']
+    if args.input_sizes:
+        runs = [(f'default @{s}', ModelConfig(input_size=tuple(int(v) for v in s.split('x'))))
+                for s in args.input_sizes]
+    else:
+        runs = [('default (effnet-lite0 gem)', ModelConfig(input_size=(240, 320))),
+                ('default @480x640', ModelConfig(input_size=(480, 640))),
+                ('default @120x160 (native)', ModelConfig(input_size=(120, 160)))]
+        runs += [(f'effnet-lite0 {h} (untrained head)', ModelConfig(head=h, netvlad_clusters=16))
+                 for h in HEADS if h != 'gem']
     for name, cfg in runs:
         start = time.perf_counter()
         r = evaluate(cfg, data)
         rows.append({'model': name, 'input': list(cfg.input_size), 'head': cfg.head,
                      **{f'R@{n}': v for n, v in r.items()},
                      'seconds': round(time.perf_counter() - start, 1)})
+        if args.input_sizes:
+            rows[-1]['forward_480x640_ms'] = forward_ms(cfg)
         print(rows[-1], file=sys.stderr)
-    print('| model | input HxW | R@1 | R@5 | R@10 |')
-    print('|---|---|---|---|---|')
+    print('| model | input HxW | R@1 | R@5 | R@10 | 480x640 forward ms |')
+    print('|---|---|---|---|---|---|')
     for row in rows:
         print(f"| {row['model']} | {row['input'][0]}x{row['input'][1]} | {row['R@1']:.3f} | "
-              f"{row['R@5']:.3f} | {row['R@10']:.3f} |")
+              f"{row['R@5']:.3f} | {row['R@10']:.3f} | {row.get('forward_480x640_ms', '')} |")
     write_json(args.json, rows)
     return 0
 
