@@ -78,3 +78,15 @@ def test_default_model_corridor_recall(default_model, shared_data):
     print(f'corridor effnet-lite0-gem 240x320: R@1 {r[1]:.3f} R@5 {r[5]:.3f} R@10 {r[10]:.3f}')
     assert r[1] >= 0.61
     assert r[5] >= 0.85
+
+
+@pytest.mark.slow
+def test_360_preset_sees_corridor_better_than_the_default(shared_data):
+    """effnet-lite0-gem-360: the same weights at 360x480 input; on Corridor R@1 0.82 vs 0.68."""
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    model = build_model(PRESETS['effnet-lite0-gem-360']).eval()
+    assert model.config.input_size == (360, 480)
+    r = corridor_recalls(model, shared_data / 'corridor')
+    print(f'corridor effnet-lite0-gem-360: R@1 {r[1]:.3f} R@5 {r[5]:.3f} R@10 {r[10]:.3f}')
+    assert r[1] >= 0.78
+    assert r[5] >= 0.95
