@@ -28,7 +28,7 @@ from pathlib import Path
 import sys
 import time
 
-from _common import add_json, bench_parser, set_torch_threads, write_json
+from _common import add_json, bench_parser, median_ms, set_torch_threads, write_json
 import faiss
 import numpy as np
 import torch
@@ -82,14 +82,8 @@ def forward_ms(config: ModelConfig, repeats: int = 10) -> float:
     """Median milliseconds of one 480x640 frame through the model (torch, CPU)."""
     model = build_model(config).eval()
     x = torch.rand(1, 3, 480, 640)
-    times = []
     with torch.inference_mode():
-        for i in range(repeats + 3):
-            start = time.perf_counter()
-            model(x)
-            if i >= 3:
-                times.append(1e3 * (time.perf_counter() - start))
-    return round(float(np.median(times)), 1)
+        return round(median_ms({'forward': lambda: model(x)}, repeats)['forward'], 1)
 
 
 def main(argv=None) -> int:
