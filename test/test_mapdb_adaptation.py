@@ -120,7 +120,7 @@ def test_gate_keeps_a_whitening_that_helps_on_held_out_places():
 
 
 def test_sign_test_and_the_gate_refuse_a_gain_the_changed_queries_do_not_show():
-    from vpr_ros.mapdb.adaptation import sign_test
+    from vpr_ros.significance import sign_test
 
     plain = np.zeros(200, bool)
     two = plain.copy()

@@ -36,9 +36,9 @@ map into spatial folds (held-out places), fits each candidate (method, dimension
 folds, and scores retrieval of pseudo-queries (augmented map thumbnails, the entry itself left
 out) made from the held-out places against the whole map. The best candidate is kept only if it
 beats the plain descriptors by ``min_gain`` in recall@1 on those held-out places, and the
-queries it changes show it (:func:`sign_test`, p at most ``max_p`` divided by the number of
-candidates: the best of many is tested); otherwise the map keeps its plain descriptors. The
-final projection is fitted on the whole map.
+queries it changes show it (:func:`vpr_ros.significance.sign_test`, p at most ``max_p``
+divided by the number of candidates: the best of many is tested); otherwise the map keeps
+its plain descriptors. The final projection is fitted on the whole map.
 
 Why one module of this size: the projections, their spatial-fold validation and the
 choice are one decision (fit only what held-out places show helps) and are read together.
@@ -48,7 +48,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import logging
-import math
 import time
 from typing import Any, Callable
 
@@ -58,6 +57,7 @@ from vpr_ros.config import Config, option
 from vpr_ros.errors import DataError, MapError
 from vpr_ros.faiss_config import configure_faiss
 from vpr_ros.files import save_array, save_arrays
+from vpr_ros.significance import sign_test
 
 log = logging.getLogger(__name__)
 
@@ -419,22 +419,6 @@ def choose_adaptation(descriptors: np.ndarray, enu: np.ndarray, queries: np.ndar
     return AdaptationChoice(projection, best['method'], int(best['dim']), table, report)
 
 
-def sign_test(candidate: np.ndarray, plain: np.ndarray) -> float:
-    """One-sided exact sign test (McNemar) that ``candidate`` is right more often than ``plain``.
-
-    Only the queries the two disagree on count: ``b`` that the candidate alone gets right,
-    ``c`` that only the plain descriptors do. Returns ``P(X >= b)`` for ``X ~ Bin(b + c, 1/2)``
-    (1 when they never disagree). A gain of two pseudo-queries in 200 passes ``min_gain``
-    but not this (p = 0.25).
-    """
-    a, p = np.asarray(candidate, bool), np.asarray(plain, bool)
-    b, c = int((a & ~p).sum()), int((~a & p).sum())
-    n = b + c
-    if n == 0:
-        return 1.0
-    return float(sum(math.comb(n, k) for k in range(b, n + 1)) / 2 ** n)
-
-
 def _normalise(y: np.ndarray) -> np.ndarray:
     y = np.ascontiguousarray(y, np.float32)
     return y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
@@ -527,4 +511,4 @@ def store_adaptation(db: Any, choice: AdaptationChoice, config: AdaptConfig) -> 
 __all__ = ['adapt_map', 'AdaptConfig', 'AdaptationChoice', 'choose_adaptation',
            'describe_pseudo_queries', 'fit_lw', 'fit_pca', 'fit_pcaw', 'matching_pairs', 'METHODS',
            'recall_rows',
-           'Projection', 'sign_test', 'spatial_folds', 'store_adaptation']
+           'Projection', 'spatial_folds', 'store_adaptation']
