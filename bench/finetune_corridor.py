@@ -73,11 +73,13 @@ def main(argv=None) -> int:
             shutil.copytree(base, path)
             t0 = time.perf_counter()
             result = finetune_map(path, FinetuneConfig(layers=layers, lr=float(lr),
-                                                       epochs=int(epochs), min_gain=-1.0),
+                                                       epochs=int(epochs), min_gain=-1.0,
+                                                       max_p=1.0),
                                   source=work / 'refs.csv', progress=False)
             seconds = time.perf_counter() - t0
             row = {'setting': setting, 'held_out_before': result.before['recall@1'],
                    'held_out_after': result.after['recall@1'],
+                   'sign_test_p': result.report['sign_test_p'],
                    'real_before': plain, 'real_after': real_recall(path, queries, positives),
                    'seconds': round(seconds, 1),
                    'loss': [h.get('loss') for h in result.report['history']]}
@@ -85,11 +87,12 @@ def main(argv=None) -> int:
             print(json.dumps(row), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print('| setting | held-out R@1 before | after | real R@1 before | after | real R@5 '
-          'before | after | s |')
-    print('|---|---|---|---|---|---|---|---|')
+    print('| setting | held-out R@1 before | after | sign test p | real R@1 before | after | '
+          'real R@5 before | after | s |')
+    print('|---|---|---|---|---|---|---|---|---|')
     for r in rows:
         print(f"| {r['setting']} | {r['held_out_before']:.3f} | {r['held_out_after']:.3f} | "
+              f"{r['sign_test_p']:.2g} | "
               f"{r['real_before']['R@1']:.3f} | {r['real_after']['R@1']:.3f} | "
               f"{r['real_before']['R@5']:.3f} | {r['real_after']['R@5']:.3f} | "
               f"{r['seconds']} |")

@@ -156,6 +156,8 @@ def test_calibrate_cli_stores_a_fit_the_localizer_uses(tmp_path, capsys):
     assert not MapDB.open(path).manifest['calibration']
     assert cli_main(['calibrate', str(path), '--tail-share', '0.9', '--no-progress']) != 0
     assert 'tail_share' in capsys.readouterr().err
+    assert cli_main(['calibrate', str(path), '--max-p', '2', '--no-progress']) != 0
+    assert 'max_p' in capsys.readouterr().err
     assert cli_main(['calibrate', str(path), '--pseudo-queries', '24', '--no-progress',
                      '--device', 'cpu']) == 0
     out = capsys.readouterr().out

@@ -302,6 +302,42 @@ def test_fusion_weight_is_kept_only_where_geowarp_finds_the_right_place(tiny_map
     assert loc.config.rerank_weight == -1.0                 # the localizer is left as it was
 
 
+def test_fusion_weight_needs_a_gain_the_changed_frames_show(tiny_map, model):
+    from vpr_ros.calibrate import fit_rerank_weight
+    from vpr_ros.significance import sign_test
+
+    loc = _localizer(tiny_map, model)
+    pos = route(N)[:, :2]
+
+    def frames(helps, hurts, same):
+        """Frames (and truth) where GeoWarp alone, the global order alone, or both are right."""
+        out, entries = [], np.arange(helps + hurts + same) % N
+        for k, i in enumerate(entries):
+            other = (i + 10) % N
+            ranking = ([(other, 0.9, 0.2), (i, 0.8, 0.7)] if k < helps else
+                       [(i, 0.9, 0.2), (other, 0.8, 0.7)] if k < helps + hurts else
+                       [(i, 0.9, 0.7), (other, 0.8, 0.2)])
+            out.append(_estimate_with(loc, ranking))
+        return out, pos[entries]
+
+    # GeoWarp puts 6 frames right that the global order has wrong and 2 wrong that it has
+    # right; the orders agree on 32. A gain of 0.1, but 6 against 2 is p = 0.14.
+    few, truth = frames(6, 2, 32)
+    # (min_gain -1: the held-out halves of so few frames may pick either way; the test decides.)
+    untested, report = fit_rerank_weight(loc, few, truth, right_m=1.0, min_gain=-1.0,
+                                         max_p=1.0)
+    assert untested > 0
+    assert report['right_place_rate']['1'] - report['right_place_rate']['0'] == \
+        pytest.approx(4 / 40)
+    weight, report = fit_rerank_weight(loc, few, truth, right_m=1.0, min_gain=-1.0)
+    assert weight == 0.0 and 'sign test' in report['reason'] and report['sign_test_p'] > 0.05
+    assert sign_test(np.arange(8) < 6, np.arange(8) >= 6) == pytest.approx(37 / 256)
+    # The same imbalance five times over is evidence: 30 against 10.
+    many, truth = frames(30, 10, 32)
+    weight, report = fit_rerank_weight(loc, many, truth, right_m=1.0, min_gain=0.0)
+    assert weight > 0 and report['sign_test_p'] < 0.05
+
+
 def test_calibrate_stores_the_fusion_weight_the_localizer_then_uses(tiny_map, tmp_path):
     import shutil
 

@@ -108,7 +108,8 @@ def test_finetune_cli_replaces_the_map_when_it_helps_and_keeps_a_backup(tiny_map
     shutil.copytree(tiny_map, path)
     before = MapDB.open(path)
     proc = _vpr_ros('adapt', path, '--finetune', '--epochs', '3', '--lr', '1e-4',
-                    '--validation-queries', '24', '--min-gain', '-1', '--no-progress',
+                    '--validation-queries', '24', '--min-gain', '-1', '--max-p', '1',
+                    '--no-progress',
                     '--json', tmp_path / 'ft.json')
     assert proc.returncode == 0, proc.stderr
     assert 'held-out places' in proc.stdout and 'fine-tuned' in proc.stdout
@@ -158,6 +159,12 @@ def test_finetune_that_does_not_help_leaves_the_map_and_resumes(tiny_map, tmp_pa
     again = finetune_map(path, config, device='cpu', progress=False)
     assert again.report['history'] == first.report['history']
     assert again.after == first.after and again.before == first.before
+    # Any gain, but evidence no model can give (p <= 0): the sign test alone refuses it.
+    strict = finetune_map(path, config.replace(min_gain=-1.0, max_p=0.0), device='cpu',
+                          progress=False)
+    assert not strict.kept and 'sign test' in strict.reason
+    assert 0.0 < strict.report['sign_test_p'] <= 1.0 and strict.after == first.after
+    assert MapDB.open(path).manifest['model']['fingerprint'] == fingerprint
 
 
 def test_finetune_needs_the_map_source(tiny_map, tmp_path):

@@ -37,6 +37,7 @@ from vpr_ros.fix_quality import place_spacing_m
 from vpr_ros.geo import wgs84_to_enu
 from vpr_ros.localizer import Estimate, Localizer
 from vpr_ros.pseudo_queries import pseudo_query, PseudoQueries
+from vpr_ros.significance import sign_test
 
 #: GeoWarp fusion weights ``vpr-ros calibrate`` tries (0: global order, 1: GeoWarp order).
 FUSION_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.85, 1.0)
@@ -115,15 +116,16 @@ def _per_setting(localizer: Localizer, estimates: Sequence[Estimate], name: str,
 def fit_rerank_weight(localizer: Localizer, estimates: Sequence[Estimate],
                       truth_lat_lon: np.ndarray, right_m: float, *,
                       weights: Sequence[float] = FUSION_WEIGHTS, min_gain: float = 0.01,
-                      seed: int = 0) -> tuple[float, dict[str, Any]]:
+                      max_p: float = 0.05, seed: int = 0) -> tuple[float, dict[str, Any]]:
     """Choose the GeoWarp fusion weight on frames with known positions; 0 unless it helps.
 
     For each weight the estimates are re-ordered (no new forward) and scored by the share of
     frames whose top-1 lies within ``right_m`` of the truth. The weight is chosen on one half
     of the frames and scored on the other, both ways (2-fold, split by frame), and a weight
     above 0 is kept only when its held-out rate beats the global order (weight 0) by
-    ``min_gain``: re-ranking that cannot show a gain on the map's own data does not reorder.
-    Returns ``(weight, report)``.
+    ``min_gain`` and the held-out frames the two orders disagree on show it (one-sided sign
+    test, p at most ``max_p``): re-ranking that cannot show a gain on the map's own data does
+    not reorder. Returns ``(weight, report)``.
     """
     truth_en = _truth_en(localizer.map.origin, truth_lat_lon)
 
@@ -141,19 +143,31 @@ def fit_rerank_weight(localizer: Localizer, estimates: Sequence[Estimate],
         pick = int(np.argmax(right[:, halves[a]].mean(axis=1)))
         held_out[halves[b]] = right[pick, halves[b]]
     best = int(np.argmax(rates))
-    base = float(rates[list(weights).index(0.0)]) if 0.0 in weights else float(rates.min())
+    plain = list(weights).index(0.0) if 0.0 in weights else int(np.argmin(rates))
+    base = float(rates[plain])
     cv_rate = float(held_out.mean())
-    keep = weights[best] > 0 and cv_rate >= base + min_gain and rates[best] >= base + min_gain
+    # Held out, the chosen weight is one candidate against the global order: no correction
+    # for picking the best of the weights is needed (that pick was made on the other half).
+    p_value = sign_test(held_out, right[plain])
+    gain = weights[best] > 0 and cv_rate >= base + min_gain and rates[best] >= base + min_gain
+    keep = gain and p_value <= max_p
     weight = float(weights[best]) if keep else 0.0
+    if keep:
+        reason = (f'weight {weight:g}: top-1 right place {base:.3f} -> {rates[best]:.3f} '
+                  f'(2-fold held out {cv_rate:.3f}, sign test p = {p_value:.2g})')
+    elif gain:
+        reason = (f'the held-out frames re-ranking changes do not show its gain (global '
+                  f'{base:.3f}, held out {cv_rate:.3f}; sign test p = {p_value:.2g} > '
+                  f'{max_p:g}): global order kept')
+    else:
+        reason = (f're-ranking does not raise the right-place rate on these frames by '
+                  f'{min_gain:g} (global {base:.3f}, best {rates[best]:.3f} at weight '
+                  f'{weights[best]:g}, held out {cv_rate:.3f}): global order kept')
     report = {
         'weight': weight, 'right_place_m': float(right_m), 'frames': int(len(estimates)),
         'right_place_rate': {f'{w:g}': float(r) for w, r in zip(weights, rates)},
         'global_order_rate': base, 'chosen_rate_cross_validated': cv_rate,
-        'reason': (f'weight {weight:g}: top-1 right place {base:.3f} -> {rates[best]:.3f} '
-                   f'(2-fold held out {cv_rate:.3f})' if keep else
-                   f're-ranking does not raise the right-place rate on these frames by '
-                   f'{min_gain:g} (global {base:.3f}, best {rates[best]:.3f} at weight '
-                   f'{weights[best]:g}, held out {cv_rate:.3f}): global order kept'),
+        'sign_test_p': p_value, 'max_p': float(max_p), 'reason': reason,
     }
     return weight, report
 
@@ -288,7 +302,7 @@ def _calibrate(localizer: Localizer, config: CalibrationConfig,
     if localizer.rerank and config.fit_rerank_weight:
         weight, fusion = fit_rerank_weight(localizer, estimates, truth,
                                            config.right_place_spacings * spacing,
-                                           seed=config.seed)
+                                           max_p=config.max_p, seed=config.seed)
         localizer.config = dataclasses.replace(localizer.config, rerank_weight=weight)
     if chosen_mode == 'auto':
         mode, subspacing = fit_subspacing(localizer, estimates, truth, spacing,

@@ -88,6 +88,9 @@ class CalibrationConfig(Config):
                                     'all of them and on held-out halves', min=0.0)
     right_place_spacings: float = option(3.0, 'fusion weight: a top-1 within this many place '
                                          'spacings of the truth is the right place', min=0.5)
+    max_p: float = option(0.05, 'fusion weight: a weight above 0 is kept only if the held-out '
+                          'frames the two orders disagree on show its gain (one-sided sign '
+                          'test p at most this; 1: no test)', min=0.0, max=1.0)
 
 
 @dataclass(frozen=True)

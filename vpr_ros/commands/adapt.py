@@ -47,7 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--max-p', type=float, default=d.max_p,
                         help=f'and only if a one-sided sign test on the held-out queries it '
                              f'changes gives p at most this over the number of candidates '
-                             f'(Bonferroni; default {d.max_p:g})')
+                             f'(Bonferroni; --finetune tests one; default {d.max_p:g}; 1: no '
+                             f'test)')
     parser.add_argument('--source', type=Path,
                         help='the folder, CSV or bag the map was built from: validation '
                              'pseudo-queries are made from these full-resolution images '
@@ -86,7 +87,7 @@ def finetune(args: argparse.Namespace) -> int:
     config = FinetuneConfig(layers=args.layers, epochs=args.epochs,
                             queries_per_epoch=args.queries_per_epoch, lr=args.lr,
                             validation_queries=args.validation_queries,
-                            min_gain=args.min_gain, seed=args.seed)
+                            min_gain=args.min_gain, max_p=args.max_p, seed=args.seed)
     result = finetune_map(args.map, config, source=args.source, device=args.device,
                           work_dir=args.work_dir, dry_run=args.dry_run,
                           progress=not args.no_progress)
@@ -98,6 +99,7 @@ def finetune(args: argparse.Namespace) -> int:
     print(f'  {"model":<12}{"R@1":>8}{"R@5":>8}')
     for name, row in (('before', result.before), ('fine-tuned', result.after)):
         print(f'  {name:<12}{row["recall@1"]:>8.3f}{row["recall@5"]:>8.3f}')
+    print(f'  sign test on the pseudo-queries it changes: p = {r["sign_test_p"]:.2g}')
     print(f'fine-tuning: {result.reason} ({r["seconds"]:.0f} s)')
     if result.kept:
         print(f'{args.map} rebuilt with the fine-tuned model; the old map is {result.backup}')

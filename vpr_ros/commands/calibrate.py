@@ -41,9 +41,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         'its thumbnails when that cannot be read)')
     add_localizer_config(parser)
     parser.add_argument('--pseudo-queries', type=int, help='how many map images to use')
+    d = CalibrationConfig()
     parser.add_argument('--tail-share', type=float,
                         help='share of the riskiest frames fitted in a bin of their own, where '
-                             'wrong places gather (default 0.05; 0: none)')
+                             f'wrong places gather (default {d.tail_share:g}; 0: none)')
+    parser.add_argument('--max-p', type=float,
+                        help='keep a GeoWarp fusion weight above 0 only if the held-out frames '
+                             'the global and fused orders disagree on show its gain: one-sided '
+                             f'sign test p at most this (default {d.max_p:g}; 1: no test)')
     add_device(parser)
     parser.add_argument('--dry-run', action='store_true', help='fit and report, store nothing')
     add_progress(parser)
@@ -56,6 +61,8 @@ def main(args: argparse.Namespace) -> int:
         config = config.replace(pseudo_queries=args.pseudo_queries)
     if args.tail_share is not None:
         config = config.replace(tail_share=args.tail_share)
+    if args.max_p is not None:
+        config = config.replace(max_p=args.max_p)
     loc_config = localizer_config(args) or LocalizerConfig()
     localizer = Localizer.open(args.map, loc_config, device=args.device)
     queries = images = None

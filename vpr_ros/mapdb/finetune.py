@@ -26,7 +26,8 @@ One spatial fold of the map (whole places, ``spatial_folds``) is held out of tra
 decision is made there: pseudo-queries of held-out places (a kornia homography and photometric
 change of the full-resolution source image, not the training augmentation) are searched
 against the whole map, described once with the map's model and once with the fine-tuned one.
-The new model is kept only if recall@1 at the right place rises by ``min_gain``; then the map
+The new model is kept only if recall@1 at the right place rises by ``min_gain`` and the
+pseudo-queries it changes show it (:func:`vpr_ros.significance.sign_test`); then the map
 is rebuilt with it (new fingerprint, same build settings, adaptation re-chosen) and replaces
 the old map, which stays beside it as a backup.
 """
@@ -47,6 +48,7 @@ import numpy as np
 from vpr_ros.config import Config, option
 from vpr_ros.errors import DataError
 from vpr_ros.files import replace_dir
+from vpr_ros.significance import sign_test
 from vpr_ros.training.data import AugmentConfig
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,8 @@ class FinetuneConfig(Config):
     right_place_spacings: float = option(3.0, 'a top-1 within this many place spacings of '
                                               'the true entry is the right place', min=0.0)
     min_gain: float = option(0.01, 'keep the model only if held-out recall@1 rises this much')
+    max_p: float = option(0.05, 'and only if the held-out queries it changes show it: '
+                          'one-sided sign test p at most this (1: no test)', min=0.0, max=1.0)
     seed: int = option(0, 'split, training and pseudo-queries')
     augment: AugmentConfig = option(STRONG_AUGMENT, 'augmentations standing in for queries')
 
@@ -103,8 +107,13 @@ def resolve_layers(layers: str, device: Any) -> str:
 
 
 def held_out_recall(db: Any, model: Any, candidates: np.ndarray, images: Callable[[int], Any],
-                    config: FinetuneConfig, database: np.ndarray) -> dict[str, float]:
-    """Recall@1/5 at the right place of held-out pseudo-queries against ``database``."""
+                    config: FinetuneConfig, database: np.ndarray,
+                    ) -> tuple[dict[str, float], np.ndarray]:
+    """Recall@1/5 at the right place of held-out pseudo-queries against ``database``.
+
+    Returns the summary and the ``(Q, 2)`` right-at-1 / right-in-5 rows per pseudo-query
+    (the same queries for the same seed and candidates, so two models' rows are paired).
+    """
     from vpr_ros.fix_quality import place_spacing_m
     from vpr_ros.mapdb.adaptation import describe_pseudo_queries, recall_rows
 
@@ -115,7 +124,7 @@ def held_out_recall(db: Any, model: Any, candidates: np.ndarray, images: Callabl
     radius = config.right_place_spacings * place_spacing_m(enu)
     rows = recall_rows(queries, database, sources, enu, radius)
     return {'recall@1': float(rows[:, 0].mean()), 'recall@5': float(rows[:, 1].mean()),
-            'queries': int(len(rows)), 'right_place_m': float(radius)}
+            'queries': int(len(rows)), 'right_place_m': float(radius)}, rows
 
 
 def finetune_map(map_path: str | Path, config: FinetuneConfig | None = None, *,
@@ -188,7 +197,8 @@ def finetune_map(map_path: str | Path, config: FinetuneConfig | None = None, *,
     tuned = load_model(result.last, device=device)
     before_model = db.load_model(device)
     load = entry_images(db, entries, resize_max)
-    before = held_out_recall(db, before_model, held, load, config, np.asarray(db.descriptors))
+    before, rows_before = held_out_recall(db, before_model, held, load, config,
+                                          np.asarray(db.descriptors))
     # The candidate map: the same build settings with the tuned model, adaptation chosen later.
     from vpr_ros.mapdb.adaptation import AdaptConfig, adapt_map
     from vpr_ros.mapdb.build import build_map, BuildConfig
@@ -202,21 +212,29 @@ def finetune_map(map_path: str | Path, config: FinetuneConfig | None = None, *,
     candidate_path = build_map(source_path, work / map_path.name, candidate_config,
                                overwrite=True, progress=progress)
     candidate = MapDB.open(candidate_path)
-    after = held_out_recall(candidate, tuned, held, load, config,
-                            np.asarray(candidate.descriptors))
+    after, rows_after = held_out_recall(candidate, tuned, held, load, config,
+                                        np.asarray(candidate.descriptors))
     gain = after['recall@1'] - before['recall@1']
-    kept = gain >= config.min_gain and not dry_run
+    # A gain of a query or two is what a model no better than the old one also shows.
+    p_value = sign_test(rows_after[:, 0], rows_before[:, 0])
+    helps = gain >= config.min_gain and p_value <= config.max_p
+    kept = helps and not dry_run
     history = [{k: float(v) for k, v in row.items() if np.isfinite(v)}
                for row in result.history]
     report = {
         'layers': layers, 'train_images': int(len(idx)), 'held_out_images': int(len(held)),
         'held_out_before': before, 'held_out_after': after, 'gain': gain,
+        'sign_test_p': p_value,
         'history': history, 'parent_fingerprint': db.manifest['model'].get('fingerprint'),
         'seconds': round(time.perf_counter() - started, 1), 'config': config.to_dict(),
         'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}
     if gain < config.min_gain:
         reason = (f'held-out recall@1 {before["recall@1"]:.3f} -> {after["recall@1"]:.3f} '
                   f'({gain:+.3f} < {config.min_gain:g}): the map keeps its model')
+    elif p_value > config.max_p:
+        reason = (f'held-out recall@1 {before["recall@1"]:.3f} -> {after["recall@1"]:.3f} '
+                  f'({gain:+.3f}), but the held-out queries it changes do not show it (sign '
+                  f'test p = {p_value:.2g} > {config.max_p:g}): the map keeps its model')
     else:
         reason = (f'held-out recall@1 {before["recall@1"]:.3f} -> {after["recall@1"]:.3f} '
                   f'({gain:+.3f})' + (': dry run, nothing replaced' if dry_run else
