@@ -302,3 +302,22 @@ def test_eval_map_refuses_a_map_of_other_images(vg_set, corridor_map, capsys):
     rc, _, err = _run(['--database_folder', vg_set / 'database', '--queries_folder',
                        vg_set / 'queries', '--map', corridor_map, '--device', 'cpu'], capsys)
     assert rc != 0 and 'none of its 111 entries' in err
+
+
+def test_eval_default_model_is_chosen_from_the_database_images(tmp_path, capsys):
+    # A camera of 360 rows: the auto model sees them all (360x480), as build-map's would.
+    root = tmp_path / 'vg360'
+    for role in ('database', 'queries'):
+        (root / role).mkdir(parents=True)
+    images = SynthRoute(SynthConfig(image_size=(360, 640), frames=4)).render
+    for i in range(2):
+        name = f'@{DB_EAST[i]:.2f}@{N0:.2f}@32@T@@@@@@@@@{{}}{i}@.jpg'
+        cv2.imwrite(str(root / 'database' / name.format('db')), images(4.0 + 7.0 * i))
+        cv2.imwrite(str(root / 'queries' / name.format('q')), images(4.0 + 7.0 * i))
+    out_json = tmp_path / 'eval.json'
+    rc, out, err = _run(['--dataset_folder', root, '--device', 'cpu', '--json', out_json],
+                        capsys)
+    assert rc == 0, err
+    protocol = json.loads(out_json.read_text())['protocol']
+    assert protocol['model'] == 'effnet-lite0-gem-360' and protocol['image_size'] == [360, 480]
+    assert 'effnet-lite0-gem-360' in out

@@ -185,3 +185,60 @@ def test_one_loader_for_all_chunks_equals_chunk_by_chunk(tmp_path, model):
         np.testing.assert_array_equal(result.descriptors, want.descriptors)
         np.testing.assert_array_equal(result.thumbnails, want.thumbnails)
     assert len(got[1][1].descriptors) == 3  # the last chunk is short
+
+
+def test_auto_model_follows_the_rows_the_camera_gives(caplog):
+    from vpr_ros.models import AUTO_MODEL, DEFAULT_MODEL, model_for_rows, resolve_model
+
+    assert model_for_rows(120) == model_for_rows(359) == DEFAULT_MODEL
+    assert model_for_rows(360) == model_for_rows(1080) == 'effnet-lite0-gem-360'
+
+    class Image:
+        def __init__(self, shape):
+            self.name, self.shape, self.loads = f'{shape}', shape, 0
+
+        def load(self):
+            self.loads += 1
+            if self.shape is None:
+                raise OSError('truncated')
+            return np.zeros((*self.shape, 3), np.uint8)
+
+    wide = Image((360, 640))
+    assert resolve_model(AUTO_MODEL, [wide]) == 'effnet-lite0-gem-360'
+    assert resolve_model(AUTO_MODEL, [Image((240, 320))]) == DEFAULT_MODEL
+    # A named model is used as given; its images are not even read.
+    assert resolve_model('resnet18-gem', [wide]) == 'resnet18-gem' and wide.loads == 1
+    # The rows the model is given: 480x640 shrunk to a longer side of 320 is 240 rows.
+    assert resolve_model(AUTO_MODEL, [Image((480, 640))], resize_max=320) == DEFAULT_MODEL
+    assert resolve_model(AUTO_MODEL, [Image((480, 640))], resize_max=600) == \
+        'effnet-lite0-gem-360'
+    # An unreadable first image is passed over; none readable falls back, with a warning.
+    assert resolve_model(AUTO_MODEL, [Image(None), Image((720, 1280))]) == \
+        'effnet-lite0-gem-360'
+    with caplog.at_level(logging.WARNING, logger='vpr_ros.models'):
+        assert resolve_model(AUTO_MODEL, [Image(None)] * 3) == DEFAULT_MODEL
+    assert 'no readable image' in caplog.text
+
+
+@pytest.mark.parametrize('rows, preset, input_size', [
+    (360, 'effnet-lite0-gem-360', [360, 480]), (240, 'effnet-lite0-gem', [240, 320])])
+def test_build_map_default_model_is_chosen_from_the_source_images(
+        tmp_path, rows, preset, input_size):
+    import cv2
+
+    from vpr_ros.cli import main as cli_main
+
+    (tmp_path / 'img').mkdir()
+    lines = ['image,lat,lon']
+    for i, (lat, lon, _) in enumerate(route(3)):
+        image = cv2.resize(texture(i), (rows * 4 // 3, rows), interpolation=cv2.INTER_NEAREST)
+        cv2.imwrite(str(tmp_path / 'img' / f'{i}.png'), image)
+        lines.append(f'img/{i}.png,{float(lat)!r},{float(lon)!r}')
+    (tmp_path / 'map.csv').write_text('\n'.join(lines) + '\n')
+    out = tmp_path / 'm.vprmap'
+    assert cli_main(['build-map', str(tmp_path / 'map.csv'), '--out', str(out), '--adapt',
+                     'none', '--thumbnail-size', '24', '32', '--device', 'cpu',
+                     '--no-progress']) == 0
+    db = MapDB.open(out)
+    assert db.manifest['build']['model'] == preset
+    assert list(db.load_model('cpu').config.input_size) == input_size

@@ -25,7 +25,7 @@ from typing import Any, Iterable, TypeVar
 
 from vpr_ros.config import Config
 from vpr_ros.device import DEVICE_CHOICES
-from vpr_ros.models import DEFAULT_MODEL
+from vpr_ros.models import AUTO_MODEL, AUTO_PRESETS, DEFAULT_MODEL
 
 C = TypeVar('C', bound=Config)
 
@@ -43,10 +43,18 @@ def add_device(parser: Any, *, default: str | None = 'auto', when: str = '',
                              f'(default {default or "auto"})')
 
 
-def add_model(parser: Any, *, default: str | None, what: str = '') -> None:
-    """``--model``: a preset name, a model YAML or a checkpoint (``get_model`` reads it)."""
+def add_model(parser: Any, *, default: str | None, what: str = '',
+              shown: str | None = None) -> None:
+    """``--model``: a preset name, a model YAML or a checkpoint (``get_model`` reads it).
+
+    ``default=None`` leaves the config's value in place; ``shown`` is the one the help names.
+    """
+    default_help = shown or default or DEFAULT_MODEL
+    if default_help == AUTO_MODEL:
+        default_help = (f'auto: {AUTO_PRESETS[0][1]} for images of {AUTO_PRESETS[0][0]} rows '
+                        f'or more, {DEFAULT_MODEL} below')
     parser.add_argument('--model', default=default,
-                        help=f'{MODEL_HELP}{what} (default {default or DEFAULT_MODEL})')
+                        help=f'{MODEL_HELP}{what} (default {default_help})')
 
 
 def add_config(parser: Any, config_name: str, extra: str = '') -> None:

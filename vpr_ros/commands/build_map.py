@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='VG image folder, CSV (image,lat,lon[,alt]) or rosbag2 directory')
     parser.add_argument('--out', type=Path, required=True, help='map to write (*.vprmap)')
     add_config(parser, 'BuildConfig', '; options below override it')
-    add_model(parser, default=None)
+    add_model(parser, default=None, shown=BuildConfig().model)
     parser.add_argument('--index', choices=('auto', 'flat', 'ivfpq', 'hnsw'),
                         help='FAISS index kind (default auto: flat up to 20k entries)')
     parser.add_argument('--batch-size', type=int)

@@ -54,7 +54,7 @@ from vpr_ros.faiss_config import configure_faiss
 from vpr_ros.images import IMAGE_SUFFIXES
 from vpr_ros.mapdb.entry import Entry, FileImage
 from vpr_ros.mapdb.sources import parse_vg_name
-from vpr_ros.models import DEFAULT_MODEL
+from vpr_ros.models import AUTO_MODEL, AUTO_PRESETS, DEFAULT_MODEL, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,9 @@ class RetrievalEvalConfig(Config):
     recall_values: tuple[int, ...] = option(DEFAULT_RECALL_VALUES, 'the N of recall@N')
     image_size: tuple[int, ...] = option(
         (), 'model input (H, W) for this run; empty: the input_size of the model')
-    model: str = option(DEFAULT_MODEL, 'preset name, model YAML or vpr_ros checkpoint')
+    model: str = option(AUTO_MODEL, 'preset name, model YAML or vpr_ros checkpoint; auto: '
+                        f'{AUTO_PRESETS[0][1]} for database images of {AUTO_PRESETS[0][0]} '
+                        f'rows or more, {DEFAULT_MODEL} below (as build-map)')
     device: str = option('auto', 'torch device: auto, cpu, cuda, cuda:N')
     batch_size: int = option(16, 'images per forward pass', min=1)
     num_workers: int = option(0, 'DataLoader processes decoding images (0: in process)', min=0)
@@ -330,9 +332,10 @@ def search_exact(database: np.ndarray, queries: np.ndarray, k: int) -> np.ndarra
 def evaluate_retrieval(dataset: RetrievalDataset, config: RetrievalEvalConfig, *,
                        model: Any = None, progress: bool = True) -> RetrievalResult:
     """Describe, search and score ``dataset`` with ``config.model`` (or ``model``)."""
-    model_name = config.model if model is None else f'<{type(model).__name__} object>'
+    model_name = (resolve_model(config.model, dataset.database) if model is None else
+                  f'<{type(model).__name__} object>')
     if model is None:
-        model = load_eval_model(config.model, config.device, config.image_size)
+        model = load_eval_model(model_name, config.device, config.image_size)
     started = time.perf_counter()
     db = describe_entries(model, dataset.database, batch_size=config.batch_size,
                           num_workers=config.num_workers, progress=progress, desc='database')

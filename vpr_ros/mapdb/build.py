@@ -61,7 +61,7 @@ from vpr_ros.mapdb.index import build_index, IndexConfig
 from vpr_ros.mapdb.sources import open_source
 from vpr_ros.mapdb.work_dir import (bad_rows, build_lock, load_chunk, prepare_work_dir,
                                     remove_stale, work_dir_for)
-from vpr_ros.models import DEFAULT_MODEL
+from vpr_ros.models import AUTO_MODEL, AUTO_PRESETS, DEFAULT_MODEL, resolve_model
 
 log = logging.getLogger(__name__)
 MAX_LISTED_SKIPPED = 1000   # unreadable images named in the manifest (all are counted)
@@ -71,7 +71,9 @@ MAX_LISTED_SKIPPED = 1000   # unreadable images named in the manifest (all are c
 class BuildConfig(Config):
     """How ``build-map`` turns a source into a map."""
 
-    model: str = option(DEFAULT_MODEL, 'model: checkpoint path, YAML config or preset')
+    model: str = option(AUTO_MODEL, 'model: checkpoint path, YAML config or preset; auto: '
+                        f'{AUTO_PRESETS[0][1]} for images of {AUTO_PRESETS[0][0]} rows or '
+                        f'more (after resize_max), {DEFAULT_MODEL} below')
     device: str = option('auto', 'torch device: auto, cpu, cuda, cuda:N')
     batch_size: int = option(16, 'images per forward pass', min=1)
     num_workers: int = option(0, 'DataLoader processes decoding images (0: in process)',
@@ -231,6 +233,10 @@ def _build_locked(source: str | Path | SourceReport, out: Path, config: BuildCon
     entries = report.entries
     if report.skipped:
         log.info('source %s: %d entries, skipped %s', report.path, len(entries), report.skipped)
+    if model is None:
+        # The map records the preset auto chose: a rebuild or fine-tune reuses it.
+        config = config.replace(model=resolve_model(config.model, entries,
+                                                    resize_max=config.resize_max))
     model_spec = config.model if model is None else f'<{type(model).__name__} object>'
     model = _load_model(config, model)
     fingerprint = str(model.fingerprint())

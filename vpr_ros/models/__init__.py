@@ -19,5 +19,52 @@
 The package itself is light (it names the default model); its modules import torch.
 """
 
-#: The preset ``build-map``, ``describe``, ``eval``, ``train`` and the demo use by default.
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+log = logging.getLogger(__name__)
+
+#: The preset ``describe``, ``train`` and the demo use by default, and ``build-map`` and
+#: ``eval`` (model ``auto``) for images of fewer than 360 rows.
 DEFAULT_MODEL = 'effnet-lite0-gem'
+#: ``build-map`` and ``eval`` by default: the preset chosen from the images' height.
+AUTO_MODEL = 'auto'
+#: (least image rows, preset) for ``auto``, largest first: the model sees as many rows as the
+#: camera gives, up to 360x480, and never enlarges an image to a larger input. Recall falls
+#: when images shrink below the benchmark's 480x640 (Berton et al., "Deep Visual
+#: Geo-localization Benchmark", CVPR 2022); enlarging small renders lost recall here.
+AUTO_PRESETS = ((360, 'effnet-lite0-gem-360'), (0, DEFAULT_MODEL))
+
+
+def model_for_rows(rows: int) -> str:
+    """Return the ``auto`` preset for images of ``rows`` rows (the height the model is given)."""
+    return next(name for least, name in AUTO_PRESETS if rows >= least)
+
+
+def resolve_model(spec: str, images: Sequence[Any], *, resize_max: int = 0,
+                  tries: int = 8) -> str:
+    """``spec`` itself, or for ``auto`` the preset for the height of the first readable image.
+
+    ``images`` hold ``load()`` methods (map source entries); ``resize_max`` is the longer side
+    the images are shrunk to before the model. Without a readable image among the first
+    ``tries``, the default preset.
+    """
+    if spec != AUTO_MODEL:
+        return spec
+    for entry in list(images[:tries]):
+        try:
+            height, width = entry.load().shape[:2]
+        except Exception as exc:     # noqa: BLE001 - a bad image is the build's to report
+            log.debug('model auto: %s unreadable (%s)', getattr(entry, 'name', entry), exc)
+            continue
+        rows = height
+        if resize_max and max(height, width) > resize_max:
+            rows = int(round(height * resize_max / max(height, width)))
+        name = model_for_rows(rows)
+        log.info('model auto: %dx%d images (%d rows for the model) -> %s', height, width,
+                 rows, name)
+        return name
+    log.warning('model auto: no readable image among the first %d: %s', tries, DEFAULT_MODEL)
+    return DEFAULT_MODEL
