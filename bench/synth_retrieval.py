@@ -33,6 +33,7 @@ import time
 from _common import add_json, bench_parser, write_json
 import numpy as np
 import pymap3d
+from vpr_ros.models import AUTO_MODEL, model_for_rows
 from vpr_ros.models.api import DEFAULT_MODEL, describe
 from vpr_ros.synth import SynthConfig, SynthRoute
 import yaml
@@ -54,7 +55,12 @@ def retrieval_row(name: str, errors: np.ndarray, spacing: float) -> dict:
 
 
 def evaluate(config: SynthConfig, model: str = DEFAULT_MODEL) -> dict:
-    """Render, describe and retrieve; return the rows, render speed and the config."""
+    """Render, describe and retrieve; return the rows, render speed and the config.
+
+    ``auto`` picks the preset ``build-map`` would for the rendered rows.
+    """
+    if model == AUTO_MODEL:
+        model = model_for_rows(config.image_size[0])
     route = SynthRoute(config)
     start = time.perf_counter()
     map_frames = list(route.map_pass())
@@ -97,7 +103,9 @@ def print_table(result: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = bench_parser(__doc__)
-    parser.add_argument('--model', default=DEFAULT_MODEL, help='preset, YAML or checkpoint')
+    parser.add_argument('--model', default=DEFAULT_MODEL,
+                        help="preset, YAML or checkpoint; auto: build-map's choice for the "
+                             'rendered rows')
     parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
                         help='SynthConfig field, value in YAML syntax (repeatable)')
     parser.add_argument('--seeds', type=int, nargs='+', default=None,
