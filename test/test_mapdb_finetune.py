@@ -182,3 +182,36 @@ def test_finetune_needs_the_map_source(tiny_map, tmp_path):
     proc = _vpr_ros('adapt', path, '--finetune', '--source', tmp_path / 'nowhere.csv')
     assert proc.returncode != 0 and 'does not exist' in proc.stderr
     assert 'Traceback' not in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_second_drive_decides_the_finetuning(tiny_map, tmp_path):
+    path = tmp_path / 'm.vprmap'
+    shutil.copytree(tiny_map, path)
+    fingerprint = MapDB.open(path).manifest['model']['fingerprint']
+    # The second drive: every other map image again at its own position, so the map's own
+    # model finds each at rank 1 (recall 1.0 before).
+    src = tiny_map.parent / 'src'
+    rows = (src / 'route.csv').read_text().splitlines()
+    drive = tmp_path / 'drive'
+    shutil.copytree(src / 'img', drive / 'img')
+    (drive / 'drive.csv').write_text('\n'.join([rows[0], *rows[1::2]]) + '\n')
+    frames = len(rows[1::2])
+    out = tmp_path / 'ft.json'
+    proc = _vpr_ros('adapt', path, '--finetune', '--queries', drive / 'drive.csv', '--epochs',
+                    '1', '--lr', '1e-4', '--validation-queries', '12', '--min-gain', '-1',
+                    '--max-p', '1', '--dry-run', '--no-progress', '--json', out)
+    assert proc.returncode == 0, proc.stderr
+    assert 'second drive' in proc.stdout and 'held-out places' in proc.stdout
+    result = json.loads(out.read_text())
+    report = result['report']
+    assert report['decided_by'] == 'second-drive' and report['drive']['before']['queries'] == \
+        frames
+    assert result['before'] == report['drive']['before']
+    assert result['before']['recall@1'] == 1.0 and result['before']['recall@5'] == 1.0
+    assert report['held_out_before']['queries'] > 0          # still reported beside it
+    assert 'second-drive recall@1' in report['reason'] and 'dry run' in report['reason']
+    assert MapDB.open(path).manifest['model']['fingerprint'] == fingerprint
+    # --queries without --finetune is a mistake, named.
+    proc = _vpr_ros('adapt', path, '--queries', drive / 'drive.csv', '--dry-run')
+    assert proc.returncode != 0 and '--finetune' in proc.stderr

@@ -20,6 +20,7 @@ import argparse
 from pathlib import Path
 
 from vpr_ros.commands._args import add_device, add_progress, map_source_images
+from vpr_ros.errors import ConfigError
 from vpr_ros.mapdb.adaptation import AdaptConfig, METHODS
 from vpr_ros.mapdb.finetune import FinetuneConfig, LAYERS
 
@@ -74,6 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tune.add_argument('--queries-per-epoch', type=int, default=f.queries_per_epoch,
                       help='training queries per epoch (default 0: all)')
     tune.add_argument('--lr', type=float, default=f.lr, help=f'Adam (default {f.lr:g})')
+    tune.add_argument('--queries', type=Path,
+                      help='a second drive of the area with positions (folder, CSV or bag): '
+                           'its frames decide instead of pseudo-queries of held-out places')
     tune.add_argument('--work-dir', type=Path,
                       help='checkpoints and the candidate map (default <map>.finetune; '
                            'running again continues from there)')
@@ -88,18 +92,26 @@ def finetune(args: argparse.Namespace) -> int:
                             queries_per_epoch=args.queries_per_epoch, lr=args.lr,
                             validation_queries=args.validation_queries,
                             min_gain=args.min_gain, max_p=args.max_p, seed=args.seed)
-    result = finetune_map(args.map, config, source=args.source, device=args.device,
-                          work_dir=args.work_dir, dry_run=args.dry_run,
+    result = finetune_map(args.map, config, source=args.source, queries=args.queries,
+                          device=args.device, work_dir=args.work_dir, dry_run=args.dry_run,
                           progress=not args.no_progress)
     r = result.report
+    drive = r.get('drive')
     print(f'fine-tuned {r["layers"]} layers on {r["train_images"]} map images; '
-          f'{r["held_out_images"]} images of held-out places decide')
-    print(f'held-out places ({result.before["queries"]} pseudo-queries, right place within '
-          f'{result.before["right_place_m"]:.2f} m):')
-    print(f'  {"model":<12}{"R@1":>8}{"R@5":>8}')
-    for name, row in (('before', result.before), ('fine-tuned', result.after)):
-        print(f'  {name:<12}{row["recall@1"]:>8.3f}{row["recall@5"]:>8.3f}')
-    print(f'  sign test on the pseudo-queries it changes: p = {r["sign_test_p"]:.2g}')
+          + (f'the second drive {drive["source"]} decides' if drive else
+             f'{r["held_out_images"]} images of held-out places decide'))
+    tables = [('held-out places', 'pseudo-queries', r['held_out_before'], r['held_out_after'])]
+    if drive:
+        tables.append((f'second drive {drive["source"]}', 'frames', drive['before'],
+                       drive['after']))
+    for title, unit, before, after in tables:
+        print(f'{title} ({before["queries"]} {unit}, right place within '
+              f'{before["right_place_m"]:.2f} m):')
+        print(f'  {"model":<12}{"R@1":>8}{"R@5":>8}')
+        for name, row in (('before', before), ('fine-tuned', after)):
+            print(f'  {name:<12}{row["recall@1"]:>8.3f}{row["recall@5"]:>8.3f}')
+    print(f'  sign test on the {"frames" if drive else "pseudo-queries"} it changes: '
+          f'p = {r["sign_test_p"]:.2g}')
     print(f'fine-tuning: {result.reason} ({r["seconds"]:.0f} s)')
     if result.kept:
         print(f'{args.map} rebuilt with the fine-tuned model; the old map is {result.backup}')
@@ -115,6 +127,8 @@ def main(args: argparse.Namespace) -> int:
     """Validate, print the table and the choice, store it in the map."""
     if args.finetune:
         return finetune(args)
+    if args.queries is not None:
+        raise ConfigError('--queries decides a fine-tuning: use it with --finetune')
     from vpr_ros.mapdb.adaptation import adapt_map
     from vpr_ros.mapdb.database import MapDB
 

@@ -41,7 +41,7 @@ import logging
 from pathlib import Path
 import shutil
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -127,11 +127,46 @@ def held_out_recall(db: Any, model: Any, candidates: np.ndarray, images: Callabl
             'queries': int(len(rows)), 'right_place_m': float(radius)}, rows
 
 
+def drive_recall(db: Any, model: Any, frames: Sequence[Any], database: np.ndarray,
+                 radius_m: float, *, resize_max: int = 0, batch_size: int = 16,
+                 ) -> tuple[dict[str, float], np.ndarray]:
+    """Recall@1/5 at the right place of a second drive's frames against ``database``.
+
+    ``frames`` are source entries with positions (:func:`vpr_ros.mapdb.sources.open_source`);
+    a top-1 within ``radius_m`` of a frame's own position is right. Returns the summary and
+    the ``(Q, 2)`` rows, paired across models as :func:`held_out_recall`'s are.
+    """
+    import faiss
+
+    from vpr_ros.faiss_config import configure_faiss
+    from vpr_ros.geo import wgs84_to_enu
+    from vpr_ros.mapdb.describe import extract_chunk
+
+    queries = extract_chunk(model, list(frames), batch_size=batch_size, resize_max=resize_max,
+                            thumbnail_size=(0, 0)).descriptors
+    lat = np.array([f.lat for f in frames], np.float64)
+    lon = np.array([f.lon for f in frames], np.float64)
+    truth = wgs84_to_enu(lat, lon, np.zeros_like(lat), db.origin)[:, :2]
+    enu = db.positions_enu(np.arange(len(db)))
+    configure_faiss()
+    index = faiss.IndexFlatIP(database.shape[1])
+    index.add(np.ascontiguousarray(database, np.float32))
+    _, found = index.search(np.ascontiguousarray(queries, np.float32), min(5, len(database)))
+    near = np.linalg.norm(enu[found] - truth[:, None], axis=2) <= radius_m
+    rows = np.stack([near[:, 0], near.any(axis=1)], axis=1)
+    return {'recall@1': float(rows[:, 0].mean()), 'recall@5': float(rows[:, 1].mean()),
+            'queries': int(len(rows)), 'right_place_m': float(radius_m)}, rows
+
+
 def finetune_map(map_path: str | Path, config: FinetuneConfig | None = None, *,
-                 source: str | Path | None = None, device: str = 'auto',
-                 work_dir: str | Path | None = None, dry_run: bool = False,
-                 progress: bool = True) -> FinetuneResult:
+                 source: str | Path | None = None, queries: str | Path | None = None,
+                 device: str = 'auto', work_dir: str | Path | None = None,
+                 dry_run: bool = False, progress: bool = True) -> FinetuneResult:
     """Fine-tune the map's model on its own images; replace the map if held-out recall rises.
+
+    ``queries``: a second drive of the area with positions (any build-map source). Its frames
+    then decide instead of the held-out pseudo-queries (which are still reported): another
+    drive shows what a synthetic change of the map's own images cannot.
 
     Resumable: the training checkpoints and the candidate map live in ``work_dir`` (default
     ``<map>.finetune`` beside the map); running again with the same settings continues.
@@ -155,6 +190,7 @@ def finetune_map(map_path: str | Path, config: FinetuneConfig | None = None, *,
     from vpr_ros.mapdb.sources import entry_images, source_entries
 
     entries, source_path = source_entries(db, source)
+    drive = _open_drive(queries) if queries is not None else None
     enu = db.positions_enu(np.arange(len(db)))
     if not np.isfinite(enu).all():
         raise DataError(f'{map_path}: fine-tuning needs a position for every map entry')
@@ -214,6 +250,16 @@ def finetune_map(map_path: str | Path, config: FinetuneConfig | None = None, *,
     candidate = MapDB.open(candidate_path)
     after, rows_after = held_out_recall(candidate, tuned, held, load, config,
                                         np.asarray(candidate.descriptors))
+    held_out = {'held_out_before': before, 'held_out_after': after}
+    decided_by = 'held-out'
+    if drive is not None:
+        radius = before['right_place_m']
+        before, rows_before = drive_recall(db, before_model, drive, np.asarray(db.descriptors),
+                                           radius, resize_max=resize_max)
+        after, rows_after = drive_recall(candidate, tuned, drive,
+                                         np.asarray(candidate.descriptors), radius,
+                                         resize_max=resize_max)
+        decided_by = 'second-drive'
     gain = after['recall@1'] - before['recall@1']
     # A gain of a query or two is what a model no better than the old one also shows.
     p_value = sign_test(rows_after[:, 0], rows_before[:, 0])
@@ -223,22 +269,21 @@ def finetune_map(map_path: str | Path, config: FinetuneConfig | None = None, *,
                for row in result.history]
     report = {
         'layers': layers, 'train_images': int(len(idx)), 'held_out_images': int(len(held)),
-        'held_out_before': before, 'held_out_after': after, 'gain': gain,
-        'sign_test_p': p_value,
+        **held_out, 'decided_by': decided_by, 'gain': gain, 'sign_test_p': p_value,
         'history': history, 'parent_fingerprint': db.manifest['model'].get('fingerprint'),
         'seconds': round(time.perf_counter() - started, 1), 'config': config.to_dict(),
         'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}
+    if drive is not None:
+        report['drive'] = {'source': str(queries), 'before': before, 'after': after}
+    change = f'{decided_by} recall@1 {before["recall@1"]:.3f} -> {after["recall@1"]:.3f}'
     if gain < config.min_gain:
-        reason = (f'held-out recall@1 {before["recall@1"]:.3f} -> {after["recall@1"]:.3f} '
-                  f'({gain:+.3f} < {config.min_gain:g}): the map keeps its model')
+        reason = f'{change} ({gain:+.3f} < {config.min_gain:g}): the map keeps its model'
     elif p_value > config.max_p:
-        reason = (f'held-out recall@1 {before["recall@1"]:.3f} -> {after["recall@1"]:.3f} '
-                  f'({gain:+.3f}), but the held-out queries it changes do not show it (sign '
+        reason = (f'{change} ({gain:+.3f}), but the queries it changes do not show it (sign '
                   f'test p = {p_value:.2g} > {config.max_p:g}): the map keeps its model')
     else:
-        reason = (f'held-out recall@1 {before["recall@1"]:.3f} -> {after["recall@1"]:.3f} '
-                  f'({gain:+.3f})' + (': dry run, nothing replaced' if dry_run else
-                                      ': the map now uses the fine-tuned model'))
+        reason = f'{change} ({gain:+.3f})' + (': dry run, nothing replaced' if dry_run else
+                                              ': the map now uses the fine-tuned model')
     report['reason'] = reason
     if not kept:
         shutil.rmtree(candidate_path, ignore_errors=True)
@@ -256,6 +301,19 @@ def finetune_map(map_path: str | Path, config: FinetuneConfig | None = None, *,
     # The model now lives in the map; a later --finetune starts from it, not from these.
     shutil.rmtree(work, ignore_errors=True)
     return FinetuneResult(True, before, after, reason, report, backup)
+
+
+def _open_drive(queries: str | Path) -> list[Any]:
+    """Return the frames of a second drive with positions; a clear error when none can decide."""
+    from vpr_ros.mapdb.sources import open_source
+
+    frames = open_source(queries).entries
+    if not frames:
+        raise DataError(f'{queries}: no frames with positions to decide the fine-tuning on')
+    bad = [f.name for f in frames if not (np.isfinite(f.lat) and np.isfinite(f.lon))]
+    if bad:
+        raise DataError(f'{queries}: {len(bad)} frames without a position (first: {bad[0]})')
+    return frames
 
 
 def _carry_over(old: Any, new: Any, model: Any, layers: str, report: dict[str, Any]) -> None:
