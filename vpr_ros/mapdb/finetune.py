@@ -29,7 +29,8 @@ against the whole map, described once with the map's model and once with the fin
 The new model is kept only if recall@1 at the right place rises by ``min_gain`` and the
 pseudo-queries it changes show it (:func:`vpr_ros.significance.sign_test`); then the map
 is rebuilt with it (new fingerprint, same build settings, adaptation re-chosen) and replaces
-the old map, which stays beside it as a backup.
+the old map, which stays beside it as a backup. With a second drive of the area (``queries``),
+its frames decide instead: pseudo-queries are the map's own images under a synthetic change.
 """
 
 from __future__ import annotations
