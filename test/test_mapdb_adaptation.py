@@ -154,6 +154,30 @@ def test_sign_test_and_the_gate_refuse_a_gain_the_changed_queries_do_not_show():
     assert strict.method == 'none' and 'sign test' in strict.report['reason']
 
 
+def test_a_second_drive_decides_the_projection():
+    view, enu = _places()
+    database = _unit(view(np.arange(len(enu))))
+    frames = np.arange(0, len(enu), 2)
+    drive = (_unit(view(frames)), enu[frames])      # another pass: fresh views, own positions
+    config = AdaptConfig(dims=(8, 16, 32), positive_radius_m=2.0)
+    choice = choose_adaptation(database, enu, None, None, config, drive=drive)
+    assert choice.method in ('pcaw', 'lw') and choice.report['decided_by'] == 'second-drive'
+    assert choice.report['drive_frames'] == len(frames) and 'on the second drive' in \
+        choice.report['reason']
+    table = {(r['method'], r['dim']): r for r in choice.table}
+    assert table[('none', 48)]['queries'] == len(frames)
+    assert table[(choice.method, choice.dim)]['recall@1'] >= \
+        table[('none', 48)]['recall@1'] + config.min_gain
+    assert choice.report['sign_test_p'] <= choice.report['sign_test_threshold']
+    # A drive the plain descriptors already get right: nothing to gain, plain kept.
+    view, enu = _places(150, 32, nuisance=0.0, seed=2, jitter=0.02, noise=0.02)
+    database = _unit(view(np.arange(150)))
+    easy = (_unit(view(np.arange(150))), enu)
+    plain = choose_adaptation(database, enu, None, None, config, drive=easy)
+    assert plain.method == 'none' and plain.projection is None
+    assert 'on the second drive' in plain.report['reason']
+
+
 def test_gate_keeps_plain_descriptors_when_nothing_helps():
     # No nuisance: the plain descriptors already find every place; nothing can gain.
     view, enu = _places(150, 32, nuisance=0.0, seed=2, jitter=0.02, noise=0.02)

@@ -212,6 +212,13 @@ def test_a_second_drive_decides_the_finetuning(tiny_map, tmp_path):
     assert report['held_out_before']['queries'] > 0          # still reported beside it
     assert 'second-drive recall@1' in report['reason'] and 'dry run' in report['reason']
     assert MapDB.open(path).manifest['model']['fingerprint'] == fingerprint
-    # --queries without --finetune is a mistake, named.
-    proc = _vpr_ros('adapt', path, '--queries', drive / 'drive.csv', '--dry-run')
-    assert proc.returncode != 0 and '--finetune' in proc.stderr
+    # Without --finetune the same drive decides the projection (dry run: nothing stored).
+    proc = _vpr_ros('adapt', path, '--queries', drive / 'drive.csv', '--dims', '16', '32',
+                    '--dry-run', '--json', tmp_path / 'adapt.json')
+    assert proc.returncode == 0, proc.stderr
+    assert f'on the second drive {drive / "drive.csv"}: {frames} frames' in proc.stdout
+    adapt = json.loads((tmp_path / 'adapt.json').read_text())
+    assert adapt['report']['decided_by'] == 'second-drive'
+    assert adapt['report']['drive_frames'] == frames and adapt['report']['pseudo_queries'] == 0
+    plain = next(r for r in adapt['validation'] if r['method'] == 'none')
+    assert plain['queries'] == frames and plain['recall@1'] == 1.0     # the images themselves

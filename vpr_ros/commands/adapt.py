@@ -20,7 +20,6 @@ import argparse
 from pathlib import Path
 
 from vpr_ros.commands._args import add_device, add_progress, map_source_images
-from vpr_ros.errors import ConfigError
 from vpr_ros.mapdb.adaptation import AdaptConfig, METHODS
 from vpr_ros.mapdb.finetune import FinetuneConfig, LAYERS
 
@@ -55,6 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              'pseudo-queries are made from these full-resolution images '
                              '(default: the source the map records; its thumbnails when that '
                              'cannot be read)')
+    parser.add_argument('--queries', type=Path,
+                        help='a second drive of the area with positions (folder, CSV or bag): '
+                             'its frames decide (the projection, or with --finetune the model) '
+                             'instead of pseudo-queries of held-out places')
     parser.add_argument('--seed', type=int, default=d.seed, help='folds and pseudo-queries')
     add_device(parser)
     parser.add_argument('--dry-run', action='store_true', help='validate and report, store '
@@ -75,9 +78,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tune.add_argument('--queries-per-epoch', type=int, default=f.queries_per_epoch,
                       help='training queries per epoch (default 0: all)')
     tune.add_argument('--lr', type=float, default=f.lr, help=f'Adam (default {f.lr:g})')
-    tune.add_argument('--queries', type=Path,
-                      help='a second drive of the area with positions (folder, CSV or bag): '
-                           'its frames decide instead of pseudo-queries of held-out places')
     tune.add_argument('--work-dir', type=Path,
                       help='checkpoints and the candidate map (default <map>.finetune; '
                            'running again continues from there)')
@@ -127,8 +127,6 @@ def main(args: argparse.Namespace) -> int:
     """Validate, print the table and the choice, store it in the map."""
     if args.finetune:
         return finetune(args)
-    if args.queries is not None:
-        raise ConfigError('--queries decides a fine-tuning: use it with --finetune')
     from vpr_ros.mapdb.adaptation import adapt_map
     from vpr_ros.mapdb.database import MapDB
 
@@ -140,15 +138,26 @@ def main(args: argparse.Namespace) -> int:
     db = MapDB.open(args.map)
     # source_images shrinks them as the build did, so adapt_map needs no resize_max.
     wants = config.method != 'none' and db.format_version < 2    # else adapt_map refuses
-    images = map_source_images(db, args.source) if wants else None
-    choice = adapt_map(db, config, device=args.device, dry_run=args.dry_run, images=images)
+    drive = None
+    if wants and args.queries is not None:
+        from vpr_ros.mapdb.sources import open_source
+
+        drive = open_source(args.queries).entries
+    images = map_source_images(db, args.source) if wants and drive is None else None
+    choice = adapt_map(db, config, device=args.device, dry_run=args.dry_run, images=images,
+                       drive=drive)
     report = choice.report
     if choice.table:
-        print(f'held-out validation of {args.map}: {report["pseudo_queries"]} pseudo-queries '
-              f'from {report["pseudo_queries_from"]}, {report["folds"]} spatial folds, right '
-              f'place within '
-              f'{report["right_place_m"]:.2f} m, {report["pairs"]} map pairs within '
-              f'{config.positive_radius_m:g} m')
+        if drive is not None:
+            print(f'validation of {args.map} on the second drive {args.queries}: '
+                  f'{report["drive_frames"]} frames (candidates fitted on the whole map), '
+                  f'right place within {report["right_place_m"]:.2f} m, {report["pairs"]} map '
+                  f'pairs within {config.positive_radius_m:g} m')
+        else:
+            print(f'held-out validation of {args.map}: {report["pseudo_queries"]} '
+                  f'pseudo-queries from {report["pseudo_queries_from"]}, {report["folds"]} '
+                  f'spatial folds, right place within {report["right_place_m"]:.2f} m, '
+                  f'{report["pairs"]} map pairs within {config.positive_radius_m:g} m')
         print(f'  {"method":<7}{"dim":>6}{"R@1":>8}{"R@5":>8}')
         chosen = (choice.method, choice.dim)
         order = sorted(choice.table, key=lambda r: (r['method'] != 'none', r['method'], r['dim']))

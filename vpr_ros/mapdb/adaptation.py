@@ -49,7 +49,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 import logging
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -298,17 +298,22 @@ class AdaptationChoice:
     report: dict[str, Any]
 
 
-def choose_adaptation(descriptors: np.ndarray, enu: np.ndarray, queries: np.ndarray,
-                      sources: np.ndarray, config: AdaptConfig | None = None,
+def choose_adaptation(descriptors: np.ndarray, enu: np.ndarray, queries: np.ndarray | None,
+                      sources: np.ndarray | None, config: AdaptConfig | None = None, *,
+                      drive: tuple[np.ndarray, np.ndarray] | None = None,
                       ) -> AdaptationChoice:
     """Validate the candidates on held-out places, keep the best that helps, fit it on all.
 
     Args:
         descriptors: ``(N, D)`` plain map descriptors.
         enu: ``(N, 2)`` map positions in metres.
-        queries: ``(Q, D)`` plain descriptors of pseudo-queries.
+        queries: ``(Q, D)`` plain descriptors of pseudo-queries (unused with ``drive``).
         sources: ``(Q,)`` map entry each pseudo-query was made from.
         config: candidates and the gate.
+        drive: ``(plain descriptors (F, D), east/north (F, 2))`` of a second drive's frames:
+            each candidate is then fitted on the whole map and scored on these frames, which
+            decide instead of the pseudo-queries (a real change of conditions, not a synthetic
+            one of the map's own images).
     """
     from vpr_ros.fix_quality import place_spacing_m
 
@@ -332,12 +337,26 @@ def choose_adaptation(descriptors: np.ndarray, enu: np.ndarray, queries: np.ndar
             raise DataError(f'learnt whitening: only {len(pairs_all)} pairs of map images '
                             f'within {config.positive_radius_m:g} m')
         methods.remove('lw')
-    min_train = min(int((fold != f).sum()) for f in range(config.folds))
+    min_train = (n if drive is not None else
+                 min(int((fold != f).sum()) for f in range(config.folds)))
     dims = fit_dims(config, d, min_train) if methods else []
     # hits[(method, dim)] = list of per-query right/wrong at 1 and 5, over all held-out folds.
     hits: dict[tuple[str, int], list[np.ndarray]] = {('none', d): []}
-    qx = np.ascontiguousarray(queries, np.float32)
-    for f in range(config.folds):
+    if drive is not None:
+        qx = np.ascontiguousarray(drive[0], np.float32)
+        truth = np.asarray(drive[1], np.float64)[:, :2]
+        hits[('none', d)].append(recall_at_positions(qx, x, enu, truth, radius))
+        for method in methods:
+            full = (fit_lw(x, pairs_all, max(dims), shrinkage=config.shrinkage)
+                    if method == 'lw' else fit_pcaw(x, max(dims), shrinkage=config.shrinkage))
+            px_full, pq_full = full.apply(x, normalise=False), full.apply(qx, normalise=False)
+            for dim in dims:
+                hits[(method, dim)] = [recall_at_positions(
+                    _normalise(pq_full[:, :dim]), _normalise(px_full[:, :dim]), enu, truth,
+                    radius)]
+    else:
+        qx = np.ascontiguousarray(queries, np.float32)
+    for f in range(config.folds if drive is None else 0):
         held = fold[sources] == f
         if not held.any():
             continue
@@ -375,6 +394,8 @@ def choose_adaptation(descriptors: np.ndarray, enu: np.ndarray, queries: np.ndar
                       'recall@5': float(rows[:, 1].mean())})
     if not table or table[0]['queries'] == 0:
         raise DataError('adaptation: no pseudo-query fell in a held-out fold')
+    where = 'on the second drive' if drive is not None else 'on held-out places'
+    unit = 'frames' if drive is not None else 'queries'
     none = next(r for r in table if r['method'] == 'none')
     best = max(table, key=lambda r: (r['recall@1'], r['recall@5'], r['method'] == 'none',
                                      -r['dim']))
@@ -391,20 +412,19 @@ def choose_adaptation(descriptors: np.ndarray, enu: np.ndarray, queries: np.ndar
     threshold = config.max_p / max(1, candidates)
     if best['method'] != 'none' and not forced and gain < config.min_gain:
         reason = (f'best candidate {best["method"]}-{best["dim"]} gains {gain:+.3f} recall@1 '
-                  f'on held-out places (< {config.min_gain:g}): plain descriptors kept')
+                  f'{where} (< {config.min_gain:g}): plain descriptors kept')
         best = none
     elif best['method'] != 'none' and not forced and p_value > threshold:
         reason = (f'best candidate {best["method"]}-{best["dim"]} gains {gain:+.3f} recall@1 '
-                  f'on held-out places, but the queries it changes do not show it (sign test '
+                  f'{where}, but the {unit} it changes do not show it (sign test '
                   f'p = {p_value:.4f} > {config.max_p:g} / {candidates} candidates): plain '
                   f'descriptors kept')
         best = none
     elif best['method'] == 'none':
-        reason = 'no candidate beats the plain descriptors on held-out places'
+        reason = f'no candidate beats the plain descriptors {where}'
     else:
         reason = (f'{best["method"]}-{best["dim"]}: recall@1 {none["recall@1"]:.3f} -> '
-                  f'{best["recall@1"]:.3f} on held-out places'
-                  + (' (forced)' if forced else ''))
+                  f'{best["recall@1"]:.3f} {where}' + (' (forced)' if forced else ''))
     projection = None
     if best['method'] == 'pcaw':
         projection = fit_pcaw(x, best['dim'], shrinkage=config.shrinkage)
@@ -412,7 +432,9 @@ def choose_adaptation(descriptors: np.ndarray, enu: np.ndarray, queries: np.ndar
         projection = fit_lw(x, pairs_all, best['dim'], shrinkage=config.shrinkage)
     report = {
         'reason': reason, 'place_spacing_m': spacing, 'right_place_m': radius,
-        'folds': config.folds, 'pseudo_queries': int(len(qx)), 'sign_test_p': p_value,
+        'folds': config.folds, 'pseudo_queries': 0 if drive is not None else int(len(qx)),
+        'decided_by': 'second-drive' if drive is not None else 'held-out',
+        'drive_frames': int(len(qx)) if drive is not None else 0, 'sign_test_p': p_value,
         'sign_test_threshold': threshold, 'candidates': candidates,
         'pairs': int(len(pairs_all)), 'seconds': round(time.perf_counter() - started, 3),
     }
@@ -442,16 +464,52 @@ def recall_rows(queries: np.ndarray, database: np.ndarray, sources: np.ndarray,
     return rows
 
 
+def describe_drive(db: Any, model: Any, frames: Sequence[Any], *, batch_size: int = 16,
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Plain descriptors and east/north (m, about the map's origin) of a second drive's frames.
+
+    ``frames`` are source entries with positions; they are shrunk as the map's build shrank
+    its images (``resize_max``).
+    """
+    from vpr_ros.geo import wgs84_to_enu
+    from vpr_ros.mapdb.describe import extract_chunk
+
+    resize_max = int((db.manifest.get('build') or {}).get('resize_max') or 0)
+    descriptors = extract_chunk(model, list(frames), batch_size=batch_size,
+                                resize_max=resize_max, thumbnail_size=(0, 0)).descriptors
+    lat = np.array([f.lat for f in frames], np.float64)
+    lon = np.array([f.lon for f in frames], np.float64)
+    return descriptors, wgs84_to_enu(lat, lon, np.zeros_like(lat), db.origin)[:, :2]
+
+
+def recall_at_positions(queries: np.ndarray, database: np.ndarray, enu: np.ndarray,
+                        truth: np.ndarray, radius_m: float) -> np.ndarray:
+    """Return ``(Q, 2)`` booleans: a map entry near the frame's position at rank 1, in the top 5.
+
+    For frames with known positions (``truth``, east/north m); near is within ``radius_m``.
+    """
+    import faiss
+
+    configure_faiss()
+    index = faiss.IndexFlatIP(database.shape[1])
+    index.add(np.ascontiguousarray(database, np.float32))
+    _, found = index.search(np.ascontiguousarray(queries, np.float32), min(5, len(database)))
+    near = np.linalg.norm(enu[found] - np.asarray(truth)[:, None, :2], axis=2) <= radius_m
+    return np.stack([near[:, 0], near.any(axis=1)], axis=1)
+
+
 def adapt_map(db: Any, config: AdaptConfig | None = None, *, model: Any = None,
               device: str = 'auto', dry_run: bool = False,
-              images: Callable[[int], np.ndarray] | None = None) -> AdaptationChoice:
+              images: Callable[[int], np.ndarray] | None = None,
+              drive: Sequence[Any] | None = None) -> AdaptationChoice:
     """Choose, fit and store the adaptation of an open map (``MapDB``); return the choice.
 
     ``method='none'`` removes a stored adaptation. Pseudo-queries are made from the map's
     source images when ``images(i)`` loads entry i as the build saw it (build-map passes
     :func:`vpr_ros.mapdb.sources.entry_images`; they keep the camera's resolution), else from
     its thumbnails; positions are needed. Without either, a
-    :class:`DataError` (nothing is stored).
+    :class:`DataError` (nothing is stored). ``drive``: source entries with positions of a
+    second drive of the area, whose frames decide instead (:func:`choose_adaptation`).
     """
     config = config or AdaptConfig()
     if getattr(db, 'format_version', 1) >= 2:
@@ -461,19 +519,24 @@ def adapt_map(db: Any, config: AdaptConfig | None = None, *, model: Any = None,
         choice = AdaptationChoice(None, 'none', int(db.descriptor_dim), [],
                                   {'reason': 'adaptation switched off (method none)'})
     else:
-        if images is None and not db.manifest.get('thumbnails'):
+        if images is None and drive is None and not db.manifest.get('thumbnails'):
             raise DataError(f'{db.path} has no thumbnails to make validation pseudo-queries '
                             "from; give the map's source images (--source) or rebuild it "
                             'with thumbnails')
         # Before any forward: the same check choose_adaptation makes with the real folds.
         fit_dims(config, int(db.descriptor_dim), len(db) * (config.folds - 1) // config.folds)
         model = model if model is not None else db.load_model(device)
-        queries, sources = describe_pseudo_queries(db, model, config.validation_queries,
-                                                   seed=config.seed, images=images)
-        choice = choose_adaptation(np.asarray(db.descriptors), db.positions_enu(
-            np.arange(len(db))), queries, sources, config)
-        choice.report['pseudo_queries_from'] = ('source images' if images is not None
-                                                else 'map thumbnails')
+        enu = db.positions_enu(np.arange(len(db)))
+        if drive is not None:
+            choice = choose_adaptation(np.asarray(db.descriptors), enu, None, None, config,
+                                       drive=describe_drive(db, model, drive))
+        else:
+            queries, sources = describe_pseudo_queries(db, model, config.validation_queries,
+                                                       seed=config.seed, images=images)
+            choice = choose_adaptation(np.asarray(db.descriptors), enu, queries, sources,
+                                       config)
+            choice.report['pseudo_queries_from'] = ('source images' if images is not None
+                                                    else 'map thumbnails')
     if not dry_run:
         store_adaptation(db, choice, config)
     return choice
@@ -509,6 +572,6 @@ def store_adaptation(db: Any, choice: AdaptationChoice, config: AdaptConfig) -> 
 
 
 __all__ = ['adapt_map', 'AdaptConfig', 'AdaptationChoice', 'choose_adaptation',
-           'describe_pseudo_queries', 'fit_lw', 'fit_pca', 'fit_pcaw', 'matching_pairs', 'METHODS',
-           'recall_rows',
-           'Projection', 'spatial_folds', 'store_adaptation']
+           'describe_drive', 'describe_pseudo_queries', 'fit_lw', 'fit_pca', 'fit_pcaw',
+           'matching_pairs', 'METHODS', 'recall_at_positions', 'recall_rows', 'Projection',
+           'spatial_folds', 'store_adaptation']

@@ -129,32 +129,18 @@ def held_out_recall(db: Any, model: Any, candidates: np.ndarray, images: Callabl
 
 
 def drive_recall(db: Any, model: Any, frames: Sequence[Any], database: np.ndarray,
-                 radius_m: float, *, resize_max: int = 0, batch_size: int = 16,
-                 ) -> tuple[dict[str, float], np.ndarray]:
+                 radius_m: float) -> tuple[dict[str, float], np.ndarray]:
     """Recall@1/5 at the right place of a second drive's frames against ``database``.
 
     ``frames`` are source entries with positions (:func:`vpr_ros.mapdb.sources.open_source`);
     a top-1 within ``radius_m`` of a frame's own position is right. Returns the summary and
     the ``(Q, 2)`` rows, paired across models as :func:`held_out_recall`'s are.
     """
-    import faiss
+    from vpr_ros.mapdb.adaptation import describe_drive, recall_at_positions
 
-    from vpr_ros.faiss_config import configure_faiss
-    from vpr_ros.geo import wgs84_to_enu
-    from vpr_ros.mapdb.describe import extract_chunk
-
-    queries = extract_chunk(model, list(frames), batch_size=batch_size, resize_max=resize_max,
-                            thumbnail_size=(0, 0)).descriptors
-    lat = np.array([f.lat for f in frames], np.float64)
-    lon = np.array([f.lon for f in frames], np.float64)
-    truth = wgs84_to_enu(lat, lon, np.zeros_like(lat), db.origin)[:, :2]
-    enu = db.positions_enu(np.arange(len(db)))
-    configure_faiss()
-    index = faiss.IndexFlatIP(database.shape[1])
-    index.add(np.ascontiguousarray(database, np.float32))
-    _, found = index.search(np.ascontiguousarray(queries, np.float32), min(5, len(database)))
-    near = np.linalg.norm(enu[found] - truth[:, None], axis=2) <= radius_m
-    rows = np.stack([near[:, 0], near.any(axis=1)], axis=1)
+    queries, truth = describe_drive(db, model, frames)
+    rows = recall_at_positions(queries, database, db.positions_enu(np.arange(len(db))), truth,
+                               radius_m)
     return {'recall@1': float(rows[:, 0].mean()), 'recall@5': float(rows[:, 1].mean()),
             'queries': int(len(rows)), 'right_place_m': float(radius_m)}, rows
 
@@ -188,10 +174,11 @@ def finetune_map(map_path: str | Path, config: FinetuneConfig | None = None, *,
         from vpr_ros.errors import MapError
         raise MapError(f'{map_path} is a compact (v2) map: it keeps projected descriptors '
                        f'only; fine-tune the v1 map, then convert it (vpr-ros map convert)')
-    from vpr_ros.mapdb.sources import entry_images, source_entries
+    from vpr_ros.mapdb.sources import entry_images, open_source, source_entries
 
     entries, source_path = source_entries(db, source)
-    drive = _open_drive(queries) if queries is not None else None
+    # Every source reader refuses an empty source and a frame without a finite position.
+    drive = open_source(queries).entries if queries is not None else None
     enu = db.positions_enu(np.arange(len(db)))
     if not np.isfinite(enu).all():
         raise DataError(f'{map_path}: fine-tuning needs a position for every map entry')
@@ -256,10 +243,9 @@ def finetune_map(map_path: str | Path, config: FinetuneConfig | None = None, *,
     if drive is not None:
         radius = before['right_place_m']
         before, rows_before = drive_recall(db, before_model, drive, np.asarray(db.descriptors),
-                                           radius, resize_max=resize_max)
+                                           radius)
         after, rows_after = drive_recall(candidate, tuned, drive,
-                                         np.asarray(candidate.descriptors), radius,
-                                         resize_max=resize_max)
+                                         np.asarray(candidate.descriptors), radius)
         decided_by = 'second-drive'
     gain = after['recall@1'] - before['recall@1']
     # A gain of a query or two is what a model no better than the old one also shows.
@@ -302,19 +288,6 @@ def finetune_map(map_path: str | Path, config: FinetuneConfig | None = None, *,
     # The model now lives in the map; a later --finetune starts from it, not from these.
     shutil.rmtree(work, ignore_errors=True)
     return FinetuneResult(True, before, after, reason, report, backup)
-
-
-def _open_drive(queries: str | Path) -> list[Any]:
-    """Return the frames of a second drive with positions; a clear error when none can decide."""
-    from vpr_ros.mapdb.sources import open_source
-
-    frames = open_source(queries).entries
-    if not frames:
-        raise DataError(f'{queries}: no frames with positions to decide the fine-tuning on')
-    bad = [f.name for f in frames if not (np.isfinite(f.lat) and np.isfinite(f.lon))]
-    if bad:
-        raise DataError(f'{queries}: {len(bad)} frames without a position (first: {bad[0]})')
-    return frames
 
 
 def _carry_over(old: Any, new: Any, model: Any, layers: str, report: dict[str, Any]) -> None:
