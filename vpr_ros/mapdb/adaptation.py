@@ -327,7 +327,8 @@ def choose_adaptation(descriptors: np.ndarray, enu: np.ndarray, queries: np.ndar
                         'matching pairs); this map has entries without one')
     spacing = place_spacing_m(enu)
     radius = config.right_place_spacings * spacing
-    fold = spatial_folds(enu, config.folds, seed=config.seed)
+    # A second drive is scored against projections fitted on the whole map: no folds.
+    fold = spatial_folds(enu, config.folds, seed=config.seed) if drive is None else None
     methods = ['pcaw', 'lw'] if config.method == 'auto' else [config.method]
     methods = [m for m in methods if m != 'none']
     pairs_all = matching_pairs(enu, config.positive_radius_m, limit=config.max_pairs,
@@ -337,7 +338,7 @@ def choose_adaptation(descriptors: np.ndarray, enu: np.ndarray, queries: np.ndar
             raise DataError(f'learnt whitening: only {len(pairs_all)} pairs of map images '
                             f'within {config.positive_radius_m:g} m')
         methods.remove('lw')
-    min_train = (n if drive is not None else
+    min_train = (n if fold is None else
                  min(int((fold != f).sum()) for f in range(config.folds)))
     dims = fit_dims(config, d, min_train) if methods else []
     # hits[(method, dim)] = list of per-query right/wrong at 1 and 5, over all held-out folds.
@@ -356,31 +357,31 @@ def choose_adaptation(descriptors: np.ndarray, enu: np.ndarray, queries: np.ndar
                     radius)]
     else:
         qx = np.ascontiguousarray(queries, np.float32)
-    for f in range(config.folds if drive is None else 0):
-        held = fold[sources] == f
-        if not held.any():
-            continue
-        train = np.flatnonzero(fold != f)
-        base = recall_rows(qx[held], x, sources[held], enu, radius)
-        hits[('none', d)].append(base)
-        for method in methods:
-            if method == 'lw':
-                keep = (fold[pairs_all[:, 0]] != f) & (fold[pairs_all[:, 1]] != f)
-                remap = np.full(n, -1)
-                remap[train] = np.arange(len(train))
-                pairs = remap[pairs_all[keep]]
-                if len(pairs) < 10:
-                    continue
-                full = fit_lw(x[train], pairs, max(dims), shrinkage=config.shrinkage)
-            else:
-                full = fit_pcaw(x[train], max(dims), shrinkage=config.shrinkage)
-            px_full = full.apply(x, normalise=False)
-            pq_full = full.apply(qx[held], normalise=False)
-            for dim in dims:
-                db_k = _normalise(px_full[:, :dim])
-                q_k = _normalise(pq_full[:, :dim])
-                hits.setdefault((method, dim), []).append(
-                    recall_rows(q_k, db_k, sources[held], enu, radius))
+        for f in range(config.folds):
+            held = fold[sources] == f
+            if not held.any():
+                continue
+            train = np.flatnonzero(fold != f)
+            base = recall_rows(qx[held], x, sources[held], enu, radius)
+            hits[('none', d)].append(base)
+            for method in methods:
+                if method == 'lw':
+                    keep = (fold[pairs_all[:, 0]] != f) & (fold[pairs_all[:, 1]] != f)
+                    remap = np.full(n, -1)
+                    remap[train] = np.arange(len(train))
+                    pairs = remap[pairs_all[keep]]
+                    if len(pairs) < 10:
+                        continue
+                    full = fit_lw(x[train], pairs, max(dims), shrinkage=config.shrinkage)
+                else:
+                    full = fit_pcaw(x[train], max(dims), shrinkage=config.shrinkage)
+                px_full = full.apply(x, normalise=False)
+                pq_full = full.apply(qx[held], normalise=False)
+                for dim in dims:
+                    db_k = _normalise(px_full[:, :dim])
+                    q_k = _normalise(pq_full[:, :dim])
+                    hits.setdefault((method, dim), []).append(
+                        recall_rows(q_k, db_k, sources[held], enu, radius))
     table = []
     complete = len(hits[('none', d)])
     right: dict[tuple[str, int], np.ndarray] = {}     # per-query right at rank 1

@@ -124,8 +124,7 @@ def held_out_recall(db: Any, model: Any, candidates: np.ndarray, images: Callabl
         candidates=candidates)
     radius = config.right_place_spacings * place_spacing_m(enu)
     rows = recall_rows(queries, database, sources, enu, radius)
-    return {'recall@1': float(rows[:, 0].mean()), 'recall@5': float(rows[:, 1].mean()),
-            'queries': int(len(rows)), 'right_place_m': float(radius)}, rows
+    return _recall_summary(rows, radius), rows
 
 
 def drive_recall(db: Any, model: Any, frames: Sequence[Any], database: np.ndarray,
@@ -141,8 +140,13 @@ def drive_recall(db: Any, model: Any, frames: Sequence[Any], database: np.ndarra
     queries, truth = describe_drive(db, model, frames)
     rows = recall_at_positions(queries, database, db.positions_enu(np.arange(len(db))), truth,
                                radius_m)
+    return _recall_summary(rows, radius_m), rows
+
+
+def _recall_summary(rows: np.ndarray, radius_m: float) -> dict[str, float]:
+    """Summarise ``(Q, 2)`` right-at-1 / right-in-5 rows for the report and the command."""
     return {'recall@1': float(rows[:, 0].mean()), 'recall@5': float(rows[:, 1].mean()),
-            'queries': int(len(rows)), 'right_place_m': float(radius_m)}, rows
+            'queries': int(len(rows)), 'right_place_m': float(radius_m)}
 
 
 def finetune_map(map_path: str | Path, config: FinetuneConfig | None = None, *,

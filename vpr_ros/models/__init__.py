@@ -53,15 +53,16 @@ def resolve_model(spec: str, images: Sequence[Any], *, resize_max: int = 0,
     """
     if spec != AUTO_MODEL:
         return spec
+    from vpr_ros.images import thumbnail     # the build's own shrink (OpenCV, no torch)
+
     for entry in list(images[:tries]):
         try:
-            height, width = entry.load().shape[:2]
+            image = entry.load()
         except Exception as exc:     # noqa: BLE001 - a bad image is the build's to report
             log.debug('model auto: %s unreadable (%s)', getattr(entry, 'name', entry), exc)
             continue
-        rows = height
-        if resize_max and max(height, width) > resize_max:
-            rows = int(round(height * resize_max / max(height, width)))
+        height, width = image.shape[:2]
+        rows = thumbnail(image, resize_max).shape[0] if resize_max else height
         name = model_for_rows(rows)
         log.info('model auto: %dx%d images (%d rows for the model) -> %s', height, width,
                  rows, name)
