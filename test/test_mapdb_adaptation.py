@@ -206,6 +206,33 @@ def test_build_map_validates_on_pseudo_queries_from_its_source_images(tmp_path):
         ('none', db.descriptor_dim), ('pcaw', 8)}
 
 
+def test_build_map_lets_a_second_drive_decide_the_adaptation(tmp_path):
+    from mapdb_helpers import write_csv_source
+
+    source = write_csv_source(tmp_path / 'src', 48)
+    drive = write_csv_source(tmp_path / 'drive', 30)      # the route's first 30 places again
+    config = tmp_path / 'build.yaml'
+    config.write_text('model: tiny-test\nthumbnail_size: [64, 80]\n'
+                      'adapt: {method: pcaw, dims: [8]}\n')
+    out = tmp_path / 'm.vprmap'
+    _vpr_ros('build-map', source, '--out', out, '--config', config, '--queries', drive,
+             '--no-progress')
+    record = MapDB.open(out).manifest['adaptation']
+    assert record['method'] == 'pcaw' and record['dim'] == 8       # forced, so kept
+    assert record['report']['decided_by'] == 'second-drive'
+    assert record['report']['drive_frames'] == 30
+    assert 'pseudo_queries_from' not in record['report']
+    assert {r['queries'] for r in record['validation']} == {30}
+    # A drive that cannot be read fails before any image is described; none is refused.
+    bad = _vpr_ros('build-map', source, '--out', tmp_path / 'x.vprmap', '--config', config,
+                   '--queries', tmp_path / 'missing.csv', '--no-progress', check=False)
+    assert bad.returncode != 0 and 'missing.csv' in bad.stderr
+    assert not (tmp_path / 'x.vprmap').exists()
+    off = _vpr_ros('build-map', source, '--out', tmp_path / 'y.vprmap', '--model', 'tiny-test',
+                   '--adapt', 'none', '--queries', drive, '--no-progress', check=False)
+    assert off.returncode != 0 and 'adapt method none' in off.stderr
+
+
 def test_too_small_or_unplaced_maps_are_clear_errors():
     rng = np.random.default_rng(3)
     x = _unit(rng.normal(size=(20, 64)).astype(np.float32))

@@ -58,6 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--adapt', choices=METHODS, dest='adapt_method',
                         help='descriptor adaptation fitted on the finished map (default auto: '
                              'kept only if it helps on held-out places; none: off)')
+    parser.add_argument('--queries', type=Path, dest='adapt_queries', metavar='SECOND_DRIVE',
+                        help='a second drive of the area with positions (folder, CSV or bag): '
+                             'its frames decide the adaptation instead of pseudo-queries of '
+                             'held-out places (as vpr-ros adapt --queries)')
     parser.add_argument('--allow-duplicates', action='store_true', default=None,
                         help='CSV: keep images listed more than once (warned) instead of '
                              'refusing the CSV')
@@ -105,7 +109,8 @@ def main(args: argparse.Namespace) -> int:
         from vpr_ros.mapdb.distributed import import_ray
         import_ray()
     out = build_map(args.source, args.out, config, overwrite=args.overwrite,
-                    progress=not args.no_progress, ray=args.ray, ray_actors=args.ray_actors)
+                    progress=not args.no_progress, ray=args.ray, ray_actors=args.ray_actors,
+                    adapt_queries=args.adapt_queries)
     print(f'map written: {out}')
     manifest = read_manifest(out)
     skipped = manifest.get('skipped_images') or []

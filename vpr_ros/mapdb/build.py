@@ -50,7 +50,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from vpr_ros.config import Config, option
-from vpr_ros.errors import DataError, MapError
+from vpr_ros.errors import ConfigError, DataError, MapError
 from vpr_ros.files import save_arrays, staged_dir, write_json
 from vpr_ros.geo import route_length_m
 from vpr_ros.mapdb import format as fmt
@@ -95,7 +95,6 @@ class BuildConfig(Config):
     def validate(self) -> None:
         h, w = self.thumbnail_size
         if (h == 0) != (w == 0) or h < 0 or w < 0 or (h and min(h, w) < 16):
-            from vpr_ros.errors import ConfigError
             raise ConfigError(f'BuildConfig.thumbnail_size: {self.thumbnail_size} must be '
                               f'(0, 0) or at least (16, 16)')
 
@@ -194,7 +193,7 @@ def _describe_all(describe: Any, entries: Sequence[Entry], report: SourceReport,
 def build_map(source: str | Path | SourceReport, out: str | Path,
               config: BuildConfig | None = None, *, model: Any = None,
               overwrite: bool = False, progress: bool = True, ray: str | None = None,
-              ray_actors: int = 0) -> Path:
+              ray_actors: int = 0, adapt_queries: str | Path | None = None) -> Path:
     """Build ``out`` (a ``*.vprmap`` directory) from a source; resume an interrupted build.
 
     Args:
@@ -208,6 +207,10 @@ def build_map(source: str | Path | SourceReport, out: str | Path,
             ``'local'`` starts one on this machine, ``'auto'`` or ``'HOST:PORT'`` connects
             to a running one; None (default) describes in this process.
         ray_actors: Ray actors describing at once (0: one per cluster CPU, or per GPU).
+        adapt_queries: a second drive of the area with positions (any source): its frames
+            decide the adaptation instead of pseudo-queries of held-out places, as
+            ``vpr-ros adapt --queries`` (read before the build starts, so a bad one fails
+            at once).
 
     Returns:
         The path of the finished map.
@@ -218,7 +221,7 @@ def build_map(source: str | Path | SourceReport, out: str | Path,
         with build_lock(out):
             remove_stale(out)
             return _build_locked(source, out, config, model, overwrite, progress, ray,
-                                 ray_actors)
+                                 ray_actors, adapt_queries)
     except OSError as exc:  # read-only folder, disk full, ...: name the file, no traceback
         raise MapError(f'cannot build {out}: {exc.strerror or exc}'
                        + (f': {exc.filename}' if exc.filename else '')) from None
@@ -226,10 +229,16 @@ def build_map(source: str | Path | SourceReport, out: str | Path,
 
 def _build_locked(source: str | Path | SourceReport, out: Path, config: BuildConfig,
                   model: Any, overwrite: bool, progress: bool, ray: str | None = None,
-                  ray_actors: int = 0) -> Path:
+                  ray_actors: int = 0, adapt_queries: str | Path | None = None) -> Path:
     if out.exists() and not overwrite:
         raise MapError(f'{out} exists already, not overwriting (use --overwrite)')
     report = source if isinstance(source, SourceReport) else open_source(source, config.source)
+    drive = None
+    if adapt_queries is not None:
+        if config.adapt.method == 'none':
+            raise ConfigError('a second drive (adapt_queries) decides the adaptation, which '
+                              'is switched off (adapt method none)')
+        drive = open_source(adapt_queries, config.source).entries
     entries = report.entries
     if report.skipped:
         log.info('source %s: %d entries, skipped %s', report.path, len(entries), report.skipped)
@@ -263,16 +272,17 @@ def _build_locked(source: str | Path | SourceReport, out: Path, config: BuildCon
 
         attach_local_features(MapDB.open(out, fast=True), model)
     if config.adapt.method != 'none':
-        _adapt_built_map(out, config, model, entries)
+        _adapt_built_map(out, config, model, entries, drive)
     return out
 
 
-def _adapt_built_map(out: Path, config: BuildConfig, model: Any,
-                     entries: Sequence[Entry]) -> None:
+def _adapt_built_map(out: Path, config: BuildConfig, model: Any, entries: Sequence[Entry],
+                     drive: Sequence[Entry] | None = None) -> None:
     """Fit the map's adaptation; a map it cannot adapt stays plain, with the reason logged.
 
     The validation pseudo-queries are made from the source images (found by entry name), at
-    the camera's resolution, as the queries will be.
+    the camera's resolution, as the queries will be; a second drive's frames (``drive``)
+    decide instead when given.
     """
     from vpr_ros.mapdb.adaptation import adapt_map
     from vpr_ros.mapdb.database import MapDB
@@ -280,9 +290,11 @@ def _adapt_built_map(out: Path, config: BuildConfig, model: Any,
 
     try:
         db = MapDB.open(out, fast=True)
-        by_name = {e.name: e for e in entries}
-        images = entry_images(db, [by_name[n] for n in db.names], config.resize_max)
-        choice = adapt_map(db, config.adapt, model=model, images=images)
+        images = None
+        if drive is None:
+            by_name = {e.name: e for e in entries}
+            images = entry_images(db, [by_name[n] for n in db.names], config.resize_max)
+        choice = adapt_map(db, config.adapt, model=model, images=images, drive=drive)
     except (DataError, MapError) as exc:
         log.warning('%s: no descriptor adaptation (%s); the map uses plain descriptors', out,
                     exc)
