@@ -19,6 +19,8 @@ refs = database, queries = queries, ground truth from ground_truth.csv; exact L2
 
     bash scripts/env.sh run python bench/corridor_recall.py
     bash scripts/env.sh run python bench/corridor_recall.py --input-sizes 240x320 360x480
+    bash scripts/env.sh run python bench/corridor_recall.py --models effnet-lite0-gem \
+        effnet-lite0-gem-ms
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import faiss
 import numpy as np
 import torch
 from vpr_ros.images import load_image, to_tensor
-from vpr_ros.models.descriptor import build_model, ModelConfig
+from vpr_ros.models.descriptor import build_model, ModelConfig, PRESETS
 
 CORRIDOR = Path(__file__).resolve().parents[1].parent / 'shared' / 'data' / 'corridor'
 HEADS = ('avg', 'gem', 'gem_fc', 'netvlad', 'crn', 'crn2', 'haf')
@@ -93,11 +95,16 @@ def main(argv=None) -> int:
     parser.add_argument('--input-sizes', nargs='+', metavar='HxW',
                         help='only the default model, at these input sizes (e.g. 240x320 '
                              '360x480), with the time of a 480x640 forward at each')
+    parser.add_argument('--models', nargs='+', metavar='PRESET', choices=sorted(PRESETS),
+                        help='only these presets, with the time of a 480x640 forward of each')
     args = parser.parse_args(argv)
     set_torch_threads(2)
     data = load_corridor()
     rows = []
-    if args.input_sizes:
+    timed = bool(args.input_sizes or args.models)
+    if args.models:
+        runs = [(name, PRESETS[name]) for name in args.models]
+    elif args.input_sizes:
         runs = [(f'default @{s}', ModelConfig(input_size=tuple(int(v) for v in s.split('x'))))
                 for s in args.input_sizes]
     else:
@@ -112,7 +119,7 @@ def main(argv=None) -> int:
         rows.append({'model': name, 'input': list(cfg.input_size), 'head': cfg.head,
                      **{f'R@{n}': v for n, v in r.items()},
                      'seconds': round(time.perf_counter() - start, 1)})
-        if args.input_sizes:
+        if timed:
             rows[-1]['forward_480x640_ms'] = forward_ms(cfg)
         print(rows[-1], file=sys.stderr)
     print('| model | input HxW | R@1 | R@5 | R@10 | 480x640 forward ms |')

@@ -69,8 +69,8 @@ def textured_map(folder: Path, n: int, *, name: str = 'route.vprmap', **build) -
     from vpr_ros.mapdb import build_map, BuildConfig
 
     csv = write_csv_source(folder / 'src', n)
-    build = {'thumbnail_size': (64, 80), **build}
-    return build_map(csv, folder / name, BuildConfig(model='tiny-test', **build),
+    build = {'model': 'tiny-test', 'thumbnail_size': (64, 80), **build}
+    return build_map(csv, folder / name, BuildConfig(**build),
                      progress=False)
 
 

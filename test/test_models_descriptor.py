@@ -224,3 +224,46 @@ def test_same_config_builds_the_same_model():
     b = build_model(PRESETS['tiny-test'])
     assert a.fingerprint() == b.fingerprint()
     assert torch.equal(torch.rand(1), expected)  # the caller's RNG stream is left alone
+
+
+def test_multi_scale_is_the_power_mean_of_each_scale(tiny):
+    # Radenovic et al.'s test-time scales: each scale is described on its own, the unit
+    # descriptors are combined by the power mean with GeM's p, and normalised again.
+    torch.manual_seed(0)
+    multi = build_model(TINY.replace(scales=(1.0, 0.7071, 0.5)))
+    assert multi.state_dict().keys() == tiny.state_dict().keys()
+    multi.load_state_dict(tiny.state_dict())
+    was_training = tiny.training
+    tiny.eval()
+    multi.eval()
+    images = torch.rand(3, 3, 96, 120)
+    x = tiny.resize(images)
+    h, w = x.shape[-2:]
+    with torch.no_grad():
+        parts = [tiny.embed(x)] + [
+            tiny.embed(torch.nn.functional.interpolate(
+                x, size=(round(h * s), round(w * s)), mode='bilinear', align_corners=False,
+                antialias=True)) for s in (0.7071, 0.5)]
+    p = TINY.gem_p
+    want = (sum(d.clamp_min(0) ** p for d in parts) / 3) ** (1 / p)
+    want = torch.nn.functional.normalize(want, dim=1).numpy()
+    got = multi.describe(images)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert not np.allclose(got, tiny.describe(images), atol=1e-3)   # the scales count
+    # The descriptor the localizer takes with GeoWarp's features is the same, and those
+    # features are the scale-1 pass's.
+    with torch.no_grad():
+        desc, local = multi.embed_with_local(multi.resize(images))
+        np.testing.assert_allclose(desc.numpy(), got, atol=1e-5)
+        np.testing.assert_allclose(local.numpy(), tiny.embed_with_local(x)[1].numpy(),
+                                   atol=1e-6)
+    # Signed heads are averaged (p = 1); a single scale keeps every existing fingerprint.
+    assert ModelConfig(head='netvlad').scale_power == 1.0 and TINY.scale_power == p
+    assert 'scales' not in TINY.architecture_dict()
+    assert ModelConfig.from_dict({k: v for k, v in TINY.to_dict().items()
+                                  if k != 'scales'}) == TINY
+    assert multi.fingerprint() != tiny.fingerprint()
+    tiny.train(was_training)
+    for bad in ((0.7071, 0.5), (1.0, 1.0), (1.0, 0.1), (1.0, 3.0), ()):
+        with pytest.raises(ConfigError, match='scales'):
+            TINY.replace(scales=bad)

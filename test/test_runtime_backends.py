@@ -229,3 +229,29 @@ def test_onnx_runtime_takes_the_query_features_from_the_descriptor_graph(tmp_pat
         np.testing.assert_allclose([c.rerank_score for c in eb.candidates],
                                    [c.rerank_score for c in ea.candidates], atol=1e-3)
     assert calls == []                                 # one ONNX pass per frame
+
+
+def test_a_multi_scale_model_exports_and_runs_as_in_torch(tmp_path):
+    """The scales (shrunk, antialiased) are inside the exported graph: ONNX = torch."""
+    import yaml
+    from vpr_ros.models.descriptor import PRESETS
+
+    spec = tmp_path / 'tiny-ms.yaml'
+    config = PRESETS['tiny-test'].replace(scales=(1.0, 0.7071, 0.5))
+    spec.write_text(yaml.safe_dump(config.to_dict()))
+    path = textured_map(tmp_path, N, model=str(spec))
+    db = MapDB.open(path)
+    model = db.load_model('cpu')
+    assert model.config.scales == (1.0, 0.7071, 0.5)
+    assert cli_main(['export', str(path)]) == 0
+    record = MapDB.open(path).manifest[export.KEY]['fp32']
+    assert record['verification']['descriptor_local_max_abs_diff'] <= 1e-3
+    a = Localizer(MapDB.open(path), model, LocalizerConfig(backend='torch',
+                                                           sequence_check=False))
+    b = Localizer(MapDB.open(path), model, LocalizerConfig(backend='onnxruntime',
+                                                           sequence_check=False))
+    images = [texture(i) for i in range(N)]
+    for i, (ea, eb) in enumerate(zip(a.localize_batch(images), b.localize_batch(images))):
+        assert ea.candidates[0].index == eb.candidates[0].index == i
+        np.testing.assert_allclose([c.score for c in eb.candidates],
+                                   [c.score for c in ea.candidates], atol=1e-3)

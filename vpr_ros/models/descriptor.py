@@ -73,6 +73,10 @@ class ModelConfig(Config):
     weights_path: str = option('', 'local ImageNet state_dict for resnet/vgg (else hub cache)')
     checkpoint: str = option('', 'weights to load after building (ours or a public layout)')
     max_input_pixels: int = option(50_000_000, 'larger input images are refused', min=1)
+    scales: tuple[float, ...] = option(
+        (1.0,), 'multi-scale descriptor: the resized input is also described at these '
+        'scales (1.0 among them) and the power mean of the descriptors kept (Radenovic et '
+        'al., TPAMI 2018); (1.0,): one scale')
 
     def validate(self) -> None:
         """Check the input size against the resizer setting."""
@@ -84,16 +88,35 @@ class ModelConfig(Config):
         elif h < 8 or w < 8:
             raise ConfigError(f'ModelConfig.input_size: {self.input_size} is too small '
                               '(at least 8x8, or (0, 0) for native size)')
+        if 1.0 not in self.scales or len(set(self.scales)) != len(self.scales) or \
+                any(not 0.25 <= s <= 2.0 for s in self.scales):
+            raise ConfigError(f'ModelConfig.scales: {self.scales} must hold 1.0 and distinct '
+                              'scales in [0.25, 2]')
 
     def architecture_dict(self) -> dict[str, Any]:
         """Return the config without the weight-source fields (what the fingerprint hashes)."""
-        return {k: v for k, v in self.to_dict().items() if k not in WEIGHT_SOURCE_FIELDS}
+        out = {k: v for k, v in self.to_dict().items() if k not in WEIGHT_SOURCE_FIELDS}
+        if tuple(self.scales) == (1.0,):    # single-scale models keep their fingerprints
+            out.pop('scales', None)
+        return out
+
+    @property
+    def scale_power(self) -> float:
+        """Exponent of the multi-scale power mean: GeM's p for GeM heads, else 1 (a mean).
+
+        Radenovic et al. (TPAMI 2018) combine the scales with the network's own GeM exponent;
+        other heads give signed descriptors, for which only the plain mean is defined.
+        """
+        return float(self.gem_p) if self.head in ('gem', 'gem_stages') else 1.0
 
 
 PRESETS: dict[str, ModelConfig] = {
     'effnet-lite0-gem': ModelConfig(),
     'effnet-lite0-gem-360': ModelConfig(input_size=(360, 480)),
     'effnet-lite0-gem-480': ModelConfig(input_size=(480, 640)),
+    # Radenovic et al.'s test-time scales 1, 1/sqrt(2), 1/2 (1.75x the pixels of one scale).
+    'effnet-lite0-gem-ms': ModelConfig(scales=(1.0, 0.7071, 0.5)),
+    'effnet-lite0-gem-360-ms': ModelConfig(input_size=(360, 480), scales=(1.0, 0.7071, 0.5)),
     'effnet-lite0-gem-stages': ModelConfig(head='gem_stages'),
     'effnet-lite0-gem-asgeo': ModelConfig(resizer=True, triplet_attention=True),
     'effnet-lite0-netvlad': ModelConfig(head='netvlad'),
@@ -197,6 +220,10 @@ class DescriptorModel(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Return ``(N, D)`` unit descriptors of already resized inputs (:meth:`resize`)."""
+        return self._combine_scales(x, self._one_scale(x))
+
+    def _one_scale(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the unit descriptors of ``x`` at its own size."""
         if getattr(self.aggregation, 'multiscale', False):
             out = self.aggregation(self.backbone.forward_stages(x))
         else:
@@ -208,14 +235,43 @@ class DescriptorModel(nn.Module):
 
         GeoWarp matches the dense features of the encoder that made the global descriptor
         (Berton et al., ICCV 2021, arXiv 2109.09827, §3.2): when the map's thumbnails are the
-        model's input size, the query's features come from its descriptor forward for free.
+        model's input size, the query's features come from its descriptor forward for free
+        (the scale-1 pass of a multi-scale model).
         """
         stages = self.backbone.forward_stages(x)
         if getattr(self.aggregation, 'multiscale', False):
             out = self.aggregation(stages)
         else:
             out = self.aggregation(stages[-1])
-        return nn.functional.normalize(out, p=2.0, dim=1), stages[self.backbone.local_stage]
+        out = self._combine_scales(x, nn.functional.normalize(out, p=2.0, dim=1))
+        return out, stages[self.backbone.local_stage]
+
+    def _combine_scales(self, x: torch.Tensor, unit: torch.Tensor) -> torch.Tensor:
+        """Add the other scales of ``config.scales`` to ``unit``, the scale-1 descriptors.
+
+        Each scale is the resized input shrunk (antialiased) or enlarged bilinearly, described
+        and L2-normalised; the descriptors are combined by the power mean
+        (:attr:`ModelConfig.scale_power`) and normalised again, as Radenovic et al.
+        ("Fine-tuning CNN image retrieval with no human annotation", TPAMI 2018) do at test
+        time: a place seen from nearer or farther than the map's frame shows its structures
+        at another scale, which one scale of an ImageNet network does not match.
+        """
+        others = [s for s in self._config.scales if s != 1.0]
+        if not others:
+            return unit
+        p = self._config.scale_power
+        h, w = x.shape[-2:]
+        total = unit.clamp_min(0.0) ** p if p != 1.0 else unit
+        for s in others:
+            size = (max(8, round(h * s)), max(8, round(w * s)))
+            xs = nn.functional.interpolate(x, size=size, mode='bilinear', align_corners=False,
+                                           antialias=s < 1.0 and self._config.antialias)
+            out = self._one_scale(xs)
+            total = total + (out.clamp_min(0.0) ** p if p != 1.0 else out)
+        mean = total / len(self._config.scales)
+        if p != 1.0:
+            mean = mean.clamp_min(1e-24) ** (1.0 / p)     # (1e-24)^(1/3) = 1e-8
+        return nn.functional.normalize(mean, p=2.0, dim=1)
 
     def dense_features(self, batch: torch.Tensor) -> torch.Tensor:
         """Return the backbone feature maps ``(N, C, h, w)`` after the resizer."""
