@@ -39,7 +39,7 @@ import time
 from _common import add_json, bench_parser, write_json
 from corridor_localize import build_corridor_map, corridor_truth
 import numpy as np
-from vpr_ros.calibrate import _per_setting, FUSION_WEIGHTS, localize_frames, pseudo_query_frames
+from vpr_ros.calibrate import FUSION_WEIGHTS, localize_frames, per_setting, pseudo_query_frames
 from vpr_ros.images import load_image
 from vpr_ros.localizer import Localizer, LocalizerConfig
 from vpr_ros.mapdb import MapDB
@@ -62,8 +62,8 @@ def fitted(map_path: Path, config: GeoWarpFitConfig):
 def right_per_weight(loc: Localizer, images, exclude, truth_en: np.ndarray) -> np.ndarray:
     """``(weights, frames)`` booleans: the fused order's top-1 within RIGHT_M of the truth."""
     estimates = localize_frames(loc, images, exclude=exclude, progress=False)
-    return _per_setting(loc, estimates, 'rerank_weight', [float(w) for w in FUSION_WEIGHTS],
-                        lambda e, i: float(np.linalg.norm(
+    return per_setting(loc, estimates, 'rerank_weight', [float(w) for w in FUSION_WEIGHTS],
+                       lambda e, i: float(np.linalg.norm(
                             loc.map.positions_enu(e.candidates[0].index) - truth_en[i])
                             <= RIGHT_M)) == 1.0
 

@@ -92,8 +92,8 @@ def _truth_en(origin: Sequence[float], truth_lat_lon: np.ndarray) -> np.ndarray:
     return np.stack([wgs84_to_enu(lat, lon, 0.0, origin)[:2] for lat, lon in truth])
 
 
-def _per_setting(localizer: Localizer, estimates: Sequence[Estimate], name: str,
-                 values: Sequence[Any], score: Callable[[Estimate, int], float]) -> np.ndarray:
+def per_setting(localizer: Localizer, estimates: Sequence[Estimate], name: str,
+                values: Sequence[Any], score: Callable[[Estimate, int], float]) -> np.ndarray:
     """Score every estimate re-derived with ``config.<name>`` set to each of ``values``.
 
     Returns ``(len(values), len(estimates))`` of ``score(re-derived estimate, frame index)``,
@@ -134,8 +134,8 @@ def fit_rerank_weight(localizer: Localizer, estimates: Sequence[Estimate],
         return float(np.linalg.norm(top - truth_en[i]) <= right_m)
 
     # A frame without candidates is never right (NaN == 1 is False).
-    right = _per_setting(localizer, estimates, 'rerank_weight', [float(w) for w in weights],
-                         top_is_right) == 1.0
+    right = per_setting(localizer, estimates, 'rerank_weight', [float(w) for w in weights],
+                        top_is_right) == 1.0
     rates = right.mean(axis=1)
     halves = np.array_split(np.random.default_rng(seed).permutation(len(estimates)), 2)
     held_out = np.zeros(len(estimates), bool)
@@ -188,8 +188,8 @@ def fit_subspacing(localizer: Localizer, estimates: Sequence[Estimate], truth_la
     """
     truth_en = _truth_en(localizer.map.origin, truth_lat_lon)
     modes = ('off', 'geowarp', 'global') if localizer.rerank else ('off', 'global')
-    errors = _per_setting(localizer, estimates, 'subspacing', modes,
-                          lambda est, i: float(np.linalg.norm(np.asarray(est.enu) - truth_en[i])))
+    errors = per_setting(localizer, estimates, 'subspacing', modes,
+                         lambda est, i: float(np.linalg.norm(np.asarray(est.enu) - truth_en[i])))
     good = np.isfinite(errors).all(axis=0)
     errors = errors[:, good]
     medians = np.median(errors, axis=1) if errors.shape[1] else np.full(len(modes), np.nan)
