@@ -188,7 +188,7 @@ def test_corridor_npy_without_flag_fails_and_matches_csv_with_it(shared_data, ca
 
 @pytest.mark.slow
 def test_corridor_through_the_cli(shared_data, tmp_path, capsys):
-    """Default preset at the Corridor's native 120x160: measured R@1 60.4, R@5 88.3.
+    """effnet-lite0-gem at the Corridor's native 120x160: measured R@1 60.4, R@5 88.3.
 
     (bench/corridor_recall.py: 67.6 / 91.0 at 240x320; this command gives the same there.)
     """
@@ -197,7 +197,8 @@ def test_corridor_through_the_cli(shared_data, tmp_path, capsys):
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     out_json = tmp_path / 'corridor.json'
     rc, out, err = _run(['--dataset_folder', shared_data / 'corridor', '--image_size', '120',
-                         '160', '--device', 'cpu', '--batch-size', '32', '--json', out_json],
+                         '160', '--model', 'effnet-lite0-gem', '--device', 'cpu',
+                         '--batch-size', '32', '--json', out_json],
                         capsys)
     assert rc == 0, err
     print(out)

@@ -30,6 +30,7 @@ from vpr_ros.errors import MapError
 from vpr_ros.mapdb import build_map, BuildConfig, MapDB, open_source
 from vpr_ros.mapdb.build import work_dir_for
 from vpr_ros.mapdb.sources import Entry
+from vpr_ros.models.descriptor import PRESETS
 
 CFG = BuildConfig(batch_size=2, chunk_size=4, thumbnail_size=(24, 32))
 
@@ -188,9 +189,12 @@ def test_one_loader_for_all_chunks_equals_chunk_by_chunk(tmp_path, model):
 
 
 def test_auto_model_follows_the_rows_the_camera_gives(caplog):
-    from vpr_ros.models import AUTO_MODEL, DEFAULT_MODEL, model_for_rows, resolve_model
+    from vpr_ros.models import AUTO_MODEL, model_for_rows, resolve_model
 
-    assert model_for_rows(120) == model_for_rows(359) == DEFAULT_MODEL
+    small = 'effnet-lite0-gem-ms'      # enlarged below 360 rows: multi-scale
+    assert model_for_rows(120) == model_for_rows(359) == small
+    assert PRESETS[small].scales == (1.0, 0.7071, 0.5)
+    assert PRESETS[small].input_size == (240, 320)
     assert model_for_rows(360) == model_for_rows(1080) == 'effnet-lite0-gem-360'
 
     class Image:
@@ -205,23 +209,23 @@ def test_auto_model_follows_the_rows_the_camera_gives(caplog):
 
     wide = Image((360, 640))
     assert resolve_model(AUTO_MODEL, [wide]) == 'effnet-lite0-gem-360'
-    assert resolve_model(AUTO_MODEL, [Image((240, 320))]) == DEFAULT_MODEL
+    assert resolve_model(AUTO_MODEL, [Image((240, 320))]) == small
     # A named model is used as given; its images are not even read.
     assert resolve_model('resnet18-gem', [wide]) == 'resnet18-gem' and wide.loads == 1
     # The rows the model is given: 480x640 shrunk to a longer side of 320 is 240 rows.
-    assert resolve_model(AUTO_MODEL, [Image((480, 640))], resize_max=320) == DEFAULT_MODEL
+    assert resolve_model(AUTO_MODEL, [Image((480, 640))], resize_max=320) == small
     assert resolve_model(AUTO_MODEL, [Image((480, 640))], resize_max=600) == \
         'effnet-lite0-gem-360'
     # An unreadable first image is passed over; none readable falls back, with a warning.
     assert resolve_model(AUTO_MODEL, [Image(None), Image((720, 1280))]) == \
         'effnet-lite0-gem-360'
     with caplog.at_level(logging.WARNING, logger='vpr_ros.models'):
-        assert resolve_model(AUTO_MODEL, [Image(None)] * 3) == DEFAULT_MODEL
+        assert resolve_model(AUTO_MODEL, [Image(None)] * 3) == small
     assert 'no readable image' in caplog.text
 
 
 @pytest.mark.parametrize('rows, preset, input_size', [
-    (360, 'effnet-lite0-gem-360', [360, 480]), (240, 'effnet-lite0-gem', [240, 320])])
+    (360, 'effnet-lite0-gem-360', [360, 480]), (240, 'effnet-lite0-gem-ms', [240, 320])])
 def test_build_map_default_model_is_chosen_from_the_source_images(
         tmp_path, rows, preset, input_size):
     import cv2
@@ -241,4 +245,6 @@ def test_build_map_default_model_is_chosen_from_the_source_images(
                      '--no-progress']) == 0
     db = MapDB.open(out)
     assert db.manifest['build']['model'] == preset
-    assert list(db.load_model('cpu').config.input_size) == input_size
+    loaded = db.load_model('cpu').config
+    assert list(loaded.input_size) == input_size
+    assert loaded.scales == PRESETS[preset].scales

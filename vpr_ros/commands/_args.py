@@ -52,7 +52,7 @@ def add_model(parser: Any, *, default: str | None, what: str = '',
     default_help = shown or default or DEFAULT_MODEL
     if default_help == AUTO_MODEL:
         default_help = (f'auto: {AUTO_PRESETS[0][1]} for images of {AUTO_PRESETS[0][0]} rows '
-                        f'or more, {DEFAULT_MODEL} below')
+                        f'or more, {AUTO_PRESETS[-1][1]} below')
     parser.add_argument('--model', default=default,
                         help=f'{MODEL_HELP}{what} (default {default_help})')
 

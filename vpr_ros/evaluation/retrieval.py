@@ -54,7 +54,7 @@ from vpr_ros.faiss_config import configure_faiss
 from vpr_ros.images import IMAGE_SUFFIXES
 from vpr_ros.mapdb.entry import Entry, FileImage
 from vpr_ros.mapdb.sources import parse_vg_name
-from vpr_ros.models import AUTO_MODEL, AUTO_PRESETS, DEFAULT_MODEL, resolve_model
+from vpr_ros.models import AUTO_MODEL, AUTO_PRESETS, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class RetrievalEvalConfig(Config):
         (), 'model input (H, W) for this run; empty: the input_size of the model')
     model: str = option(AUTO_MODEL, 'preset name, model YAML or vpr_ros checkpoint; auto: '
                         f'{AUTO_PRESETS[0][1]} for database images of {AUTO_PRESETS[0][0]} '
-                        f'rows or more, {DEFAULT_MODEL} below (as build-map)')
+                        f'rows or more, {AUTO_PRESETS[-1][1]} below (as build-map)')
     device: str = option('auto', 'torch device: auto, cpu, cuda, cuda:N')
     batch_size: int = option(16, 'images per forward pass', min=1)
     num_workers: int = option(0, 'DataLoader processes decoding images (0: in process)', min=0)

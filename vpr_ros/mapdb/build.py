@@ -61,7 +61,7 @@ from vpr_ros.mapdb.index import build_index, IndexConfig
 from vpr_ros.mapdb.sources import open_source
 from vpr_ros.mapdb.work_dir import (bad_rows, build_lock, load_chunk, prepare_work_dir,
                                     remove_stale, work_dir_for)
-from vpr_ros.models import AUTO_MODEL, AUTO_PRESETS, DEFAULT_MODEL, resolve_model
+from vpr_ros.models import AUTO_MODEL, AUTO_PRESETS, resolve_model
 
 log = logging.getLogger(__name__)
 MAX_LISTED_SKIPPED = 1000   # unreadable images named in the manifest (all are counted)
@@ -73,7 +73,7 @@ class BuildConfig(Config):
 
     model: str = option(AUTO_MODEL, 'model: checkpoint path, YAML config or preset; auto: '
                         f'{AUTO_PRESETS[0][1]} for images of {AUTO_PRESETS[0][0]} rows or '
-                        f'more (after resize_max), {DEFAULT_MODEL} below')
+                        f'more (after resize_max), {AUTO_PRESETS[-1][1]} below')
     device: str = option('auto', 'torch device: auto, cpu, cuda, cuda:N')
     batch_size: int = option(16, 'images per forward pass', min=1)
     num_workers: int = option(0, 'DataLoader processes decoding images (0: in process)',

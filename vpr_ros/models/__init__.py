@@ -26,16 +26,18 @@ from typing import Any, Sequence
 
 log = logging.getLogger(__name__)
 
-#: The preset ``describe``, ``train`` and the demo use by default, and ``build-map`` and
-#: ``eval`` (model ``auto``) for images of fewer than 360 rows.
+#: The preset ``describe``, ``train`` and the demo use by default.
 DEFAULT_MODEL = 'effnet-lite0-gem'
 #: ``build-map`` and ``eval`` by default: the preset chosen from the images' height.
 AUTO_MODEL = 'auto'
 #: (least image rows, preset) for ``auto``, largest first: the model sees as many rows as the
-#: camera gives, up to 360x480, and never enlarges an image to a larger input. Recall falls
-#: when images shrink below the benchmark's 480x640 (Berton et al., "Deep Visual
-#: Geo-localization Benchmark", CVPR 2022); enlarging small renders lost recall here.
-AUTO_PRESETS = ((360, 'effnet-lite0-gem-360'), (0, DEFAULT_MODEL))
+#: camera gives, up to 360x480. Recall falls when images shrink below the benchmark's 480x640
+#: (Berton et al., "Deep Visual Geo-localization Benchmark", CVPR 2022); enlarging small
+#: renders to 360x480 lost recall here. Below 360 rows the descriptor is multi-scale
+#: (Radenovic et al., TPAMI 2018), which gained on both sets of such images measured; at 360
+#: rows and more one scale keeps the node at 20 fixes/s on two cores (the multi-scale preset
+#: gained on the rendered route only; bench/README.md, "Multi-scale descriptors").
+AUTO_PRESETS = ((360, 'effnet-lite0-gem-360'), (0, 'effnet-lite0-gem-ms'))
 
 
 def model_for_rows(rows: int) -> str:
@@ -49,7 +51,7 @@ def resolve_model(spec: str, images: Sequence[Any], *, resize_max: int = 0,
 
     ``images`` hold ``load()`` methods (map source entries); ``resize_max`` is the longer side
     the images are shrunk to before the model. Without a readable image among the first
-    ``tries``, the default preset.
+    ``tries``, the preset for the fewest rows.
     """
     if spec != AUTO_MODEL:
         return spec
@@ -67,5 +69,6 @@ def resolve_model(spec: str, images: Sequence[Any], *, resize_max: int = 0,
         log.info('model auto: %dx%d images (%d rows for the model) -> %s', height, width,
                  rows, name)
         return name
-    log.warning('model auto: no readable image among the first %d: %s', tries, DEFAULT_MODEL)
-    return DEFAULT_MODEL
+    fallback = AUTO_PRESETS[-1][1]
+    log.warning('model auto: no readable image among the first %d: %s', tries, fallback)
+    return fallback
