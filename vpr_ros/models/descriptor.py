@@ -259,18 +259,16 @@ class DescriptorModel(nn.Module):
         others = [s for s in self._config.scales if s != 1.0]
         if not others:
             return unit
-        p = self._config.scale_power
         h, w = x.shape[-2:]
-        total = unit.clamp_min(0.0) ** p if p != 1.0 else unit
-        for s in others:
-            size = (max(8, round(h * s)), max(8, round(w * s)))
-            xs = nn.functional.interpolate(x, size=size, mode='bilinear', align_corners=False,
-                                           antialias=s < 1.0 and self._config.antialias)
-            out = self._one_scale(xs)
-            total = total + (out.clamp_min(0.0) ** p if p != 1.0 else out)
-        mean = total / len(self._config.scales)
-        if p != 1.0:
-            mean = mean.clamp_min(1e-24) ** (1.0 / p)     # (1e-24)^(1/3) = 1e-8
+        parts = [unit] + [self._one_scale(nn.functional.interpolate(
+            x, size=(max(8, round(h * s)), max(8, round(w * s))), mode='bilinear',
+            align_corners=False, antialias=s < 1.0 and self._config.antialias))
+            for s in others]
+        p = self._config.scale_power
+        if p == 1.0:
+            mean = torch.stack(parts).mean(dim=0)
+        else:     # (1e-24)^(1/3) = 1e-8: no infinite gradient at 0
+            mean = (torch.stack(parts).clamp_min(0.0) ** p).mean(dim=0).clamp_min(1e-24) ** (1 / p)
         return nn.functional.normalize(mean, p=2.0, dim=1)
 
     def dense_features(self, batch: torch.Tensor) -> torch.Tensor:
