@@ -212,13 +212,15 @@ def test_build_map_lets_a_second_drive_decide_the_adaptation(tmp_path):
     source = write_csv_source(tmp_path / 'src', 48)
     drive = write_csv_source(tmp_path / 'drive', 30)      # the route's first 30 places again
     config = tmp_path / 'build.yaml'
+    # 40 dimensions: more than a fold of the 48 entries trains on (32), fewer than the whole
+    # map, which a second drive's projection is fitted on.
     config.write_text('model: tiny-test\nthumbnail_size: [64, 80]\n'
-                      'adapt: {method: pcaw, dims: [8]}\n')
+                      'adapt: {method: pcaw, dims: [40]}\n')
     out = tmp_path / 'm.vprmap'
     _vpr_ros('build-map', source, '--out', out, '--config', config, '--queries', drive,
              '--no-progress')
     record = MapDB.open(out).manifest['adaptation']
-    assert record['method'] == 'pcaw' and record['dim'] == 8       # forced, so kept
+    assert record['method'] == 'pcaw' and record['dim'] == 40      # forced, so kept
     assert record['report']['decided_by'] == 'second-drive'
     assert record['report']['drive_frames'] == 30
     assert 'pseudo_queries_from' not in record['report']
@@ -343,6 +345,10 @@ def test_adapt_cli_reports_the_validation_and_refuses_a_map_without_pseudo_query
     found = {(r['method'], r['dim']) for r in table}
     assert found >= {('none', dim), ('pcaw', 4), ('pcaw', 8)}
     assert MapDB.open(path).manifest.get('adaptation') is None      # dry run
+    # 40 dimensions need more than the 32 entries a fold of this 48-entry map trains on.
+    small = _vpr_ros('adapt', path, '--dims', '40', '--dry-run', check=False)
+    assert small.returncode != 0 and 'too small' in small.stderr
+    assert 'Traceback' not in small.stderr
     proc = _vpr_ros('adapt', path, '--dims', '8', '--validation-queries', '24', '--dry-run',
                     '--source', plain_map.parent / 'src' / 'route.csv')
     assert 'pseudo-queries from source images' in proc.stdout

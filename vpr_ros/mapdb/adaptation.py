@@ -524,8 +524,10 @@ def adapt_map(db: Any, config: AdaptConfig | None = None, *, model: Any = None,
             raise DataError(f'{db.path} has no thumbnails to make validation pseudo-queries '
                             "from; give the map's source images (--source) or rebuild it "
                             'with thumbnails')
-        # Before any forward: the same check choose_adaptation makes with the real folds.
-        fit_dims(config, int(db.descriptor_dim), len(db) * (config.folds - 1) // config.folds)
+        # Before any forward: the check choose_adaptation makes, on what it will train on
+        # (the other folds; with a second drive, the whole map).
+        train = len(db) if drive is not None else len(db) * (config.folds - 1) // config.folds
+        fit_dims(config, int(db.descriptor_dim), train)
         model = model if model is not None else db.load_model(device)
         enu = db.positions_enu(np.arange(len(db)))
         if drive is not None:
