@@ -20,6 +20,7 @@ import torch
 from vpr_ros.errors import CheckpointError, ConfigError, DataError
 from vpr_ros.models.backbones import build_backbone
 from vpr_ros.models.descriptor import build_model, DescriptorModel, ModelConfig, PRESETS
+from vpr_ros.models.heads import GeM
 
 TINY = PRESETS['tiny-test']
 
@@ -263,6 +264,23 @@ def test_multi_scale_is_the_power_mean_of_each_scale(tiny):
     assert ModelConfig.from_dict({k: v for k, v in TINY.to_dict().items()
                                   if k != 'scales'}) == TINY
     assert multi.fingerprint() != tiny.fingerprint()
+
+    # The scales are combined with the head's own GeM exponent once training has moved it.
+    def gem(model):
+        return next(m for m in model.aggregation.modules() if isinstance(m, GeM))
+
+    with torch.no_grad():
+        gem(tiny).p.fill_(2.0)
+        gem(multi).p.fill_(2.0)
+        parts = [tiny.embed(x)] + [
+            tiny.embed(torch.nn.functional.interpolate(
+                x, size=(round(h * s), round(w * s)), mode='bilinear', align_corners=False,
+                antialias=True)) for s in (0.7071, 0.5)]
+    learnt = (sum(d.clamp_min(0) ** 2.0 for d in parts) / 3) ** 0.5
+    np.testing.assert_allclose(multi.describe(images),
+                               torch.nn.functional.normalize(learnt, dim=1).numpy(), atol=1e-5)
+    with torch.no_grad():
+        gem(tiny).p.fill_(p)     # the module's fixture model
     tiny.train(was_training)
     for bad in ((0.7071, 0.5), (1.0, 1.0), (1.0, 0.1), (1.0, 3.0), ()):
         with pytest.raises(ConfigError, match='scales'):

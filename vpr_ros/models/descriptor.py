@@ -37,7 +37,7 @@ from torch import nn
 from vpr_ros.config import Config, option
 from vpr_ros.errors import ConfigError, DataError
 from vpr_ros.models.backbones import BACKBONES, build_backbone
-from vpr_ros.models.heads import build_head, HEADS
+from vpr_ros.models.heads import build_head, GeM, HEADS
 from vpr_ros.models.resizer import ASGeoResizer, ASPECT_MODES, BilinearResizer
 from vpr_ros.models.weights import load_weights_into
 
@@ -104,8 +104,9 @@ class ModelConfig(Config):
     def scale_power(self) -> float:
         """Exponent of the multi-scale power mean: GeM's p for GeM heads, else 1 (a mean).
 
-        Radenovic et al. (TPAMI 2018) combine the scales with the network's own GeM exponent;
-        other heads give signed descriptors, for which only the plain mean is defined.
+        Radenovic et al. (TPAMI 2018) combine the scales with the network's own GeM exponent
+        (the model uses its learnt ``p``; this is the configured one); other heads give
+        signed descriptors, for which only the plain mean is defined.
         """
         return float(self.gem_p) if self.head in ('gem', 'gem_stages') else 1.0
 
@@ -251,7 +252,7 @@ class DescriptorModel(nn.Module):
 
         Each scale is the resized input shrunk (antialiased) or enlarged bilinearly, described
         and L2-normalised; the descriptors are combined by the power mean
-        (:attr:`ModelConfig.scale_power`) and normalised again, as Radenovic et al.
+        (:meth:`_scale_power`) and normalised again, as Radenovic et al.
         ("Fine-tuning CNN image retrieval with no human annotation", TPAMI 2018) do at test
         time: a place seen from nearer or farther than the map's frame shows its structures
         at another scale, which one scale of an ImageNet network does not match.
@@ -264,12 +265,25 @@ class DescriptorModel(nn.Module):
             x, size=(max(8, round(h * s)), max(8, round(w * s))), mode='bilinear',
             align_corners=False, antialias=s < 1.0 and self._config.antialias))
             for s in others]
-        p = self._config.scale_power
-        if p == 1.0:
+        p = self._scale_power()
+        if isinstance(p, float) and p == 1.0:
             mean = torch.stack(parts).mean(dim=0)
         else:     # (1e-24)^(1/3) = 1e-8: no infinite gradient at 0
             mean = (torch.stack(parts).clamp_min(0.0) ** p).mean(dim=0).clamp_min(1e-24) ** (1 / p)
         return nn.functional.normalize(mean, p=2.0, dim=1)
+
+    def _scale_power(self) -> float | torch.Tensor:
+        """Exponent of the multi-scale power mean: the head's own, learnt GeM ``p`` if it has one.
+
+        Radenovic et al. combine the scales with the network's GeM exponent, which training
+        (or ``vpr-ros adapt --finetune``) moves away from the configured ``gem_p``; heads with
+        several GeM layers (``gem_stages``) use the configured value, signed heads 1.
+        """
+        power = self._config.scale_power
+        if power == 1.0:
+            return power
+        gems = [m for m in self.aggregation.modules() if isinstance(m, GeM)]
+        return gems[0].p.detach().clamp_min(1.0) if len(gems) == 1 else power
 
     def dense_features(self, batch: torch.Tensor) -> torch.Tensor:
         """Return the backbone feature maps ``(N, C, h, w)`` after the resizer."""
