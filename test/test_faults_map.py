@@ -206,6 +206,41 @@ def test_nan_descriptors_are_refused_on_verify(copy):
         MapDB.open(copy)
 
 
+def test_files_that_disagree_fail_verify_even_with_rewritten_sha256s(copy, capsys):
+    """Before: a map whose index or descriptors a faulty writer produced passed ``verify``."""
+    import faiss
+
+    assert run_cli(['map', 'verify', str(copy)], capsys)[0] == 0
+    desc = np.load(copy / 'descriptors.npy')
+    index = faiss.IndexFlatIP(desc.shape[1])
+    index.add(np.ascontiguousarray(desc[::-1]))      # the rows in another order
+    faiss.write_index(index, str(copy / 'index.faiss'))
+    relist(copy, 'index.faiss')
+    MapDB.open(copy)                                 # each file on its own is fine ...
+    rc, out = run_cli(['map', 'verify', str(copy)], capsys)
+    assert rc == 1 and 'index.faiss: the index does not find the own descriptor' in out
+    rc, out = run_cli(['map', 'info', str(copy), '--verify'], capsys)
+    assert rc == 1 and 'not built from descriptors.npy' in out
+    np.save(copy / 'descriptors.npy', desc * 2.0)    # not unit length
+    relist(copy, 'descriptors.npy')
+    rc, out = run_cli(['map', 'verify', str(copy)], capsys)
+    assert rc == 1 and 'descriptors.npy: descriptor 0 has length 2.0000, not 1' in out
+
+
+def test_adapted_descriptors_that_are_not_the_projection_fail_verify(tmp_path, capsys):
+    from vpr_ros.mapdb.adaptation import AdaptConfig
+
+    path = textured_map(tmp_path, 12, thumbnail_size=(16, 16), adapt=AdaptConfig(
+        method='pcaw', dims=(4,), validation_queries=10, folds=2))
+    assert run_cli(['map', 'verify', str(path)], capsys)[0] == 0
+    name = manifest(path)['adaptation']['files']['adapted-descriptors']
+    adapted = np.load(path / name)
+    np.save(path / name, adapted[[1, 0, *range(2, len(adapted))]])   # two rows swapped
+    relist(path, name)
+    rc, out = run_cli(['map', 'verify', str(path)], capsys)
+    assert rc == 1 and f"{name}: entry 0 is not the adaptation's projection" in out
+
+
 @pytest.mark.parametrize('text, match', [
     ('NaN', 'not a finite number'),
     ('Infinity', 'not a finite number'),

@@ -32,6 +32,7 @@ from vpr_ros.mapdb import build_map, BuildConfig, MapDB
 from vpr_ros.mapdb.adaptation import adapt_map, AdaptConfig, fit_pca
 from vpr_ros.mapdb.compact import (append_to_map, convert_map, map_projection, merge_maps,
                                    write_compact)
+from vpr_ros.mapdb.database import check_consistency
 from vpr_ros.mapdb.format import entry_file_bytes
 from vpr_ros.mapdb.index import IndexConfig
 
@@ -172,6 +173,8 @@ def test_merge_of_halves_equals_the_union(maps, tmp_path):
     assert m2.names == u2db.names
     np.testing.assert_array_equal(m2.search(q, 3)[0], u2db.search(q, 3)[0])
     np.testing.assert_array_equal(m2.thumbnails(np.arange(N)), u2db.thumbnails(np.arange(N)))
+    for written in (m, m2):      # the merged files agree with one another
+        check_consistency(written)
     # Different projections (each half fitted its own) or formats are refused by name.
     a3 = convert_map(a, tmp_path / 'a3.vprmap')
     with pytest.raises(MapError, match='different projections'):
@@ -210,6 +213,7 @@ def test_append_describes_only_the_new_drive(maps, tmp_path):
     q = _queries(db.load_model('cpu'))
     np.testing.assert_array_equal(db.search(q, 3)[0], u2.search(q, 3)[0])
     assert db.manifest['source']['appended'][0]['path'].endswith('b.csv')
+    assert cli.main(['map', 'verify', str(a2)]) == 0     # the appended index finds them all
     with pytest.raises(MapError, match='format v1: convert it first'):
         append_to_map(a, csv_b)
 

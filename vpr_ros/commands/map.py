@@ -26,7 +26,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from vpr_ros.mapdb.database import MapDB
+from vpr_ros.mapdb.database import check_consistency, MapDB
 from vpr_ros.mapdb.format import entry_file_bytes
 
 
@@ -38,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     info.add_argument('--verify', action='store_true',
                       help='check the sha256 of every file (default: sizes only)')
     verify = sub.add_parser('verify', help='check every file of a map (sha256, shapes, '
-                            'finite values); exit 1 on a problem')
+                            'finite values) and that they agree (unit descriptors, the index '
+                            'finds them, the adaptation projects them); exit 1 on a problem')
     verify.add_argument('map', type=Path, help='the *.vprmap directory')
     convert = sub.add_parser('convert', help='write the compact format v2 of a v1 map '
                              '(float16 projected descriptors, JPEG thumbnails)')
@@ -147,11 +148,12 @@ def main(args: argparse.Namespace) -> int:
     action = getattr(args, 'map_command', 'info')
     if action == 'verify':
         db = MapDB.open(args.map, fast=False)
+        check_consistency(db)
         if db.manifest.get('thumbnails'):   # v2: every JPEG decodes to the stated size
             for start in range(0, len(db), 4096):
                 db.thumbnails(list(range(start, min(len(db), start + 4096))))
         print(f'{args.map}: OK ({len(db)} entries, format v{db.format_version}, every sha256 '
-              f'and value checked)')
+              f'and value checked, the index and descriptors agree)')
         return 0
     if action in ('convert', 'merge', 'append'):
         from vpr_ros.mapdb import compact
@@ -171,6 +173,8 @@ def main(args: argparse.Namespace) -> int:
                                         batch_size=args.batch_size)
         args = argparse.Namespace(map=out, verify=False)
     db = MapDB.open(args.map, fast=not args.verify)
+    if args.verify:
+        check_consistency(db)
     rows = info_lines(db, verified=args.verify)
     width = max(len(k) for k, _ in rows)
     for key, value in rows:

@@ -436,6 +436,58 @@ def check_descriptors(path: Path, descriptors: np.ndarray, rows: int = 1 << 16) 
             raise MapError(f'{path}: descriptor {i} is not finite')
 
 
+def check_consistency(db: MapDB, sample: int = 512, seed: int = 0) -> None:
+    """Raise :class:`MapError` when the map's files disagree with one another (``map verify``).
+
+    Checksums prove that each file is what its writer wrote, not that the writer was right:
+    here the descriptors must be unit length, an adaptation's descriptors the projection of the
+    plain ones, and the searched index must find each sampled entry's own descriptor (every
+    one for exact kinds, 95 % for approximate ones). ``sample`` entries are checked.
+    """
+    n = len(db)
+    if n == 0:
+        return
+    rows = np.sort(np.random.default_rng(seed).choice(n, size=min(n, sample), replace=False))
+    adapted = (db.manifest.get(adaptation.KEY) or {}).get('files') if db.projection is not \
+        None and db.format_version < 2 else None
+    searched_file = db.path / (adapted['adapted-descriptors'] if adapted else fmt.DESCRIPTORS)
+    index_file = db.path / (adapted['adapted-index'] if adapted else fmt.INDEX)
+    tolerance = 1e-3 if db.format_version < 2 else 5e-3      # v2 stores float16
+    for name, vectors in ((db.path / fmt.DESCRIPTORS, db.descriptors),
+                          (searched_file, db.index.descriptors)):
+        norms = np.linalg.norm(np.asarray(vectors[rows], np.float32), axis=1)
+        bad = np.flatnonzero(np.abs(norms - 1.0) > tolerance)
+        if len(bad):
+            raise MapError(f'{name}: descriptor {rows[bad[0]]} has length '
+                           f'{norms[bad[0]]:.4f}, not 1')
+    searched = np.asarray(db.index.descriptors[rows], np.float32)
+    if adapted:
+        want = db.projection.apply(np.asarray(db.descriptors[rows], np.float32))
+        off = np.abs(want - searched).max(axis=1)
+        if (off > 1e-4).any():
+            i = int(np.argmax(off))
+            raise MapError(f"{searched_file}: entry {rows[i]} is not the adaptation's "
+                           f'projection of its descriptor (off by {off[i]:.3g}); run vpr-ros '
+                           f'adapt again')
+    # The best hit of each sampled descriptor must be the entry itself (or a copy of it),
+    # scored on the descriptors: an exact index answers with its own vectors' scores.
+    if db.index.exact:
+        top = db.index.search(searched, 1)[0][:, 0]
+        order = np.argsort(top)
+        hit = np.empty_like(searched)
+        hit[order] = np.asarray(db.index.descriptors[np.clip(top[order], 0, n - 1)],
+                                np.float32)
+        score = np.where(top >= 0, (hit * searched).sum(axis=1), -np.inf)
+    else:     # candidates are re-scored on the descriptors already; 8 widen the net
+        score = db.index.search(searched, 8)[1][:, 0]
+    missed = np.flatnonzero(score < (searched * searched).sum(axis=1) - 1e-3)
+    allowed = 0 if db.index.exact else int(0.05 * len(rows))
+    if len(missed) > allowed:
+        raise MapError(f'{index_file}: the index does not find the own descriptor of '
+                       f'{len(missed)} of {len(rows)} sampled entries (entry {rows[missed[0]]} '
+                       f'first): it was not built from {searched_file.name}; rebuild the map')
+
+
 def _read_entries(path: Path, n: int) -> tuple[list[str], list[int | None]]:
     try:
         with open(path, newline='', encoding='utf-8') as f:
