@@ -225,10 +225,12 @@ class DescriptorModel(nn.Module):
 
     def _one_scale(self, x: torch.Tensor) -> torch.Tensor:
         """Return the unit descriptors of ``x`` at its own size."""
-        if getattr(self.aggregation, 'multiscale', False):
-            out = self.aggregation(self.backbone.forward_stages(x))
-        else:
-            out = self.aggregation(self.backbone(x))
+        return self._pool(self.backbone.forward_stages(x))
+
+    def _pool(self, stages: list[torch.Tensor]) -> torch.Tensor:
+        """Return unit descriptors of the backbone's stage maps (multi-stage heads take all)."""
+        multi_stage = getattr(self.aggregation, 'multiscale', False)
+        out = self.aggregation(stages if multi_stage else stages[-1])
         return nn.functional.normalize(out, p=2.0, dim=1)
 
     def embed_with_local(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -240,12 +242,7 @@ class DescriptorModel(nn.Module):
         (the scale-1 pass of a multi-scale model).
         """
         stages = self.backbone.forward_stages(x)
-        if getattr(self.aggregation, 'multiscale', False):
-            out = self.aggregation(stages)
-        else:
-            out = self.aggregation(stages[-1])
-        out = self._combine_scales(x, nn.functional.normalize(out, p=2.0, dim=1))
-        return out, stages[self.backbone.local_stage]
+        return self._combine_scales(x, self._pool(stages)), stages[self.backbone.local_stage]
 
     def _combine_scales(self, x: torch.Tensor, unit: torch.Tensor) -> torch.Tensor:
         """Add the other scales of ``config.scales`` to ``unit``, the scale-1 descriptors.
