@@ -341,20 +341,14 @@ def choose_adaptation(descriptors: np.ndarray, enu: np.ndarray, queries: np.ndar
     min_train = (n if fold is None else
                  min(int((fold != f).sum()) for f in range(config.folds)))
     dims = fit_dims(config, d, min_train) if methods else []
-    # hits[(method, dim)] = list of per-query right/wrong at 1 and 5, over all held-out folds.
-    hits: dict[tuple[str, int], list[np.ndarray]] = {('none', d): []}
+    # One trial per held-out fold, or one for the second drive: what the candidates are fitted
+    # on (map entries and their matching pairs), the queries, and how a search is scored.
+    trials: list[tuple[np.ndarray, np.ndarray, np.ndarray, Callable[..., np.ndarray]]] = []
     if drive is not None:
         qx = np.ascontiguousarray(drive[0], np.float32)
         truth = np.asarray(drive[1], np.float64)[:, :2]
-        hits[('none', d)].append(recall_at_positions(qx, x, enu, truth, radius))
-        for method in methods:
-            full = (fit_lw(x, pairs_all, max(dims), shrinkage=config.shrinkage)
-                    if method == 'lw' else fit_pcaw(x, max(dims), shrinkage=config.shrinkage))
-            px_full, pq_full = full.apply(x, normalise=False), full.apply(qx, normalise=False)
-            for dim in dims:
-                hits[(method, dim)] = [recall_at_positions(
-                    _normalise(pq_full[:, :dim]), _normalise(px_full[:, :dim]), enu, truth,
-                    radius)]
+        trials.append((np.arange(n), pairs_all, qx, lambda q, db: recall_at_positions(
+            q, db, enu, truth, radius)))
     else:
         qx = np.ascontiguousarray(queries, np.float32)
         for f in range(config.folds):
@@ -362,26 +356,28 @@ def choose_adaptation(descriptors: np.ndarray, enu: np.ndarray, queries: np.ndar
             if not held.any():
                 continue
             train = np.flatnonzero(fold != f)
-            base = recall_rows(qx[held], x, sources[held], enu, radius)
-            hits[('none', d)].append(base)
-            for method in methods:
-                if method == 'lw':
-                    keep = (fold[pairs_all[:, 0]] != f) & (fold[pairs_all[:, 1]] != f)
-                    remap = np.full(n, -1)
-                    remap[train] = np.arange(len(train))
-                    pairs = remap[pairs_all[keep]]
-                    if len(pairs) < 10:
-                        continue
-                    full = fit_lw(x[train], pairs, max(dims), shrinkage=config.shrinkage)
-                else:
-                    full = fit_pcaw(x[train], max(dims), shrinkage=config.shrinkage)
-                px_full = full.apply(x, normalise=False)
-                pq_full = full.apply(qx[held], normalise=False)
-                for dim in dims:
-                    db_k = _normalise(px_full[:, :dim])
-                    q_k = _normalise(pq_full[:, :dim])
-                    hits.setdefault((method, dim), []).append(
-                        recall_rows(q_k, db_k, sources[held], enu, radius))
+            keep = (fold[pairs_all[:, 0]] != f) & (fold[pairs_all[:, 1]] != f)
+            remap = np.full(n, -1)
+            remap[train] = np.arange(len(train))
+            trials.append((train, remap[pairs_all[keep]], qx[held],
+                           lambda q, db, src=sources[held]: recall_rows(q, db, src, enu,
+                                                                        radius)))
+    # hits[(method, dim)] = list of per-query right/wrong at 1 and 5, one part per trial.
+    hits: dict[tuple[str, int], list[np.ndarray]] = {('none', d): []}
+    for train, pairs, trial_queries, score in trials:
+        hits[('none', d)].append(score(trial_queries, x))
+        for method in methods:
+            if method == 'lw':
+                if len(pairs) < 10:
+                    continue
+                full = fit_lw(x[train], pairs, max(dims), shrinkage=config.shrinkage)
+            else:
+                full = fit_pcaw(x[train], max(dims), shrinkage=config.shrinkage)
+            px_full = full.apply(x, normalise=False)
+            pq_full = full.apply(trial_queries, normalise=False)
+            for dim in dims:
+                hits.setdefault((method, dim), []).append(
+                    score(_normalise(pq_full[:, :dim]), _normalise(px_full[:, :dim])))
     table = []
     complete = len(hits[('none', d)])
     right: dict[tuple[str, int], np.ndarray] = {}     # per-query right at rank 1
