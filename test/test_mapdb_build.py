@@ -188,6 +188,26 @@ def test_one_loader_for_all_chunks_equals_chunk_by_chunk(tmp_path, model):
     assert len(got[1][1].descriptors) == 3  # the last chunk is short
 
 
+def test_auto_batch_is_small_on_a_cpu_and_changes_no_descriptor(tmp_path, model):
+    """batch_size 0: 16 images per forward on a GPU, 2 on a CPU (16 overflow its caches)."""
+    from vpr_ros.device import forward_batch
+    from vpr_ros.mapdb.describe import extract_chunk
+
+    assert (forward_batch('cpu'), forward_batch('cuda:0'), forward_batch('cpu', 5)) == (2, 16, 5)
+    entries = open_source(write_csv_source(tmp_path / 'src', 5)).entries
+    seen = []
+    hook = model.aggregation.register_forward_pre_hook(
+        lambda _, inputs: seen.append(len(inputs[0])))
+    try:
+        auto = extract_chunk(model, entries, thumbnail_size=(16, 16))
+    finally:
+        hook.remove()
+    assert seen == [2, 2, 1]                # the real model, fed in pairs on this CPU
+    fixed = extract_chunk(model, entries, batch_size=5, thumbnail_size=(16, 16))
+    np.testing.assert_allclose(auto.descriptors, fixed.descriptors, atol=1e-5)
+    assert BuildConfig().batch_size == 0
+
+
 def test_auto_model_follows_the_rows_the_camera_gives(caplog):
     from vpr_ros.models import AUTO_MODEL, model_for_rows, resolve_model
 

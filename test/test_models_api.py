@@ -80,3 +80,8 @@ def test_cli_describe_writes_npy_and_sidecar(image_files, tmp_path, capsys):
     assert cli_main(['describe', str(image_files[0]), '--model', 'nope', '--out',
                      str(tmp_path / 'x.npy')]) == 1
     assert 'presets' in capsys.readouterr().err
+    # The batch size changes no descriptor; a negative one is a clear error.
+    assert cli_main([*argv, '--overwrite', '--batch-size', '1']) == 0
+    np.testing.assert_allclose(np.load(out), desc, atol=1e-6)
+    assert cli_main([*argv, '--overwrite', '--batch-size', '-1']) == 1
+    assert '--batch-size must be 0 (auto) or more' in capsys.readouterr().err

@@ -54,6 +54,20 @@ def resolve_device(spec: str = 'auto') -> 'torch.device':
     raise DeviceError(f'unknown device {spec!r}; use one of auto, cpu, cuda, cuda:N')
 
 
+#: Images per forward pass when none is asked for. A GPU wants large batches; on a CPU the
+#: activations of 16 images overflow the caches and every image costs 1.8-2.8x what it costs
+#: in a batch of 2 (EfficientNet-Lite0 at 240x320, 360x480 and multi-scale, 2-core Zen 4;
+#: bench/README.md, "Forward batch size on a CPU").
+GPU_BATCH, CPU_BATCH = 16, 2
+
+
+def forward_batch(device: 'torch.device | str', requested: int = 0) -> int:
+    """Return ``requested`` images per forward pass, or for 0 the fastest size on ``device``."""
+    if requested > 0:
+        return int(requested)
+    return GPU_BATCH if str(device).startswith('cuda') else CPU_BATCH
+
+
 def describe_device(device: 'torch.device') -> str:
     """Human-readable name of a device, for logs and diagnostics."""
     import torch

@@ -50,6 +50,7 @@ import torch
 from vpr_ros.calibration import stored_calibration, stored_rerank_weight, stored_subspacing
 from vpr_ros.confidence import confidence_features, feature_vector
 from vpr_ros.config import Config, option
+from vpr_ros.device import forward_batch
 from vpr_ros.errors import DataError, MapError, VprError
 from vpr_ros.fix_quality import RouteGeometry, subspacing_along
 from vpr_ros.geo import enu_to_wgs84
@@ -388,12 +389,14 @@ class Localizer:
 
     def localize_batch(self, images: Sequence[Any], *,
                        exclude: Sequence[Sequence[int]] | None = None,
-                       batch_size: int = 16,
+                       batch_size: int = 0,
                        stamps_ns: Sequence[int] | None = None) -> list[Estimate]:
         """Localize many images (offline use): descriptors are computed in batches.
 
+        ``batch_size`` 0: the fastest for the device (:func:`vpr_ros.device.forward_batch`).
         ``stamps_ns`` (one per image, in drive order) run the sequence check as ``localize``.
         """
+        batch_size = forward_batch(self.device, batch_size)
         images = list(images)
         if exclude is not None and len(exclude) != len(images):
             raise DataError(f'exclude: {len(exclude)} lists for {len(images)} images')

@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model(parser, default=DEFAULT_MODEL)
     parser.add_argument('--out', type=Path, required=True, help='output .npy (N x D float32)')
     add_device(parser)
-    parser.add_argument('--batch-size', type=int, default=16, help='images per forward pass')
+    parser.add_argument('--batch-size', type=int, default=0, help='images per forward pass '
+                        '(default 0: 16 on a GPU, 2 on a CPU)')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing --out')
 
 
@@ -44,8 +45,8 @@ def main(args: argparse.Namespace) -> int:
 
     if args.out.exists() and not args.overwrite:
         raise DataError(f'{args.out} exists already; pass --overwrite to replace it')
-    if args.batch_size < 1:
-        raise DataError('--batch-size must be at least 1')
+    if args.batch_size < 0:
+        raise DataError('--batch-size must be 0 (auto) or more')
     model = get_model(args.model, args.device)
     descriptors = describe(list(args.images), model, batch_size=args.batch_size)
     args.out.parent.mkdir(parents=True, exist_ok=True)

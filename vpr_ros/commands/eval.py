@@ -63,8 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model(parser, default=d.model)
     add_device(parser, default=d.device)
     parser.add_argument('--batch-size', '--batch_size', type=int, default=d.batch_size,
-                        dest='batch_size', help=f'images per forward pass (default '
-                                                f'{d.batch_size})')
+                        dest='batch_size', help='images per forward pass (default 0: 16 on a '
+                                                'GPU, 2 on a CPU)')
     parser.add_argument('--workers', type=int, default=d.num_workers, dest='num_workers',
                         help='image decoding processes (default 0: in process)')
     parser.add_argument('--map', type=Path,

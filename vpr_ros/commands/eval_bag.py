@@ -34,7 +34,7 @@ from vpr_ros.evaluation.report import write_report
 log = logging.getLogger(__name__)
 
 LIVE_FIX_TOPIC = '/vpr/fix'
-DEFAULT_BATCH = 16
+DEFAULT_BATCH = 0
 OFFLINE_ONLY = ('images', 'localizer_config', 'device', 'backend', 'batch_size')
 
 
@@ -59,8 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_device(parser, default=None, when='offline mode: ')
     add_backend(parser, when='offline mode: ')
     parser.add_argument('--batch-size', type=int,
-                        help=f'offline mode: frames per localizer batch (default '
-                        f'{DEFAULT_BATCH})')
+                        help='offline mode: images per forward pass (default 0: 16 on a '
+                        'GPU, 2 on a CPU)')
     parser.add_argument('--out', type=Path,
                         help='output folder (default: BAG.eval beside the bag)')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing output')
@@ -132,8 +132,8 @@ def _offline(args: argparse.Namespace, bag: Path, config: EvalConfig):
         raise MapError(f'{args.map}: no such map (a *.vprmap folder from build-map)')
     loc_config = localizer_config(args) or LocalizerConfig()
     batch = DEFAULT_BATCH if args.batch_size is None else args.batch_size
-    if batch < 1:
-        raise ConfigError(f'--batch-size must be at least 1, got {batch}')
+    if batch < 0:
+        raise ConfigError(f'--batch-size must be 0 (auto) or more, got {batch}')
     return evaluate_bag_offline(
         bag, lambda: Localizer.open(args.map, loc_config, device=args.device or 'auto'),
         image_topic=args.images, truth_topic=args.truth, config=config, batch_size=batch,

@@ -59,7 +59,7 @@ def config_from_args(args: argparse.Namespace) -> LocalizerConfig:
     return config
 
 
-BATCH = 16
+BATCH = 16     # images read per localize_batch call
 
 
 def _estimates(localizer: Localizer, paths: list[Path]) -> Iterator[tuple[Path, Any]]:
@@ -72,7 +72,7 @@ def _estimates(localizer: Localizer, paths: list[Path]) -> Iterator[tuple[Path, 
             except DataError as exc:
                 loaded.append((path, exc))
         good = [image for _, image in loaded if not isinstance(image, DataError)]
-        estimates = iter(localizer.localize_batch(good, batch_size=BATCH))
+        estimates = iter(localizer.localize_batch(good))
         for path, image in loaded:
             yield path, image if isinstance(image, DataError) else next(estimates)
 

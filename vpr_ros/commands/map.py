@@ -64,7 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     append.add_argument('map', type=Path, help='the v2 *.vprmap directory')
     append.add_argument('source', type=Path, help='VG folder, CSV or bag of the new drive')
     append.add_argument('--out', type=Path, help='write here (default: replace MAP)')
-    append.add_argument('--batch-size', type=int, default=16, help='images per forward pass')
+    append.add_argument('--batch-size', type=int, default=0, help='images per forward pass '
+                        '(default 0: 16 on a GPU, 2 on a CPU)')
 
 
 def _size(nbytes: float) -> str:

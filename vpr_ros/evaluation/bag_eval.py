@@ -41,6 +41,7 @@ from typing import Any, Callable, TYPE_CHECKING
 import numpy as np
 
 from vpr_ros.bags import deserialize, FIX_TYPE, header_stamp_ns, IMAGE_TYPES, open_reader
+from vpr_ros.device import forward_batch
 from vpr_ros.errors import DataError
 from vpr_ros.evaluation.metrics import compute_metrics, EvalConfig, Evaluation, FixSeries
 from vpr_ros.evaluation.metrics import truth_coverage, TruthSeries
@@ -215,7 +216,7 @@ def _bar(iterator: Any, progress: bool, **kwargs: Any) -> Any:
 
 def evaluate_bag_offline(bag: Path, localizer: 'Localizer | Callable[[], Localizer]', *,
                          image_topic: str | None = AUTO, truth_topic: str = '/gnss/fix',
-                         config: EvalConfig | None = None, batch_size: int = 16,
+                         config: EvalConfig | None = None, batch_size: int = 0,
                          progress: bool = True) -> BagEvaluation:
     """Run the localizer on a bag's camera frames and score its estimates against the truth.
 
@@ -227,15 +228,16 @@ def evaluate_bag_offline(bag: Path, localizer: 'Localizer | Callable[[], Localiz
             bag's only image topic.
         truth_topic: NavSatFix topic of the ground truth.
         config: metric thresholds (EvalConfig defaults when None).
-        batch_size: frames per ``localize_batch`` call.
+        batch_size: images per forward pass (0: the fastest for the localizer's device,
+            :func:`vpr_ros.device.forward_batch`).
         progress: tqdm bars over the bag.
 
     Raises:
         DataError: a missing topic, a topic of the wrong type, no frames, no valid truth, no
             frame stamp in the truth's coverage, or no frame that decodes.
     """
-    if batch_size < 1:
-        raise DataError(f'batch_size must be at least 1, got {batch_size}')
+    if batch_size < 0:
+        raise DataError(f'batch_size must be 0 (auto) or more, got {batch_size}')
     bag = Path(bag)
     config = config or EvalConfig()
     reader = open_reader(bag)
@@ -266,6 +268,8 @@ def evaluate_bag_offline(bag: Path, localizer: 'Localizer | Callable[[], Localiz
                 f'{config.truth_max_gap_s} s not bridged)')
         if not hasattr(localizer, 'localize_batch'):
             localizer = localizer()
+        batch_size = forward_batch(localizer.device, batch_size)
+        step = max(16, batch_size)     # frames read per localize_batch call
         done_stamps, estimates, pending, failed = [], [], [], []
         bar = _bar(None, progress, total=len(frame_stamps), unit='frame',
                    desc=f'localize {image_topic}')
@@ -292,7 +296,7 @@ def evaluate_bag_offline(bag: Path, localizer: 'Localizer | Callable[[], Localiz
                     if bar is not None:
                         bar.update(1)
                     continue
-                if len(pending) >= batch_size:
+                if len(pending) >= step:
                     flush()
             if pending:
                 flush()

@@ -46,6 +46,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from vpr_ros.config import Config, option
+from vpr_ros.device import forward_batch
 from vpr_ros.errors import ConfigError, DataError
 from vpr_ros.evaluation.recall import (DEFAULT_RECALL_VALUES, load_vprbench_csv,
                                        load_vprbench_npy, positives_within,
@@ -79,7 +80,8 @@ class RetrievalEvalConfig(Config):
                         f'{AUTO_PRESETS[0][1]} for database images of {AUTO_PRESETS[0][0]} '
                         f'rows or more, {AUTO_PRESETS[-1][1]} below (as build-map)')
     device: str = option('auto', 'torch device: auto, cpu, cuda, cuda:N')
-    batch_size: int = option(16, 'images per forward pass', min=1)
+    batch_size: int = option(0, 'images per forward pass; 0: 16 on a GPU, 2 on a CPU (larger '
+                                'batches overflow its caches and run slower)', min=0)
     num_workers: int = option(0, 'DataLoader processes decoding images (0: in process)', min=0)
     allow_pickle: bool = option(False, 'read the upstream VPR-Bench .npy ground truth, a pickle '
                                        'that can run code from the file')
@@ -298,15 +300,17 @@ def load_eval_model(spec: str, device: str = 'auto', image_size: Sequence[int] =
     return model
 
 
-def describe_entries(model: Any, entries: Sequence[Entry], *, batch_size: int = 16,
+def describe_entries(model: Any, entries: Sequence[Entry], *, batch_size: int = 0,
                      num_workers: int = 0, progress: bool = True,
                      desc: str = 'describe') -> np.ndarray:
     """Describe entries in order with build-map's extractor, one tqdm step per batch run."""
     from tqdm import tqdm
 
-    from vpr_ros.mapdb.describe import extract_chunk
+    from vpr_ros.mapdb.describe import extract_chunk, model_device
 
-    step = batch_size * max(1, 4 * num_workers)  # a worker pool per step: keep steps long
+    batch_size = forward_batch(model_device(model), batch_size)
+    step = max(16, batch_size) * max(1, 4 * num_workers)   # a worker pool per step: keep
+    #                                                        steps long
     parts = []
     with tqdm(total=len(entries), unit='img', desc=desc, disable=not progress) as bar:
         for start in range(0, len(entries), step):
@@ -360,7 +364,8 @@ def evaluate_retrieval(dataset: RetrievalDataset, config: RetrievalEvalConfig, *
         'search': 'exact L2 (faiss.IndexFlatL2)',
         'model': model_name, 'model_fingerprint': str(model.fingerprint()),
         'image_size': list(model.config.input_size), 'descriptor_dim': int(db.shape[1]),
-        'device': str(model.device), 'batch_size': config.batch_size,
+        'device': str(model.device), 'batch_size': forward_batch(model.device,
+                                                                 config.batch_size),
         'extraction_s': round(extract_s, 3),
     }
     return RetrievalResult(result, protocol, predictions)
@@ -413,13 +418,14 @@ def evaluate_map(dataset: RetrievalDataset, map_path: str | Path, config: Retrie
                         f'the map from that folder')
     started = time.perf_counter()
     predictions = np.full((len(dataset.queries), top_k), -1, np.int64)
-    step = config.batch_size
+    batch = forward_batch(localizer.device, config.batch_size)
+    step = max(16, batch)     # images loaded per localize_batch call
     with tqdm(total=len(dataset.queries), unit='img', desc='queries',
               disable=not progress) as bar:
         for start in range(0, len(dataset.queries), step):
             part = dataset.queries[start:start + step]
             images = [e.load() for e in part]
-            for q, est in enumerate(localizer.localize_batch(images, batch_size=step)):
+            for q, est in enumerate(localizer.localize_batch(images, batch_size=batch)):
                 found = [int(order[c.index]) for c in est.candidates][:top_k]
                 predictions[start + q, :len(found)] = found
             bar.update(len(part))
@@ -449,7 +455,7 @@ def evaluate_map(dataset: RetrievalDataset, map_path: str | Path, config: Retrie
         'image_size': list(localizer.model.config.input_size),
         'descriptor_dim': int(db.projection.dim if db.projection is not None
                               else db.descriptor_dim),
-        'device': str(localizer.device), 'batch_size': config.batch_size,
+        'device': str(localizer.device), 'batch_size': batch,
         'extraction_s': round(elapsed, 3),
     }
     return RetrievalResult(result, protocol, predictions)

@@ -334,7 +334,7 @@ def spatial_folds(enu: np.ndarray, folds: int, *, seed: int = 0) -> np.ndarray:
 
 
 def describe_pseudo_queries(db: Any, model: Any, count: int, *, seed: int = 0,
-                            batch_size: int = 16,
+                            batch_size: int = 0,
                             images: Callable[[int], np.ndarray] | None = None,
                             candidates: np.ndarray | None = None,
                             ) -> tuple[np.ndarray, np.ndarray]:
@@ -555,7 +555,7 @@ def recall_rows(queries: np.ndarray, database: np.ndarray, sources: np.ndarray,
     return rows
 
 
-def describe_drive(db: Any, model: Any, frames: Sequence[Any], *, batch_size: int = 16,
+def describe_drive(db: Any, model: Any, frames: Sequence[Any], *, batch_size: int = 0,
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Plain descriptors and east/north (m, about the map's origin) of a second drive's frames.
 

@@ -431,7 +431,7 @@ def _write_v1_union(dbs: Sequence[MapDB], out: Path, descriptors: np.ndarray,
 
 
 def append_to_map(path: str | Path, source: Any, *, model: Any = None,
-                  batch_size: int = 16, out: str | Path | None = None) -> Path:
+                  batch_size: int = 0, out: str | Path | None = None) -> Path:
     """Add the entries of ``source`` (a new drive) to a v2 map; old entries are not described.
 
     The new images are described with the map's model and projection and appended; the index

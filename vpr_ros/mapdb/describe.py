@@ -130,7 +130,7 @@ def _chunk_batches(n: int, chunk_size: int, batch_size: int,
 
 
 def describe_chunks(model: Any, entries: Sequence[Entry], chunk_ids: Sequence[int], *,
-                    chunk_size: int, batch_size: int = 16, resize_max: int = 0,
+                    chunk_size: int, batch_size: int = 0, resize_max: int = 0,
                     thumbnail_size: tuple[int, int] = (96, 128), num_workers: int = 0,
                     skip_bad: bool = False) -> Iterator[tuple[int, ChunkResult]]:
     """Yield ``(chunk id, result)`` for the chunks ``chunk_ids`` of ``entries``, in order.
@@ -138,17 +138,21 @@ def describe_chunks(model: Any, entries: Sequence[Entry], chunk_ids: Sequence[in
     One DataLoader serves every chunk, so with ``num_workers`` its processes start once and
     decode the next batches (across chunk boundaries) while the model describes this one.
     Each result equals :func:`extract_chunk` of that chunk's entries. With ``skip_bad`` an
-    image that cannot be read is left out and named in the result's ``bad``.
+    image that cannot be read is left out and named in the result's ``bad``. ``batch_size``
+    0: the fastest for the model's device (:func:`vpr_ros.device.forward_batch`).
     """
     import torch
     from torch.utils.data import DataLoader
 
-    batches = _chunk_batches(len(entries), chunk_size, batch_size, chunk_ids)
+    from vpr_ros.device import forward_batch
+
+    device = model_device(model)
+    batches = _chunk_batches(len(entries), chunk_size, forward_batch(device, batch_size),
+                             chunk_ids)
     if not batches:
         return
     loader = DataLoader(_EntryImages(entries, resize_max, thumbnail_size, skip_bad),
                         batch_sampler=batches, num_workers=num_workers, collate_fn=_collate)
-    device = model_device(model)
     was_training = getattr(model, 'training', False)
     model.eval()
     try:
@@ -173,7 +177,7 @@ def describe_chunks(model: Any, entries: Sequence[Entry], chunk_ids: Sequence[in
         model.train(was_training)
 
 
-def extract_chunk(model: Any, entries: Sequence[Entry], *, batch_size: int = 16,
+def extract_chunk(model: Any, entries: Sequence[Entry], *, batch_size: int = 0,
                   resize_max: int = 0, thumbnail_size: tuple[int, int] = (96, 128),
                   num_workers: int = 0) -> ChunkResult:
     """Describe a chunk of entries: a pure function of the model and the entries.

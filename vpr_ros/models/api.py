@@ -27,6 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from vpr_ros.device import forward_batch
 from vpr_ros.errors import DataError
 from vpr_ros.images import load_image, to_tensor
 from vpr_ros.models import DEFAULT_MODEL
@@ -69,9 +70,10 @@ def _as_tensor(image: Any, index: int) -> torch.Tensor:
 
 
 def describe(images: Any, model: str | Path | ModelConfig | DescriptorModel = DEFAULT_MODEL,
-             *, device: str = 'auto', batch_size: int = 16) -> np.ndarray:
+             *, device: str = 'auto', batch_size: int = 0) -> np.ndarray:
     """Describe one image or a sequence of images; see the module docstring for shapes."""
     net = get_model(model, device)
+    batch_size = forward_batch(net.device, batch_size)
     if isinstance(images, torch.Tensor) and images.dim() == 4:
         return np.concatenate([net.describe(images[i:i + batch_size])
                                for i in range(0, len(images), batch_size)])
