@@ -55,7 +55,7 @@ def resolve_device(spec: str = 'auto') -> 'torch.device':
 
 
 #: Images per forward pass when none is asked for. A GPU wants large batches; on a CPU the
-#: activations of 16 images overflow the caches and every image costs 1.8-2.8x what it costs
+#: activations of 16 images overflow the caches and every image costs 1.4-2.5x what it costs
 #: in a batch of 2 (EfficientNet-Lite0 at 240x320, 360x480 and multi-scale, 2-core Zen 4;
 #: bench/README.md, "Forward batch size on a CPU").
 GPU_BATCH, CPU_BATCH = 16, 2
