@@ -60,6 +60,33 @@ def test_lw_whitens_the_differences_of_matching_pairs():
         fit_lw(x, np.zeros((0, 2)), 4)
 
 
+def test_moments_of_map_parts_add_up_to_the_fit_on_their_union():
+    # The held-out check fits each fold's candidates from summed moments of the other folds.
+    from vpr_ros.mapdb.adaptation import _lw, _pcaw, Moments, PairMoments
+
+    x = _anisotropic(300, 16, seed=2)
+    labels = np.arange(300) % 3
+    parts = Moments.by_label(x, labels, 3, x.mean(axis=0, dtype=np.float64))
+    train = parts[0] + parts[2]
+    rows = x[labels != 1]
+    assert train.count == len(rows)
+    np.testing.assert_allclose(train.mean(), rows.mean(axis=0, dtype=np.float64), atol=1e-5)
+    np.testing.assert_allclose(train.covariance(rows.mean(axis=0)),
+                               np.cov(rows.T.astype(np.float64), bias=True), atol=1e-3)
+    # The same projections (rows equal up to sign) as fitted on the rows themselves.
+    direct, summed = fit_pcaw(rows, 8), _pcaw(train, 8, 0.1)
+    np.testing.assert_allclose(np.abs(direct.matrix @ np.linalg.pinv(summed.matrix)),
+                               np.eye(8), atol=1e-3)
+    pairs = np.stack([np.arange(0, 298, 2), np.arange(1, 299, 2)], axis=1)
+    keep = (labels[pairs] != 1).all(axis=1)
+    pair_parts = PairMoments.by_label(x, pairs[keep], np.zeros(keep.sum(), np.int64), 1)
+    remap = np.cumsum(labels != 1) - 1
+    direct = fit_lw(rows, remap[pairs[keep]], 8)
+    summed = _lw(train, pair_parts[0], 8, 0.1)
+    np.testing.assert_allclose(np.abs(direct.matrix @ np.linalg.pinv(summed.matrix)),
+                               np.eye(8), atol=1e-3)
+
+
 def test_matching_pairs_are_the_entries_within_the_radius():
     enu = np.stack([np.arange(20.0), np.zeros(20)], axis=1)
     pairs = matching_pairs(enu, 2.0)

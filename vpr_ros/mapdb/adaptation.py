@@ -178,10 +178,11 @@ class Moments:
         return [cls(int(count[k]), total[k], scatter[k], shift) for k in range(parts)]
 
     @classmethod
-    def of(cls, x: np.ndarray) -> 'Moments':
-        """Moments of all rows of ``x`` about their mean."""
-        shift = np.asarray(x, np.float32).mean(axis=0, dtype=np.float64)
-        return cls.by_label(x, np.zeros(len(x), np.int64), 1, shift)[0]
+    def of(cls, x: np.ndarray, chunk: int = 16384) -> 'Moments':
+        """Moments of all rows of ``x`` about their mean (a memory-mapped map is not copied)."""
+        shift = sum(np.asarray(x[start:start + chunk], np.float64).sum(axis=0)
+                    for start in range(0, len(x), chunk)) / len(x)
+        return cls.by_label(x, np.zeros(len(x), np.int64), 1, shift, chunk)[0]
 
     def __add__(self, other: 'Moments') -> 'Moments':
         return Moments(self.count + other.count, self.total + other.total,
@@ -269,8 +270,8 @@ def fit_lw(descriptors: np.ndarray, pairs: np.ndarray, dim: int, *,
     pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
     if len(pairs) == 0:
         raise DataError('learnt whitening needs matching pairs of map images; none found')
-    return _lw(Moments.of(x), PairMoments.by_label(x, pairs, np.zeros(len(pairs)), 1)[0],
-               dim, shrinkage)
+    return _lw(Moments.of(x), PairMoments.by_label(x, pairs, np.zeros(len(pairs), np.int64),
+                                                   1)[0], dim, shrinkage)
 
 
 def _lw(moments: Moments, pairs: PairMoments, dim: int, shrinkage: float) -> Projection:
