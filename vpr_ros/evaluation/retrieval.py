@@ -309,8 +309,7 @@ def describe_entries(model: Any, entries: Sequence[Entry], *, batch_size: int = 
     from vpr_ros.mapdb.describe import extract_chunk, model_device
 
     batch_size = forward_batch(model_device(model), batch_size)
-    step = max(16, batch_size) * max(1, 4 * num_workers)   # a worker pool per step: keep
-    #                                                        steps long
+    step = max(16, batch_size) * max(1, 4 * num_workers)  # a worker pool per step: long ones
     parts = []
     with tqdm(total=len(entries), unit='img', desc=desc, disable=not progress) as bar:
         for start in range(0, len(entries), step):
