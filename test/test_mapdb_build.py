@@ -188,12 +188,22 @@ def test_one_loader_for_all_chunks_equals_chunk_by_chunk(tmp_path, model):
     assert len(got[1][1].descriptors) == 3  # the last chunk is short
 
 
-def test_auto_batch_is_small_on_a_cpu_and_changes_no_descriptor(tmp_path, model):
-    """batch_size 0: 16 images per forward on a GPU, 2 on a CPU (16 overflow its caches)."""
+def test_auto_batch_is_small_on_a_cpu_and_changes_no_descriptor(tmp_path):
+    """batch_size 0: 16 images per forward on a GPU; on a CPU two 240x320 inputs' pixels."""
+    from types import SimpleNamespace
+
     from vpr_ros.device import forward_batch
     from vpr_ros.mapdb.describe import extract_chunk
+    from vpr_ros.models.descriptor import build_model
 
-    assert (forward_batch('cpu'), forward_batch('cuda:0'), forward_batch('cpu', 5)) == (2, 16, 5)
+    def sized(name):
+        return SimpleNamespace(config=PRESETS[name])
+
+    assert [forward_batch('cpu', 0, sized(name)) for name in
+            ('effnet-lite0-gem', 'effnet-lite0-gem-ms', 'effnet-lite0-gem-360')] == [2, 2, 1]
+    assert (forward_batch('cuda:0', 0, sized('effnet-lite0-gem')), forward_batch('cpu'),
+            forward_batch('cpu', 5)) == (16, 2, 5)
+    model = build_model(PRESETS['tiny-test'].replace(input_size=(240, 320))).eval()
     entries = open_source(write_csv_source(tmp_path / 'src', 5)).entries
     seen = []
     hook = model.aggregation.register_forward_pre_hook(

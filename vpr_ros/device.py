@@ -20,6 +20,7 @@ Nothing in vpr_ros calls ``.cuda()``; every module takes the device this returns
 from __future__ import annotations
 
 import typing
+from typing import Any
 
 from vpr_ros.errors import DeviceError
 
@@ -55,17 +56,28 @@ def resolve_device(spec: str = 'auto') -> 'torch.device':
 
 
 #: Images per forward pass when none is asked for. A GPU wants large batches; on a CPU the
-#: activations of 16 images overflow the caches and every image costs 1.4-2.5x what it costs
-#: in a batch of 2 (EfficientNet-Lite0 at 240x320, 360x480 and multi-scale, 2-core Zen 4;
+#: activations of 16 images overflow the caches and every image costs 1.4-2.9x what it costs
+#: in the batch below (EfficientNet-Lite0 at 240x320, 360x480 and multi-scale, 2-core Zen 4;
 #: bench/README.md, "Forward batch size on a CPU").
 GPU_BATCH, CPU_BATCH = 16, 2
+#: On a CPU, the input pixels of one forward pass: two 240x320 images. Two 360x480 images
+#: already cost 12 % more per image than one.
+CPU_PIXELS = 2 * 240 * 320
 
 
-def forward_batch(device: 'torch.device | str', requested: int = 0) -> int:
-    """Return ``requested`` images per forward pass, or for 0 the fastest size on ``device``."""
+def forward_batch(device: 'torch.device | str', requested: int = 0, model: Any = None) -> int:
+    """Return ``requested`` images per forward pass, or for 0 the fastest size on ``device``.
+
+    On a CPU the size follows the input of ``model`` (its ``config.input_size``) when given.
+    """
     if requested > 0:
         return int(requested)
-    return GPU_BATCH if str(device).startswith('cuda') else CPU_BATCH
+    if str(device).startswith('cuda'):
+        return GPU_BATCH
+    size = getattr(getattr(model, 'config', None), 'input_size', None)
+    if not size:
+        return CPU_BATCH
+    return max(1, CPU_PIXELS // (int(size[0]) * int(size[1])))
 
 
 def describe_device(device: 'torch.device') -> str:

@@ -396,7 +396,7 @@ class Localizer:
         ``batch_size`` 0: the fastest for the device (:func:`vpr_ros.device.forward_batch`).
         ``stamps_ns`` (one per image, in drive order) run the sequence check as ``localize``.
         """
-        batch_size = forward_batch(self.device, batch_size)
+        batch_size = forward_batch(self.device, batch_size, self.model)
         images = list(images)
         if exclude is not None and len(exclude) != len(images):
             raise DataError(f'exclude: {len(exclude)} lists for {len(images)} images')

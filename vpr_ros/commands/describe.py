@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--out', type=Path, required=True, help='output .npy (N x D float32)')
     add_device(parser)
     parser.add_argument('--batch-size', type=int, default=0, help='images per forward pass '
-                        '(default 0: 16 on a GPU, 2 on a CPU)')
+                        '(default 0: 16 on a GPU; on a CPU 2 at 240x320 input, 1 at 360x480)')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing --out')
 
 

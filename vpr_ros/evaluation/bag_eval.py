@@ -268,7 +268,7 @@ def evaluate_bag_offline(bag: Path, localizer: 'Localizer | Callable[[], Localiz
                 f'{config.truth_max_gap_s} s not bridged)')
         if not hasattr(localizer, 'localize_batch'):
             localizer = localizer()
-        batch_size = forward_batch(localizer.device, batch_size)
+        batch_size = forward_batch(localizer.device, batch_size, localizer.model)
         step = max(16, batch_size)     # frames read per localize_batch call
         done_stamps, estimates, pending, failed = [], [], [], []
         bar = _bar(None, progress, total=len(frame_stamps), unit='frame',

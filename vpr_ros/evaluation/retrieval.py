@@ -80,8 +80,9 @@ class RetrievalEvalConfig(Config):
                         f'{AUTO_PRESETS[0][1]} for database images of {AUTO_PRESETS[0][0]} '
                         f'rows or more, {AUTO_PRESETS[-1][1]} below (as build-map)')
     device: str = option('auto', 'torch device: auto, cpu, cuda, cuda:N')
-    batch_size: int = option(0, 'images per forward pass; 0: 16 on a GPU, 2 on a CPU (larger '
-                                'batches overflow its caches and run slower)', min=0)
+    batch_size: int = option(0, 'images per forward pass; 0: 16 on a GPU, on a CPU 2 at '
+                                '240x320 input and 1 at 360x480 (larger batches overflow its '
+                                'caches and run slower)', min=0)
     num_workers: int = option(0, 'DataLoader processes decoding images (0: in process)', min=0)
     allow_pickle: bool = option(False, 'read the upstream VPR-Bench .npy ground truth, a pickle '
                                        'that can run code from the file')
@@ -308,7 +309,7 @@ def describe_entries(model: Any, entries: Sequence[Entry], *, batch_size: int = 
 
     from vpr_ros.mapdb.describe import extract_chunk, model_device
 
-    batch_size = forward_batch(model_device(model), batch_size)
+    batch_size = forward_batch(model_device(model), batch_size, model)
     step = max(16, batch_size) * max(1, 4 * num_workers)  # a worker pool per step: long ones
     parts = []
     with tqdm(total=len(entries), unit='img', desc=desc, disable=not progress) as bar:
@@ -363,8 +364,8 @@ def evaluate_retrieval(dataset: RetrievalDataset, config: RetrievalEvalConfig, *
         'search': 'exact L2 (faiss.IndexFlatL2)',
         'model': model_name, 'model_fingerprint': str(model.fingerprint()),
         'image_size': list(model.config.input_size), 'descriptor_dim': int(db.shape[1]),
-        'device': str(model.device), 'batch_size': forward_batch(model.device,
-                                                                 config.batch_size),
+        'device': str(model.device), 'batch_size': forward_batch(
+            model.device, config.batch_size, model),
         'extraction_s': round(extract_s, 3),
     }
     return RetrievalResult(result, protocol, predictions)
@@ -417,7 +418,7 @@ def evaluate_map(dataset: RetrievalDataset, map_path: str | Path, config: Retrie
                         f'the map from that folder')
     started = time.perf_counter()
     predictions = np.full((len(dataset.queries), top_k), -1, np.int64)
-    batch = forward_batch(localizer.device, config.batch_size)
+    batch = forward_batch(localizer.device, config.batch_size, localizer.model)
     step = max(16, batch)     # images loaded per localize_batch call
     with tqdm(total=len(dataset.queries), unit='img', desc='queries',
               disable=not progress) as bar:

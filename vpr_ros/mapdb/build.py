@@ -75,8 +75,9 @@ class BuildConfig(Config):
                         f'{AUTO_PRESETS[0][1]} for images of {AUTO_PRESETS[0][0]} rows or '
                         f'more (after resize_max), {AUTO_PRESETS[-1][1]} below')
     device: str = option('auto', 'torch device: auto, cpu, cuda, cuda:N')
-    batch_size: int = option(0, 'images per forward pass; 0: 16 on a GPU, 2 on a CPU (larger '
-                                'batches overflow its caches and run slower)', min=0)
+    batch_size: int = option(0, 'images per forward pass; 0: 16 on a GPU, on a CPU 2 at '
+                                '240x320 input and 1 at 360x480 (larger batches overflow its '
+                                'caches and run slower)', min=0)
     num_workers: int = option(0, 'DataLoader processes decoding images (0: in process)',
                               min=0)
     chunk_size: int = option(1024, 'entries per resumable chunk', min=1)

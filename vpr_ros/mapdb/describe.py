@@ -147,7 +147,7 @@ def describe_chunks(model: Any, entries: Sequence[Entry], chunk_ids: Sequence[in
     from vpr_ros.device import forward_batch
 
     device = model_device(model)
-    batches = _chunk_batches(len(entries), chunk_size, forward_batch(device, batch_size),
+    batches = _chunk_batches(len(entries), chunk_size, forward_batch(device, batch_size, model),
                              chunk_ids)
     if not batches:
         return

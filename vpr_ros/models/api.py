@@ -73,7 +73,7 @@ def describe(images: Any, model: str | Path | ModelConfig | DescriptorModel = DE
              *, device: str = 'auto', batch_size: int = 0) -> np.ndarray:
     """Describe one image or a sequence of images; see the module docstring for shapes."""
     net = get_model(model, device)
-    batch_size = forward_batch(net.device, batch_size)
+    batch_size = forward_batch(net.device, batch_size, net)
     if isinstance(images, torch.Tensor) and images.dim() == 4:
         return np.concatenate([net.describe(images[i:i + batch_size])
                                for i in range(0, len(images), batch_size)])
