@@ -58,11 +58,11 @@ def main() -> int:
 
     from vpr_ros.models.api import get_model
     frames = torch.rand(16, 3, 480, 640)
-    batch = forward_batch('cpu')       # what describe_pseudo_queries feeds the model
     per_image_ms = {}
     with torch.inference_mode():
         for name in dict.fromkeys((DEFAULT_MODEL, model_for_rows(480))):
             model = get_model(name).to('cpu').eval()
+            batch = forward_batch('cpu', 0, model)     # what describe_pseudo_queries feeds it
             model.embed(model.resize(frames[:batch]))
             t0 = time.perf_counter()
             for i in range(0, len(frames), batch):
