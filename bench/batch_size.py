@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         best = min(ms.values())
         rows.append({'model': name, 'ms_per_image': ms,
                      'ratio_to_best': {b: round(v / best, 2) for b, v in ms.items()},
-                     'default_cpu_batch': forward_batch('cpu')})
+                     'default_cpu_batch': forward_batch('cpu', 0, model)})
         cells = [f'b{b} {v:.1f} ms ({v / best:.2f}x)' for b, v in ms.items()]
         print(f'{name}: ' + ' | '.join(cells), flush=True)
     builds = corridor_builds(args.repeats) if args.build else {}
