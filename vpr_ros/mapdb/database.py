@@ -453,16 +453,17 @@ def check_consistency(db: MapDB, sample: int = 512, seed: int = 0) -> None:
     searched_file = db.path / (adapted['adapted-descriptors'] if adapted else fmt.DESCRIPTORS)
     index_file = db.path / (adapted['adapted-index'] if adapted else fmt.INDEX)
     tolerance = 1e-3 if db.format_version < 2 else 5e-3      # v2 stores float16
-    for name, vectors in ((db.path / fmt.DESCRIPTORS, db.descriptors),
-                          (searched_file, db.index.descriptors)):
-        norms = np.linalg.norm(np.asarray(vectors[rows], np.float32), axis=1)
+    plain = np.asarray(db.descriptors[rows], np.float32)
+    searched = np.asarray(db.index.descriptors[rows], np.float32) if adapted else plain
+    for name, vectors in [(db.path / fmt.DESCRIPTORS, plain)] + (
+            [(searched_file, searched)] if adapted else []):
+        norms = np.linalg.norm(vectors, axis=1)
         bad = np.flatnonzero(np.abs(norms - 1.0) > tolerance)
         if len(bad):
             raise MapError(f'{name}: descriptor {rows[bad[0]]} has length '
                            f'{norms[bad[0]]:.4f}, not 1')
-    searched = np.asarray(db.index.descriptors[rows], np.float32)
     if adapted:
-        want = db.projection.apply(np.asarray(db.descriptors[rows], np.float32))
+        want = db.projection.apply(plain)
         off = np.abs(want - searched).max(axis=1)
         if (off > 1e-4).any():
             i = int(np.argmax(off))
@@ -473,10 +474,7 @@ def check_consistency(db: MapDB, sample: int = 512, seed: int = 0) -> None:
     # scored on the descriptors: an exact index answers with its own vectors' scores.
     if db.index.exact:
         top = db.index.search(searched, 1)[0][:, 0]
-        order = np.argsort(top)
-        hit = np.empty_like(searched)
-        hit[order] = np.asarray(db.index.descriptors[np.clip(top[order], 0, n - 1)],
-                                np.float32)
+        hit = np.asarray(db.index.descriptors[np.clip(top, 0, n - 1)], np.float32)
         score = np.where(top >= 0, (hit * searched).sum(axis=1), -np.inf)
     else:     # candidates are re-scored on the descriptors already; 8 widen the net
         score = db.index.search(searched, 8)[1][:, 0]
