@@ -21,6 +21,7 @@ import logging
 from pathlib import Path
 
 from vpr_ros.commands._args import add_device, add_model
+from vpr_ros.device import BATCH_HELP
 from vpr_ros.models import DEFAULT_MODEL
 
 LOG = logging.getLogger(__name__)
@@ -32,8 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model(parser, default=DEFAULT_MODEL)
     parser.add_argument('--out', type=Path, required=True, help='output .npy (N x D float32)')
     add_device(parser)
-    parser.add_argument('--batch-size', type=int, default=0, help='images per forward pass '
-                        '(default 0: 16 on a GPU; on a CPU 2 at 240x320 input, 1 at 360x480)')
+    parser.add_argument('--batch-size', type=int, default=0,
+                        help=f'images per forward pass (default {BATCH_HELP})')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing --out')
 
 

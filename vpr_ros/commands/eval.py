@@ -27,6 +27,7 @@ from pathlib import Path
 
 from vpr_ros.commands._args import (add_backend, add_device, add_localizer_config, add_model,
                                     add_progress, localizer_config)
+from vpr_ros.device import BATCH_HELP
 from vpr_ros.errors import DataError
 from vpr_ros.evaluation.retrieval import LAYOUTS, RetrievalEvalConfig
 
@@ -63,9 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model(parser, default=d.model)
     add_device(parser, default=d.device)
     parser.add_argument('--batch-size', '--batch_size', type=int, default=d.batch_size,
-                        dest='batch_size', help='images per forward pass (default 0: 16 on a '
-                                                'GPU; on a CPU 2 at 240x320 input, 1 at '
-                                                '360x480)')
+                        dest='batch_size',
+                        help=f'images per forward pass (default {BATCH_HELP})')
     parser.add_argument('--workers', type=int, default=d.num_workers, dest='num_workers',
                         help='image decoding processes (default 0: in process)')
     parser.add_argument('--map', type=Path,

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from vpr_ros.commands._args import (add_backend, add_config, add_device, add_localizer_config,
                                     add_progress, load_config, localizer_config, override)
+from vpr_ros.device import BATCH_HELP
 from vpr_ros.errors import ConfigError, MapError
 from vpr_ros.evaluation.bag_eval import evaluate_bag, evaluate_bag_offline
 from vpr_ros.evaluation.metrics import EvalConfig
@@ -59,8 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_device(parser, default=None, when='offline mode: ')
     add_backend(parser, when='offline mode: ')
     parser.add_argument('--batch-size', type=int,
-                        help='offline mode: images per forward pass (default 0: 16 on a '
-                        'GPU; on a CPU 2 at 240x320 input, 1 at 360x480)')
+                        help=f'offline mode: images per forward pass (default {BATCH_HELP})')
     parser.add_argument('--out', type=Path,
                         help='output folder (default: BAG.eval beside the bag)')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing output')

@@ -26,6 +26,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from vpr_ros.device import BATCH_HELP
 from vpr_ros.mapdb.database import check_consistency, MapDB
 from vpr_ros.mapdb.format import entry_file_bytes
 
@@ -64,8 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     append.add_argument('map', type=Path, help='the v2 *.vprmap directory')
     append.add_argument('source', type=Path, help='VG folder, CSV or bag of the new drive')
     append.add_argument('--out', type=Path, help='write here (default: replace MAP)')
-    append.add_argument('--batch-size', type=int, default=0, help='images per forward pass '
-                        '(default 0: 16 on a GPU; on a CPU 2 at 240x320 input, 1 at 360x480)')
+    append.add_argument('--batch-size', type=int, default=0,
+                        help=f'images per forward pass (default {BATCH_HELP})')
 
 
 def _size(nbytes: float) -> str:

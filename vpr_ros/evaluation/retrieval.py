@@ -46,7 +46,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from vpr_ros.config import Config, option
-from vpr_ros.device import forward_batch
+from vpr_ros.device import BATCH_HELP, forward_batch
 from vpr_ros.errors import ConfigError, DataError
 from vpr_ros.evaluation.recall import (DEFAULT_RECALL_VALUES, load_vprbench_csv,
                                        load_vprbench_npy, positives_within,
@@ -80,9 +80,8 @@ class RetrievalEvalConfig(Config):
                         f'{AUTO_PRESETS[0][1]} for database images of {AUTO_PRESETS[0][0]} '
                         f'rows or more, {AUTO_PRESETS[-1][1]} below (as build-map)')
     device: str = option('auto', 'torch device: auto, cpu, cuda, cuda:N')
-    batch_size: int = option(0, 'images per forward pass; 0: 16 on a GPU, on a CPU 2 at '
-                                '240x320 input and 1 at 360x480 (larger batches overflow its '
-                                'caches and run slower)', min=0)
+    batch_size: int = option(0, f'images per forward pass; {BATCH_HELP} (larger batches '
+                                'overflow its caches and run slower)', min=0)
     num_workers: int = option(0, 'DataLoader processes decoding images (0: in process)', min=0)
     allow_pickle: bool = option(False, 'read the upstream VPR-Bench .npy ground truth, a pickle '
                                        'that can run code from the file')

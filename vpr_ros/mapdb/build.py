@@ -50,6 +50,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from vpr_ros.config import Config, option
+from vpr_ros.device import BATCH_HELP
 from vpr_ros.errors import ConfigError, DataError, MapError
 from vpr_ros.files import save_arrays, staged_dir, write_json
 from vpr_ros.geo import route_length_m
@@ -75,9 +76,8 @@ class BuildConfig(Config):
                         f'{AUTO_PRESETS[0][1]} for images of {AUTO_PRESETS[0][0]} rows or '
                         f'more (after resize_max), {AUTO_PRESETS[-1][1]} below')
     device: str = option('auto', 'torch device: auto, cpu, cuda, cuda:N')
-    batch_size: int = option(0, 'images per forward pass; 0: 16 on a GPU, on a CPU 2 at '
-                                '240x320 input and 1 at 360x480 (larger batches overflow its '
-                                'caches and run slower)', min=0)
+    batch_size: int = option(0, f'images per forward pass; {BATCH_HELP} (larger batches '
+                                'overflow its caches and run slower)', min=0)
     num_workers: int = option(0, 'DataLoader processes decoding images (0: in process)',
                               min=0)
     chunk_size: int = option(1024, 'entries per resumable chunk', min=1)
