@@ -293,6 +293,26 @@ def _vpr_ros(*args, check=True):
     return proc
 
 
+def test_pseudo_queries_are_described_in_the_device_batches(plain_map):
+    from vpr_ros.device import forward_batch
+    from vpr_ros.mapdb.adaptation import describe_pseudo_queries
+
+    db = MapDB.open(plain_map)
+    model = db.load_model('cpu')
+    seen = []
+    hook = model.aggregation.register_forward_pre_hook(
+        lambda _, inputs: seen.append(len(inputs[0])))
+    try:
+        auto, sources = describe_pseudo_queries(db, model, 24, seed=3)
+    finally:
+        hook.remove()
+    batch = forward_batch('cpu', 0, model)
+    assert seen == [min(batch, 24 - start) for start in range(0, 24, batch)]
+    one, same = describe_pseudo_queries(db, model, 24, seed=3, batch_size=1)
+    np.testing.assert_array_equal(sources, same)
+    np.testing.assert_allclose(auto, one, atol=1e-5)
+
+
 def test_adapt_is_stored_and_applied_by_every_search(plain_map, tmp_path):
     from vpr_ros.images import load_image, to_tensor
     from vpr_ros.localizer import Localizer, LocalizerConfig

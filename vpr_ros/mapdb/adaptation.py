@@ -348,9 +348,11 @@ def describe_pseudo_queries(db: Any, model: Any, count: int, *, seed: int = 0,
     """
     import torch
 
+    from vpr_ros.device import forward_batch
     from vpr_ros.pseudo_queries import pseudo_query
     from vpr_ros.images import to_tensor
 
+    batch_size = forward_batch(model.device, batch_size, model)
     rng = np.random.default_rng(seed)
     pool = np.arange(len(db)) if candidates is None else np.asarray(candidates, np.int64)
     chosen = np.sort(rng.choice(pool, size=min(count, len(pool)), replace=False))
