@@ -257,6 +257,14 @@ def test_build_map_lets_a_second_drive_decide_the_adaptation(tmp_path):
                    '--queries', tmp_path / 'missing.csv', '--no-progress', check=False)
     assert bad.returncode != 0 and 'missing.csv' in bad.stderr
     assert not (tmp_path / 'x.vprmap').exists()
+    # The map's thinning is the map's: the drive's 30 frames (5 m apart) all decide.
+    config.write_text('model: tiny-test\nthumbnail_size: [64, 80]\n'
+                      'adapt: {method: pcaw, dims: [8]}\nsource: {min_spacing_m: 9.0}\n')
+    _vpr_ros('build-map', source, '--out', tmp_path / 'thin.vprmap', '--config', config,
+             '--queries', drive, '--no-progress')
+    thinned = MapDB.open(tmp_path / 'thin.vprmap')
+    assert len(thinned) == 24
+    assert thinned.manifest['adaptation']['report']['drive_frames'] == 30
     off = _vpr_ros('build-map', source, '--out', tmp_path / 'y.vprmap', '--model', 'tiny-test',
                    '--adapt', 'none', '--queries', drive, '--no-progress', check=False)
     assert off.returncode != 0 and 'adapt method none' in off.stderr

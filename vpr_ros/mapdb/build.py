@@ -240,7 +240,9 @@ def _build_locked(source: str | Path | SourceReport, out: Path, config: BuildCon
         if config.adapt.method == 'none':
             raise ConfigError('a second drive (adapt_queries) decides the adaptation, which '
                               'is switched off (adapt method none)')
-        drive = open_source(adapt_queries, config.source).entries
+        # The drive is read whole and in any format: the map's thinning and kind are the map's.
+        drive = open_source(adapt_queries, config.source.replace(kind='auto',
+                                                                 min_spacing_m=0.0)).entries
     entries = report.entries
     if report.skipped:
         log.info('source %s: %d entries, skipped %s', report.path, len(entries), report.skipped)
