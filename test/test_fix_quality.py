@@ -68,6 +68,22 @@ def test_route_geometry_does_not_bridge_gaps_or_revisits():
     assert single.prev[0] == -1 and not np.isfinite(single.direction[0]).any()
 
 
+def test_places_seen_many_times_at_one_position_have_no_direction():
+    # A place-labelled map (every view of a place at its coordinate, places 12 m apart) has
+    # no route to point along: its covariance is round, not along an arbitrary axis.
+    places = np.repeat(np.stack([np.arange(6) * 12.0, np.zeros(6)], axis=1), 16, axis=0)
+    route = RouteGeometry(places)
+    assert not np.isfinite(route.direction).any()
+    assert (route.prev == -1).all() and (route.next == -1).all()
+    # A route with a stop (the same fix five times) keeps its direction there.
+    pts, tangent = _arc(20)
+    stop = np.concatenate([pts[:10], np.repeat(pts[10:11], 5, axis=0), pts[11:]])
+    route = RouteGeometry(stop)
+    for j in range(1, len(stop) - 1):
+        k = j if j < 10 else 10 if j < 15 else j - 4
+        assert route.direction[j] @ tangent[k] == pytest.approx(1.0, abs=1e-2)
+
+
 def test_subspacing_offset_finds_the_score_peak():
     for peak in (-0.9, -0.3, 0.0, 0.4, 0.8):
         score = lambda x: 1.0 - 0.1 * (x - peak) ** 2   # noqa: E731

@@ -80,8 +80,11 @@ class RouteGeometry:
             if not close.any():
                 continue
             offs = pts[nn[j][close]] - pts[j]
+            scatter = offs.T @ offs
+            if np.trace(scatter) < (1e-3 * self.spacing_m) ** 2:
+                continue    # only views of the same spot (a place-labelled map): no direction
             # Principal axis of the offsets (both signs of a straight route count alike).
-            _, vecs = np.linalg.eigh(offs.T @ offs)
+            _, vecs = np.linalg.eigh(scatter)
             d = vecs[:, -1]
             ids = nn[j][close]
             # Point the direction the way the map was driven (entries in drive order).
