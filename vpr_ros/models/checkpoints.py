@@ -29,6 +29,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
+import torch
+
 from vpr_ros.device import resolve_device
 from vpr_ros.errors import CheckpointError, ConfigError
 from vpr_ros.models.descriptor import build_model, DescriptorModel, ModelConfig, PRESETS
@@ -95,4 +97,9 @@ def load_model(spec: str | Path | ModelConfig, device: str = 'auto') -> Descript
                     'CosPlace or GeoWarp weights write a YAML ModelConfig with '
                     f'checkpoint: {path} and the matching backbone/head')
             model = _from_ours(obj, path)
-    return model.to(torch_device).eval()
+    model = model.to(torch_device)
+    if torch_device.type == 'cpu':
+        # oneDNN runs EfficientNet's depthwise convolutions faster on NHWC weights: 0.73-0.93x
+        # the time of a CPU forward (bench/channels_last.py); the values agree to 5e-7.
+        model = model.to(memory_format=torch.channels_last)
+    return model.eval()
