@@ -172,6 +172,34 @@ def test_calibrate_cli_stores_a_fit_the_localizer_uses(tmp_path, capsys):
     assert loc.calibration == Calibration.from_dict(stored)
 
 
+def test_a_place_labelled_map_calibrates_round_covariances(tmp_path, capsys):
+    # Six places seen four times each, every view at its place's coordinate (as a benchmark
+    # that labels places, not camera poses): no route direction, so the fixes are round.
+    from mapdb_helpers import route, write_csv_source
+    from vpr_ros.images import load_image
+    from vpr_ros.mapdb import build_map, BuildConfig
+
+    csv = write_csv_source(tmp_path / 'src', 24)
+    places = route(6, spacing_m=12.0)
+    lines = csv.read_text().splitlines()
+    rows = [line.split(',') for line in lines[1:]]
+    csv.write_text('\n'.join([lines[0]] + [
+        ','.join([r[0]] + [repr(float(v)) for v in places[i // 4]])
+        for i, r in enumerate(rows)]) + '\n')
+    path = build_map(csv, tmp_path / 'places.vprmap',
+                     BuildConfig(model='tiny-test', thumbnail_size=(64, 80)), progress=False)
+    assert cli_main(['calibrate', str(path), '--pseudo-queries', '24', '--no-progress',
+                     '--device', 'cpu']) == 0
+    stored = MapDB.open(path).manifest['calibration']
+    assert stored['knots_ratio'] and set(stored['knots_ratio']) == {1.0}
+    loc = Localizer(MapDB.open(path), device='cpu')
+    assert not np.isfinite(loc.route.direction).any()
+    estimate = loc.localize(load_image(tmp_path / 'src' / rows[5][0]))
+    cov = np.asarray(estimate.cov_enu)[:2, :2]
+    assert cov[0, 0] == pytest.approx(cov[1, 1]) and cov[0, 1] == pytest.approx(0.0, abs=1e-12)
+    assert np.all(np.linalg.eigvalsh(cov) > 0)
+
+
 def test_calibrate_makes_pseudo_queries_from_the_map_source(tmp_path, capsys):
     """Pseudo-queries come from the source images (the camera's size), else the thumbnails."""
     from mapdb_helpers import texture
