@@ -73,7 +73,7 @@ for i, f in enumerate(files):
         msg = Image(encoding='rgb8', height=8, width=8, step=24, data=bytes(192))
         what = f[4:]
         if what == 'encoding':
-            msg.encoding = 'yuv422'
+            msg.encoding = '32FC1'
         elif what == 'empty':
             msg.data = b''
         elif what == 'step':

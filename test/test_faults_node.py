@@ -121,7 +121,7 @@ def test_worker_survives_an_error_after_a_warning(make_node, tiny_map):
     fixes = []
     node.create_subscription(NavSatFix, 'vpr/fix', fixes.append, 10)
     bad = image_msg(np.zeros((8, 8, 3), np.uint8))
-    bad.encoding = 'yuv422'
+    bad.encoding = '32FC1'
     node._on_image(bad)
     assert wait_for(lambda: node.stats.snapshot()['bad_frames'] == 1)
     for _ in range(2):  # the same error twice: the second reuses the throttled call site
@@ -264,7 +264,7 @@ def test_node_survives_every_malformed_raw_frame(make_node, tiny_map):
     fixes = []
     node.create_subscription(NavSatFix, 'vpr/fix', fixes.append, 10)
     malformed = []
-    for change in ({'encoding': 'yuv422'}, {'encoding': ''}, {'data': b''}, {'step': 10},
+    for change in ({'encoding': '32FC1'}, {'encoding': ''}, {'data': b''}, {'step': 10},
                    {'height': 0}, {'width': 100000}, {'height': 30000, 'width': 30000},
                    {'encoding': 'mono16', 'step': 8}, {'data': bytes(7)}):
         msg = image_msg(np.zeros((8, 8, 3), np.uint8))
@@ -280,6 +280,42 @@ def test_node_survives_every_malformed_raw_frame(make_node, tiny_map):
     node._on_image(image_msg(map_frame(tiny_map, 7), sec=1007))
     spin_until(node, lambda: bool(fixes))
     assert node.worker.alive and [f.header.stamp.sec for f in fixes] == [1007]
+
+
+def test_node_localises_usb_camera_yuv_and_raw_bayer_frames(make_node, tiny_map):
+    """A UVC camera's 4:2:2 YUV (usb_cam) and a raw Bayer mosaic give the rgb8 frame's fix."""
+    from sensor_msgs.msg import Image, NavSatFix
+
+    node = make_node(sequence_check=False)
+    fixes = []
+    node.create_subscription(NavSatFix, 'vpr/fix', fixes.append, 10)
+    rgb = map_frame(tiny_map, 7)
+    h, w = rgb.shape[:2]
+    x = rgb.astype(np.float64) / 255.0            # BT.601 studio swing, as UVC cameras send
+    y = 16 + x @ np.array([65.481, 128.553, 24.966])
+    u = 128 + x @ np.array([-37.797, -74.203, 112.0])
+    v = 128 + x @ np.array([112.0, -93.786, -18.214])
+    uyvy = np.empty((h, w, 2))
+    uyvy[:, 0::2, 0] = (u[:, 0::2] + u[:, 1::2]) / 2
+    uyvy[:, 1::2, 0] = (v[:, 0::2] + v[:, 1::2]) / 2
+    uyvy[..., 1] = y
+    uyvy = np.clip(np.round(uyvy), 0, 255).astype(np.uint8)
+    bayer = rgb[..., 1].copy()                     # green everywhere but the R and B sites
+    bayer[0::2, 0::2], bayer[1::2, 1::2] = rgb[0::2, 0::2, 0], rgb[1::2, 1::2, 2]
+    sent = [image_msg(rgb, sec=1007),
+            Image(encoding='yuv422', height=h, width=w, step=2 * w, data=uyvy.tobytes()),
+            Image(encoding='bayer_rggb8', height=h, width=w, step=w, data=bayer.tobytes())]
+    for i, msg in enumerate(sent):
+        msg.header.stamp.sec = 1007 + i
+        node._on_image(msg)
+        spin_until(node, lambda: len(fixes) == i + 1)
+    assert node.stats.snapshot()['bad_frames'] == 0
+    assert [f.header.stamp.sec for f in fixes] == [1007, 1008, 1009]
+    want = tiny_map.frames[7]
+    for fix in fixes:      # the same place: within a tenth of the 2 m map spacing
+        assert abs(fix.latitude - fixes[0].latitude) * 111e3 < 0.2
+        assert abs(fix.longitude - fixes[0].longitude) * 111e3 < 0.2
+    assert abs(fixes[0].latitude - want['lat']) * 111e3 < 2.0
 
 
 @pytest.mark.slow

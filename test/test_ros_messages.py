@@ -105,9 +105,9 @@ def test_diagnostics_level_and_values():
     stats.processed(100.0, 'fix', 0.9, 3.0, published=True)
     assert diagnostic_level(stats.snapshot(), stale_input_s=2) == (DiagnosticStatus.OK,
                                                                    'localizing')
-    stats.bad_frame("image encoding 'yuv422' is not supported")
+    stats.bad_frame("image encoding '32FC1' is not supported")
     level, text = diagnostic_level(stats.snapshot(), stale_input_s=2)
-    assert level == DiagnosticStatus.WARN and 'yuv422' in text
+    assert level == DiagnosticStatus.WARN and '32FC1' in text
     now[0] = 9.0    # bad frame out of the window, and no image for 8 s
     level, text = diagnostic_level(stats.snapshot(), stale_input_s=2)
     assert level == DiagnosticStatus.WARN and text == 'no image for 8.0 s'

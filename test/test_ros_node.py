@@ -229,7 +229,7 @@ def test_bad_frames_do_not_stop_the_node_and_show_in_diagnostics(
         assert node_proc.popen.poll() is None, 'the node died'
         assert node_proc.stop(signal.SIGINT) == 0
     out = node_proc.output()
-    assert "image encoding 'yuv422' is not supported" in out  # the warning names the encoding
+    assert "image encoding '32FC1' is not supported" in out  # the warning names the encoding
     assert 'Traceback' not in out
 
 

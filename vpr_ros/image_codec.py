@@ -20,8 +20,11 @@ Unlike PyPI ``cv-bridge`` and ``rosbags-image`` this honours ``step`` (padded ro
 
 Convention:
     - output images are ``(H, W, 3)`` uint8 **RGB** (see :mod:`vpr_ros.images`);
-    - supported raw encodings: ``rgb8``, ``bgr8``, ``rgba8``, ``bgra8``, ``mono8``, ``mono16``
-      (scaled to 8 bit by ``>> 8``); compressed: whatever ``cv2.imdecode`` reads (jpeg, png).
+    - supported raw encodings: ``rgb8``, ``bgr8``, ``rgba8``, ``bgra8``, ``mono8``, their
+      16-bit forms (scaled to 8 bit by ``>> 8``), the packed 4:2:2 YUV of USB cameras
+      (``yuv422``: UYVY; ``yuv422_yuy2``: YUYV) and raw Bayer mosaics (``bayer_rggb8`` and the
+      other three patterns, 8 and 16 bit; demosaiced by OpenCV, named by their top-left 2x2);
+      compressed: whatever ``cv2.imdecode`` reads (jpeg, png).
 """
 
 from __future__ import annotations
@@ -42,6 +45,18 @@ RAW_ENCODINGS: dict[str, tuple[int, str, int | None]] = {
     'bgra8': (4, 'u1', cv2.COLOR_BGRA2RGB),
     'mono8': (1, 'u1', cv2.COLOR_GRAY2RGB),
     'mono16': (1, 'u2', cv2.COLOR_GRAY2RGB),
+    'rgb16': (3, 'u2', None),
+    'bgr16': (3, 'u2', cv2.COLOR_BGR2RGB),
+    'rgba16': (4, 'u2', cv2.COLOR_RGBA2RGB),
+    'bgra16': (4, 'u2', cv2.COLOR_BGRA2RGB),
+    # usb_cam and other V4L2 drivers publish the camera's packed 4:2:2 YUV as it comes.
+    'yuv422': (2, 'u1', cv2.COLOR_YUV2RGB_UYVY),
+    'uyvy': (2, 'u1', cv2.COLOR_YUV2RGB_UYVY),
+    'yuv422_yuy2': (2, 'u1', cv2.COLOR_YUV2RGB_YUY2),
+    'yuyv': (2, 'u1', cv2.COLOR_YUV2RGB_YUY2),
+    **{f'bayer_{pattern}{bits}': (1, 'u1' if bits == 8 else 'u2',
+                                  getattr(cv2, f'COLOR_Bayer{pattern.upper()}2RGB'))
+       for pattern in ('rggb', 'bggr', 'gbrg', 'grbg') for bits in (8, 16)},
 }
 
 
@@ -49,8 +64,10 @@ def image_msg_to_rgb(msg: Any) -> np.ndarray:
     """Decode a raw ``sensor_msgs/Image`` (any object with its fields) to ``(H, W, 3)`` RGB."""
     encoding = str(msg.encoding).lower()
     if encoding not in RAW_ENCODINGS:
-        raise DataError(f'image encoding {msg.encoding!r} is not supported; '
-                        f'supported: {sorted(RAW_ENCODINGS)}')
+        depth = encoding in ('16uc1', '32fc1')
+        raise DataError(f'image encoding {msg.encoding!r} is not supported'
+                        + (" (a depth image: give the colour camera's topic)" if depth else '')
+                        + f'; supported: {sorted(RAW_ENCODINGS)}')
     channels, kind, conversion = RAW_ENCODINGS[encoding]
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     dtype = np.dtype(kind).newbyteorder('>' if msg.is_bigendian else '<')
@@ -63,6 +80,10 @@ def image_msg_to_rgb(msg: Any) -> np.ndarray:
     if h < 1 or w < 1 or step < row_bytes or data.size < step * (h - 1) + row_bytes:
         raise DataError(f'image message of {w}x{h} {encoding} with step {step} has '
                         f'{data.size} bytes of data, not enough')
+    if channels == 2 and w % 2:
+        raise DataError(f'image message of {w}x{h} {encoding}: 4:2:2 YUV needs an even width')
+    if encoding.startswith('bayer_') and (w < 2 or h < 2):
+        raise DataError(f'image message of {w}x{h} {encoding}: a Bayer mosaic needs 2x2 pixels')
     if data.size < step * h:  # the last row may be unpadded
         data = np.concatenate([data, np.zeros(step * h - data.size, np.uint8)])
     rows = data[:step * h].reshape(h, step)[:, :row_bytes]
