@@ -32,6 +32,7 @@ from tqdm import tqdm
 from vpr_ros.calibration import (Calibration, CalibrationConfig, cross_validated_coverage, fit,
                                  nees_coverage, track_errors)
 from vpr_ros.confidence import feature_vector, FEATURES
+from vpr_ros.device import read_step
 from vpr_ros.errors import MapError
 from vpr_ros.fix_quality import place_spacing_m
 from vpr_ros.geo import wgs84_to_enu
@@ -46,9 +47,9 @@ FUSION_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.85, 1.0)
 def localize_frames(localizer: Localizer, images: Sequence[Any], *,
                     exclude: Sequence[Sequence[int]] | None = None,
                     progress: bool = True) -> list[Estimate]:
-    """Localize frames in batches of 16 with a tqdm bar; return the estimates."""
+    """Localize frames in steps of :func:`~vpr_ros.device.read_step` with a tqdm bar."""
     out = []
-    step = 16
+    step = read_step()
     for start in tqdm(range(0, len(images), step), disable=not progress, desc='calibrate',
                       unit='batch'):
         chunk = list(images[start:start + step])

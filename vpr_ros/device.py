@@ -65,6 +65,14 @@ GPU_BATCH, CPU_BATCH = 16, 2
 CPU_PIXELS = 2 * 240 * 320
 #: What a batch size of 0 means, for option and flag help texts.
 BATCH_HELP = '0: 16 on a GPU; on a CPU 2 at 240x320 input, 1 at 360x480'
+#: Images the offline loops load per call of a batched describe or ``localize_batch``: a few
+#: forward passes' worth on a CPU, so that loading and the progress bar are not per image.
+READ_STEP = 16
+
+
+def read_step(batch_size: int = 0) -> int:
+    """Return how many images to load per call: :data:`READ_STEP`, or one larger batch."""
+    return max(READ_STEP, int(batch_size))
 
 
 def forward_batch(device: 'torch.device | str', requested: int = 0, model: Any = None) -> int:

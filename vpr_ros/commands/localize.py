@@ -23,6 +23,7 @@ import sys
 from typing import Any, Iterator
 
 from vpr_ros.commands._args import add_backend, add_config, add_device, load_config
+from vpr_ros.device import read_step
 from vpr_ros.errors import DataError
 from vpr_ros.images import load_image
 from vpr_ros.localizer import Localizer, LocalizerConfig
@@ -59,14 +60,12 @@ def config_from_args(args: argparse.Namespace) -> LocalizerConfig:
     return config
 
 
-BATCH = 16     # images read per localize_batch call
-
-
 def _estimates(localizer: Localizer, paths: list[Path]) -> Iterator[tuple[Path, Any]]:
     """Yield ``(path, Estimate or DataError)`` in order; an unreadable image stops nothing."""
-    for start in range(0, len(paths), BATCH):
+    step = read_step()
+    for start in range(0, len(paths), step):
         loaded: list[tuple[Path, Any]] = []
-        for path in paths[start:start + BATCH]:
+        for path in paths[start:start + step]:
             try:
                 loaded.append((path, load_image(path)))
             except DataError as exc:

@@ -41,7 +41,7 @@ from typing import Any, Callable, TYPE_CHECKING
 import numpy as np
 
 from vpr_ros.bags import deserialize, FIX_TYPE, header_stamp_ns, IMAGE_TYPES, open_reader
-from vpr_ros.device import forward_batch
+from vpr_ros.device import forward_batch, read_step
 from vpr_ros.errors import DataError
 from vpr_ros.evaluation.metrics import compute_metrics, EvalConfig, Evaluation, FixSeries
 from vpr_ros.evaluation.metrics import truth_coverage, TruthSeries
@@ -269,7 +269,7 @@ def evaluate_bag_offline(bag: Path, localizer: 'Localizer | Callable[[], Localiz
         if not hasattr(localizer, 'localize_batch'):
             localizer = localizer()
         batch_size = forward_batch(localizer.device, batch_size, localizer.model)
-        step = max(16, batch_size)     # frames read per localize_batch call
+        step = read_step(batch_size)
         done_stamps, estimates, pending, failed = [], [], [], []
         bar = _bar(None, progress, total=len(frame_stamps), unit='frame',
                    desc=f'localize {image_topic}')

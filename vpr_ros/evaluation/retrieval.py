@@ -46,7 +46,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from vpr_ros.config import Config, option
-from vpr_ros.device import BATCH_HELP, forward_batch
+from vpr_ros.device import BATCH_HELP, forward_batch, read_step
 from vpr_ros.errors import ConfigError, DataError
 from vpr_ros.evaluation.recall import (DEFAULT_RECALL_VALUES, load_vprbench_csv,
                                        load_vprbench_npy, positives_within,
@@ -309,7 +309,7 @@ def describe_entries(model: Any, entries: Sequence[Entry], *, batch_size: int = 
     from vpr_ros.mapdb.describe import extract_chunk, model_device
 
     batch_size = forward_batch(model_device(model), batch_size, model)
-    step = max(16, batch_size) * max(1, 4 * num_workers)  # a worker pool per step: long ones
+    step = read_step(batch_size) * max(1, 4 * num_workers)  # a worker pool per step: long
     parts = []
     with tqdm(total=len(entries), unit='img', desc=desc, disable=not progress) as bar:
         for start in range(0, len(entries), step):
@@ -418,7 +418,7 @@ def evaluate_map(dataset: RetrievalDataset, map_path: str | Path, config: Retrie
     started = time.perf_counter()
     predictions = np.full((len(dataset.queries), top_k), -1, np.int64)
     batch = forward_batch(localizer.device, config.batch_size, localizer.model)
-    step = max(16, batch)     # images loaded per localize_batch call
+    step = read_step(batch)
     with tqdm(total=len(dataset.queries), unit='img', desc='queries',
               disable=not progress) as bar:
         for start in range(0, len(dataset.queries), step):
