@@ -46,6 +46,12 @@ class OuterConfig(Config):
 
 
 @dataclass(frozen=True)
+class TunedConfig(Config):
+    search: SearchConfig = option(SearchConfig(top_k=3, index='hnsw'), 'a tuned default')
+    outer: OuterConfig = option(OuterConfig(search=SearchConfig(threshold=0.9)), 'two deep')
+
+
+@dataclass(frozen=True)
 class MovedConfig(Config):
     MOVED: ClassVar[Mapping[str, str]] = {'old.top_k': 'search.top_k'}
     RETIRED: ClassVar[Mapping[str, str]] = {'old': 'notes are gone'}
@@ -134,6 +140,18 @@ class TestConfig:
         assert str(exc.value).startswith("OuterConfig.search.index: 'lsh' is not one of")
         with pytest.raises(ConfigError, match=r"OuterConfig.search: unknown key\(s\) \['topk'\]"):
             OuterConfig.from_dict({'search': {'topk': 1}})
+
+    def test_a_nested_setting_given_alone_keeps_the_rest_of_the_fields_default(self, tmp_path):
+        # Not the nested class's own defaults (top_k 10, flat): those of the field's default.
+        path = tmp_path / 'part.yaml'
+        path.write_text('search: {mode: cluster}\nouter: {search: {top_k: 7}}\n')
+        cfg = TunedConfig.from_yaml(path)
+        assert cfg.search == SearchConfig(top_k=3, index='hnsw', mode='cluster')
+        assert cfg.outer.search == SearchConfig(threshold=0.9, top_k=7)
+        assert TunedConfig.from_dict({}) == TunedConfig()
+        assert TunedConfig.from_dict(TunedConfig().to_dict()) == TunedConfig()
+        with pytest.raises(ConfigError, match=r"TunedConfig.search: unknown key\(s\) \['topk'\]"):
+            TunedConfig.from_dict({'search': {'topk': 1}})
 
     def test_moved_keys_are_read_from_the_old_place_with_a_warning(self, tmp_path):
         path = tmp_path / 'old.yaml'

@@ -255,6 +255,27 @@ def _upgrade(cls: type[Config], data: dict[str, Any], label: str,
     return data
 
 
+def _over_defaults(cls: type[Config], data: dict[str, Any]) -> dict[str, Any]:
+    """Give each nested config that ``data`` sets in part the rest of the field's default.
+
+    A field's default may differ from its class's defaults (the localizer regresses one
+    GeoWarp direction, ``GeoWarpConfig(symmetric=False)``): ``geowarp: {mode: image}`` in a
+    file changes the mode of that default, not the other settings.
+    """
+    def over(base: dict[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+        out = dict(base)
+        for key, value in given.items():
+            deeper = isinstance(value, Mapping) and isinstance(out.get(key), dict)
+            out[key] = over(out[key], value) if deeper else value
+        return out
+
+    for spec in _field_specs(cls):
+        inner = data.get(spec.name)
+        if isinstance(spec.default, Config) and isinstance(inner, Mapping):
+            data[spec.name] = over(spec.default.to_dict(), inner)
+    return data
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Base of all config dataclasses: type/range/choice checks and dict/YAML round trips."""
@@ -289,7 +310,7 @@ class Config:
         unknown = sorted(set(data) - set(names))
         if unknown:
             raise ConfigError(f'unknown key(s) {unknown}; valid keys: {names}', owner=label)
-        return cls(**data)
+        return cls(**_over_defaults(cls, data))
 
     @classmethod
     def from_yaml(cls: type[C], path: str | Path, *, section: str | None = None) -> C:
