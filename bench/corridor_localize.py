@@ -133,7 +133,8 @@ def main(argv=None) -> int:
         build_s = time.perf_counter() - t0
         db = MapDB.open(path)
         model = db.load_model('cpu')
-        base = LocalizerConfig()
+        auto = LocalizerConfig()
+        base = auto.replace(geowarp=auto.geowarp.replace(mode='features'))
 
         def run(name, config, geowarp=None):
             loc = Localizer(MapDB.open(path), model, config, geowarp=geowarp)
@@ -152,13 +153,16 @@ def main(argv=None) -> int:
         run('fitted GeoWarp, features', base)
         run('fitted GeoWarp, image', base.replace(geowarp=base.geowarp.replace(mode='image')))
         t0 = time.perf_counter()
-        loc = Localizer(MapDB.open(path), model, base)
+        loc = Localizer(MapDB.open(path), model, auto)
         cal, report = calibrate_map(loc, CalibrationConfig(), map_images=source_images(db),
                                     progress=False)
         store_calibration(MapDB.open(path), cal, report)
         cal_s = time.perf_counter() - t0
+        chosen = report['geowarp_mode']
+        run(f'calibrated (mode auto: {chosen})', auto)
         run('calibrated, features', base)
-        run('calibrated, features, weighted', base.replace(estimator='weighted'))
+        run('calibrated, image', base.replace(geowarp=base.geowarp.replace(mode='image')))
+        run(f'calibrated ({chosen}), weighted', auto.replace(estimator='weighted'))
         summary = {'model': args.model, 'refs': len(refs),
                    'thumbnail_size': list(db.thumbnail_size or ()), 'build_s': build_s,
                    'fit_s': fit_s,
@@ -175,8 +179,11 @@ def main(argv=None) -> int:
               f'{100 * r["nees_3sigma"]:.0f} % |')
     print(f'\nbuild {build_s:.1f} s, fit-geowarp {fit_s:.1f} s ({args.fit_iterations} steps), '
           f'calibrate {cal_s:.1f} s; calibration (pseudo-queries) {report["nees_coverage"]}')
-    if report.get('rerank_fusion'):
-        print(f'GeoWarp fusion: {report["rerank_fusion"]["reason"]}')
+    fusion = report.get('rerank_fusion') or {}
+    if fusion.get('mode_choice'):
+        print(f'GeoWarp mode: {fusion["mode_choice"]["reason"]}')
+    if fusion.get('reason'):
+        print(f'GeoWarp fusion: {fusion["reason"]}')
     write_json(args.json, summary)
     return 0
 

@@ -24,8 +24,8 @@ it. Here the synthetic renderer (``vpr_ros.synth``) makes one: ``--places`` plac
 blur and noise), written as VG folders (``@utm_east@utm_north@zone@band@...@.jpg``). Then, as
 a user would: ``vpr-ros eval`` (plain, the model ``auto`` gives), ``build-map`` (default
 adaptation), ``fit-geowarp``, ``calibrate``, and ``eval --map`` without re-ranking, as
-calibrated (features mode) and in the published image mode. A retrieval is right when it
-shares the query's place (``--positive_dist_threshold`` 5 m < the spacing).
+calibrated (in the GeoWarp mode calibrate chose), and in each mode set by hand. A retrieval
+is right when it shares the query's place (``--positive_dist_threshold`` 5 m < the spacing).
 
     OMP_NUM_THREADS=2 bash scripts/env.sh run python bench/synth_places.py --seed 1 \\
         --query-offset 5 3 40 --json out.json
@@ -121,13 +121,15 @@ def main(argv: list[str] | None = None) -> int:
                         ['fit-geowarp', str(path)], ['calibrate', str(path)]):
             if cli_main(command + ['--no-progress']) != 0:
                 raise RuntimeError(f'vpr-ros {" ".join(command)} failed')
-        image = folder / 'image.yaml'
-        image.write_text('geowarp: {mode: image}\n')
         rows['map, no re-ranking'] = recall(folder, '--map', str(path), '--no-rerank')
-        rows['map, calibrated (features)'] = recall(folder, '--map', str(path))
-        rows['map, calibrated (image mode)'] = recall(folder, '--map', str(path),
-                                                      '--localizer-config', str(image))
         manifest = MapDB.open(path).manifest
+        chosen = (manifest.get('rerank_fusion') or {}).get('geowarp_mode', 'features')
+        rows[f'map, calibrated (mode auto: {chosen})'] = recall(folder, '--map', str(path))
+        for mode in ('features', 'image'):
+            config = folder / f'{mode}.yaml'
+            config.write_text(f'geowarp: {{mode: {mode}}}\n')
+            rows[f'map, calibrated, {mode} mode set'] = recall(
+                folder, '--map', str(path), '--localizer-config', str(config))
         summary = {'args': {k: (str(v) if isinstance(v, Path) else v)
                             for k, v in vars(args).items()},
                    'model': manifest['build']['model'],
@@ -141,8 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in rows.items():
         print(f'| {name} | {r["1"]:.1f} | {r["5"]:.1f} | {r["10"]:.1f} |')
     fusion = summary['rerank_fusion'] or {}
-    print(f'\nmodel {summary["model"]}; adaptation: {summary["adaptation"]}; GeoWarp fusion: '
-          f'{fusion.get("reason", fusion)}')
+    print(f'\nmodel {summary["model"]}; adaptation: {summary["adaptation"]}; GeoWarp fusion '
+          f'({fusion.get("geowarp_mode")} mode): {fusion.get("reason", fusion)}; mode: '
+          f'{(fusion.get("mode_choice") or {}).get("reason")}')
     write_json(args.json, summary)
     return 0
 

@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 from vpr_ros.calibrate import calibrate_map
 from vpr_ros.calibration import (Calibration, CalibrationConfig, cross_validated_coverage, fit,
-                                 IDEAL_COVERAGE, nees_coverage)
+                                 IDEAL_COVERAGE, nees_coverage, stored_geowarp_mode)
 from vpr_ros.cli import main as cli_main
 from vpr_ros.confidence import FEATURES
 from vpr_ros.errors import DataError, MapError
 from vpr_ros.fix_quality import place_spacing_m
-from vpr_ros.localizer import Localizer
+from vpr_ros.localizer import Localizer, LocalizerConfig
 from vpr_ros.mapdb import MapDB
 from vpr_ros.pseudo_queries import pseudo_query
 
@@ -162,14 +162,76 @@ def test_calibrate_cli_stores_a_fit_the_localizer_uses(tmp_path, capsys):
                      '--device', 'cpu']) == 0
     out = capsys.readouterr().out
     assert 'nees_coverage' in out and 'calibration stored' in out
-    assert 'GeoWarp fusion: ' in out
+    assert 'GeoWarp fusion (' in out and 'GeoWarp mode: ' in out
     db = MapDB.open(path)                              # checksums still verify
-    assert db.manifest['rerank_fusion']['weight'] in (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.85, 1.0)
+    fusion = db.manifest['rerank_fusion']
+    assert fusion['weight'] in (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.85, 1.0)
+    # geowarp.mode auto: both modes were localised and one was chosen, which the map keeps.
+    choice = fusion['mode_choice']
+    assert set(choice['right_place_rate_held_out']) == {'features', 'image'}
+    assert fusion['geowarp_mode'] == choice['mode'] in ('features', 'image')
+    assert stored_geowarp_mode(db.manifest) == fusion['geowarp_mode']
     stored = db.manifest['calibration']
     assert stored['info']['frames'] == 24
     assert stored['info']['source'].startswith('24 pseudo-queries')
     loc = Localizer(db, device='cpu')
     assert loc.calibration == Calibration.from_dict(stored)
+    assert loc.geowarp_mode == fusion['geowarp_mode']
+
+
+def test_choose_geowarp_mode_keeps_image_mode_only_where_it_shows_a_gain():
+    from vpr_ros.calibrate import choose_geowarp_mode
+
+    feats = np.zeros(200, bool)
+    feats[:100] = True
+    better = feats.copy()
+    better[100:130] = True                      # 30 more frames right, none lost
+    mode, report = choose_geowarp_mode({'features': feats, 'image': better})
+    assert mode == 'image' and report['sign_test_p'] < 1e-6
+    assert report['right_place_rate_held_out'] == {'features': 0.5, 'image': 0.65}
+    # Two frames more in 200 is 1 %, but not a gain the frames show (p = 0.25): the fast mode.
+    slight = feats.copy()
+    slight[100:102] = True
+    assert choose_geowarp_mode({'features': feats, 'image': slight})[0] == 'features'
+    # As right as the features, on other frames: no reason to pay for a second pass.
+    swapped = np.roll(feats, 50)
+    assert choose_geowarp_mode({'features': feats, 'image': swapped})[0] == 'features'
+    assert choose_geowarp_mode({'features': better, 'image': feats})[0] == 'features'
+
+
+def test_calibrate_with_a_set_geowarp_mode_stores_it_for_the_map(tmp_path, capsys):
+    # A mode set in the localizer config is the one calibrated with (no choice), and the
+    # map then re-ranks in it wherever the localizer is left at geowarp.mode auto.
+    path = textured_map(tmp_path, 24, name='image.vprmap')
+    cfg = tmp_path / 'image.yaml'
+    cfg.write_text('geowarp:\n  mode: image\n')
+    assert cli_main(['calibrate', str(path), '--pseudo-queries', '24', '--no-progress',
+                     '--device', 'cpu', '--localizer-config', str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert 'GeoWarp fusion (image mode)' in out and 'GeoWarp mode: ' not in out
+    db = MapDB.open(path)
+    assert db.manifest['rerank_fusion']['geowarp_mode'] == 'image'
+    assert db.manifest['rerank_fusion']['mode_choice'] is None
+    assert db.manifest['calibration']['info']['geowarp_mode'] == 'image'
+    loc = Localizer(db, device='cpu')
+    assert loc.config.geowarp.mode == 'auto' and loc.geowarp_mode == 'image'
+    assert loc.geowarp.config.mode == 'image'
+
+    def scores(mode):
+        # Weight 1: every re-ranked candidate is scored (at weight 0 only the top-1 is).
+        config = LocalizerConfig(rerank_weight=1.0)
+        localizer = Localizer(db, config=config.replace(
+            geowarp=config.geowarp.replace(mode=mode)), device='cpu')
+        estimate = localizer.localize(db.thumbnails(5))
+        return localizer.geowarp_mode, sorted(c.rerank_score for c in estimate.candidates[:5])
+
+    (auto, by_auto), (image, by_image), (feats, by_feats) = map(
+        scores, ('auto', 'image', 'features'))
+    assert (auto, image, feats) == ('image', 'image', 'features')
+    assert by_auto == by_image != by_feats     # the same computation, and not the other
+    # A map calibrated before the mode was chosen stored only the weight: features mode.
+    db.update_manifest(rerank_fusion={'weight': 0.5})
+    assert Localizer(MapDB.open(path), device='cpu').geowarp_mode == 'features'
 
 
 def test_a_place_labelled_map_calibrates_round_covariances(tmp_path, capsys):

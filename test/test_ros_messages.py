@@ -239,7 +239,7 @@ def test_parameters_mirror_the_config_dataclasses():
     for f in LocalizerConfig.field_specs():
         if f.name != 'geowarp':
             assert specs['localizer.' + f.name].default == f.default
-    assert specs['localizer.geowarp.mode'].default == 'features'
+    assert specs['localizer.geowarp.mode'].default == 'auto'
     # GeoWarp's re-ranking settings, every one of them and nothing else (fitting is not a node
     # parameter).
     assert {n for n in specs if n.startswith('localizer.geowarp.')} == {

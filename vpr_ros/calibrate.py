@@ -24,7 +24,7 @@ choices. The result goes into the map with :func:`vpr_ros.calibration.store_cali
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -46,11 +46,11 @@ FUSION_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.85, 1.0)
 
 def localize_frames(localizer: Localizer, images: Sequence[Any], *,
                     exclude: Sequence[Sequence[int]] | None = None,
-                    progress: bool = True) -> list[Estimate]:
+                    progress: bool = True, desc: str = 'calibrate') -> list[Estimate]:
     """Localize frames in steps of :func:`~vpr_ros.device.read_step` with a tqdm bar."""
     out = []
     step = read_step()
-    for start in tqdm(range(0, len(images), step), disable=not progress, desc='calibrate',
+    for start in tqdm(range(0, len(images), step), disable=not progress, desc=desc,
                       unit='batch'):
         chunk = list(images[start:start + step])
         excl = exclude[start:start + step] if exclude is not None else None
@@ -128,6 +128,19 @@ def fit_rerank_weight(localizer: Localizer, estimates: Sequence[Estimate],
     test, p at most ``max_p``): re-ranking that cannot show a gain on the map's own data does
     not reorder. Returns ``(weight, report)``.
     """
+    weight, report, _ = _fusion_fit(localizer, estimates, truth_lat_lon, right_m, weights,
+                                    min_gain, max_p, seed)
+    return weight, report
+
+
+def _fusion_fit(localizer: Localizer, estimates: Sequence[Estimate], truth_lat_lon: np.ndarray,
+                right_m: float, weights: Sequence[float], min_gain: float, max_p: float,
+                seed: int) -> tuple[float, dict[str, Any], np.ndarray]:
+    """:func:`fit_rerank_weight`, and per frame whether the order it delivers is right held out.
+
+    That is the 2-fold held-out order where the weight is kept, else the global order: what
+    the choice of the GeoWarp mode compares (:func:`choose_geowarp_mode`).
+    """
     truth_en = _truth_en(localizer.map.origin, truth_lat_lon)
 
     def top_is_right(est: Estimate, i: int) -> float:
@@ -170,7 +183,36 @@ def fit_rerank_weight(localizer: Localizer, estimates: Sequence[Estimate],
         'global_order_rate': base, 'chosen_rate_cross_validated': cv_rate,
         'sign_test_p': p_value, 'max_p': float(max_p), 'reason': reason,
     }
-    return weight, report
+    return weight, report, held_out if keep else right[plain]
+
+
+def choose_geowarp_mode(delivered: Mapping[str, np.ndarray], *, min_gain: float = 0.01,
+                        max_p: float = 0.05) -> tuple[str, dict[str, Any]]:
+    """Choose what GeoWarp warps from the right-place rate each mode delivers held out.
+
+    ``delivered[mode]`` says per frame whether the order calibrate would store for that mode
+    (its held-out fusion weight, or the global order where re-ranking was not kept) puts a
+    right place first. Warping the images (the published method) costs a second backbone
+    pass over the warped pairs; warping the feature maps does not, and the two rank alike on
+    some data and not on other (Corridor: within a query; a real indoor set: 0.423 against
+    0.372). So image mode is kept only when it delivers ``min_gain`` more on the frames and
+    the frames the two disagree on show it (one-sided sign test p at most ``max_p``).
+    """
+    feats, image = (np.asarray(delivered[m], bool) for m in ('features', 'image'))
+    rates = {'features': float(feats.mean()), 'image': float(image.mean())}
+    p_value = sign_test(image, feats)
+    keep = rates['image'] >= rates['features'] + min_gain and p_value <= max_p
+    mode = 'image' if keep else 'features'
+    verdict = ('image mode kept' if keep else
+               'features mode kept (image mode costs a second backbone pass and did not '
+               'show a gain)')
+    report = {
+        'mode': mode, 'right_place_rate_held_out': rates, 'sign_test_p': p_value,
+        'min_gain': float(min_gain), 'max_p': float(max_p),
+        'reason': (f'{verdict}: right place held out, features {rates["features"]:.3f}, '
+                   f'image {rates["image"]:.3f}, sign test p = {p_value:.2g}'),
+    }
+    return mode, report
 
 
 def fit_subspacing(localizer: Localizer, estimates: Sequence[Estimate], truth_lat_lon: np.ndarray,
@@ -298,13 +340,36 @@ def _calibrate(localizer: Localizer, config: CalibrationConfig,
         # Localise with GeoWarp sub-spacing so the route neighbours get scored; every mode is
         # then tried on the same frames without a new forward.
         localizer.config = dataclasses.replace(localizer.config, subspacing='geowarp')
-    estimates = localize_frames(localizer, images, exclude=exclude, progress=progress)
+    fuse = localizer.rerank and config.fit_rerank_weight
+    warp = localizer.config.geowarp.mode
+    # auto: both modes are tried where a fusion fit can tell them apart; otherwise features,
+    # not a mode an older calibration stored (the new fit must not depend on it).
+    warps = (('features', 'image') if fuse else ('features',)) if warp == 'auto' else (warp,)
+    passes = {}
+    for name in warps:
+        localizer.config = localizer.config.replace(
+            geowarp=localizer.config.geowarp.replace(mode=name))
+        estimates = localize_frames(localizer, images, exclude=exclude, progress=progress,
+                                    desc=f'calibrate ({name})' if len(warps) > 1 else 'calibrate')
+        fitted = (_fusion_fit(localizer, estimates, truth,
+                              config.right_place_spacings * spacing, FUSION_WEIGHTS, 0.01,
+                              config.max_p, config.seed) if fuse else None)
+        passes[name] = (estimates, fitted)
+    warp, mode_choice = warps[0], None
+    if len(warps) > 1:
+        warp, mode_choice = choose_geowarp_mode({m: f[2] for m, (_, f) in passes.items()},
+                                                max_p=config.max_p)
+    localizer.config = localizer.config.replace(
+        geowarp=localizer.config.geowarp.replace(mode=warp))
+    estimates, fitted = passes[warp]
     fusion = None
-    if localizer.rerank and config.fit_rerank_weight:
-        weight, fusion = fit_rerank_weight(localizer, estimates, truth,
-                                           config.right_place_spacings * spacing,
-                                           max_p=config.max_p, seed=config.seed)
+    if fitted is not None:
+        weight, fusion = fitted[0], dict(fitted[1], mode_choice=mode_choice)
         localizer.config = dataclasses.replace(localizer.config, rerank_weight=weight)
+    if localizer.rerank:
+        # The mode the scores (and so the weight and sigma) were fitted with: the map's for
+        # geowarp.mode auto (Localizer.geowarp_mode).
+        fusion = dict(fusion or {}, geowarp_mode=warp)
     if chosen_mode == 'auto':
         mode, subspacing = fit_subspacing(localizer, estimates, truth, spacing,
                                           min_gain=config.subspacing_gain, seed=config.seed)

@@ -439,6 +439,11 @@ def stored_rerank_weight(manifest: Mapping[str, Any]) -> float | None:
     return None if weight is None else float(weight)
 
 
+def stored_geowarp_mode(manifest: Mapping[str, Any]) -> str | None:
+    """Return the GeoWarp mode calibrate fitted the map with (None: no choice; features)."""
+    return (manifest.get(FUSION_KEY) or {}).get('geowarp_mode')
+
+
 def stored_subspacing(manifest: Mapping[str, Any]) -> str | None:
     """Return the sub-spacing mode calibrate validated on the map (None: no choice)."""
     return (manifest.get(SUBSPACING_KEY) or {}).get('mode')

@@ -47,7 +47,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from vpr_ros.calibration import stored_calibration, stored_rerank_weight, stored_subspacing
+from vpr_ros.calibration import (stored_calibration, stored_geowarp_mode, stored_rerank_weight,
+                                 stored_subspacing)
 from vpr_ros.confidence import confidence_features, feature_vector
 from vpr_ros.config import Config, option
 from vpr_ros.device import forward_batch
@@ -83,7 +84,7 @@ class LocalizerConfig(Config):
                           'candidates (needs map thumbnails)')
     # One regression direction: the published test code averages W(q, p) and W(p, q), which
     # doubles the costliest step (bench/bench_localize.py) for little gain (bench/README.md).
-    geowarp: GeoWarpConfig = option(GeoWarpConfig(symmetric=False),
+    geowarp: GeoWarpConfig = option(GeoWarpConfig(mode='auto', symmetric=False),
                                     'GeoWarp re-ranking (Berton et al., ICCV 2021)')
     rerank_weight: float = option(
         -1.0, 'weight w of the GeoWarp score in the re-ranked order, score = (1 - w) global + '
@@ -247,7 +248,7 @@ class Localizer:
             from vpr_ros.runtime.map_features import load_local_features
             self.stored_features = load_local_features(map_db)
         self.geowarp = (geowarp or self._map_geowarp()).to(self.device).eval()
-        self.geowarp.config = self.config.geowarp
+        self.geowarp.config = self.config.geowarp.replace(mode=self.geowarp_mode)
         if self.rerank and geowarp is None:
             # The map's GeoWarp sees only thumbnail-size maps: fold its first conv (exact).
             from vpr_ros.runtime.fold import FoldedRegression
@@ -301,6 +302,18 @@ class Localizer:
             return float(self.config.rerank_weight)
         weight = stored_rerank_weight(self.map.manifest)
         return 1.0 if weight is None else weight
+
+    @property
+    def geowarp_mode(self) -> str:
+        """What GeoWarp warps: the config's mode, else the one calibrate fitted the map with.
+
+        A calibration (its fusion weight and sigma) holds for the scores of the mode it saw,
+        so ``auto`` follows the map; features, the fast path, when the map has no choice.
+        """
+        if self.config.geowarp.mode != 'auto':
+            return self.config.geowarp.mode
+        mode = stored_geowarp_mode(self.map.manifest)
+        return mode if mode in ('image', 'features') else 'features'
 
     @property
     def subspacing(self) -> str:
@@ -618,7 +631,7 @@ class Localizer:
                 memo['dense'] = self.runtime.local_features(memo['image'])
             query, query_dense = memo['image'], memo['dense']
             cand_dense = self._candidate_features(idx)
-            if self.config.geowarp.mode == 'image':
+            if self.geowarp_mode == 'image':
                 thumbs = torch.stack([to_tensor(t) for t in self.map.thumbnails(idx)])
                 scores = self.geowarp.rerank_scores(
                     query_dense, cand_dense, query_image=query,

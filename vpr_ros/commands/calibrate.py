@@ -92,8 +92,11 @@ def main(args: argparse.Namespace) -> int:
     if cal.knots_ratio:
         print(f'  along/cross-track sigma ratio: '
               f'{", ".join(f"{r:.2f}" for r in cal.knots_ratio)}')
-    if report.get('rerank_fusion'):
-        print(f'  GeoWarp fusion: {report["rerank_fusion"]["reason"]}')
+    fusion = report.get('rerank_fusion') or {}
+    if fusion.get('mode_choice'):
+        print(f'  GeoWarp mode: {fusion["mode_choice"]["reason"]}')
+    if fusion.get('reason'):
+        print(f'  GeoWarp fusion ({fusion["geowarp_mode"]} mode): {fusion["reason"]}')
     if report.get('subspacing'):
         print(f'  between map frames: {report["subspacing"]["reason"]}')
     if args.dry_run:

@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config(parser, 'LocalizerConfig', '; options below override it')
     parser.add_argument('--top-k', type=int, help='candidates retrieved')
     parser.add_argument('--no-rerank', action='store_true', help='no GeoWarp re-ranking')
-    parser.add_argument('--mode', choices=('features', 'image'), help='GeoWarp mode')
+    parser.add_argument('--mode', choices=('features', 'image', 'auto'),
+                        help='GeoWarp mode (default auto: the one calibrate chose for the map)')
     parser.add_argument('--estimator', choices=('top1', 'weighted'))
     add_device(parser)
     add_backend(parser)

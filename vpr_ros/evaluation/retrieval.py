@@ -448,7 +448,7 @@ def evaluate_map(dataset: RetrievalDataset, map_path: str | Path, config: Retrie
                   + (f', adaptation {adaptation.get("method")}-{adaptation.get("dim")}'
                      if db.projection is not None else ', plain descriptors')
                   + (f', GeoWarp re-rank of the top {loc_config.geowarp.num_reranked} '
-                     f'({loc_config.geowarp.mode} mode)' if localizer.rerank else ''),
+                     f'({localizer.geowarp_mode} mode)' if localizer.rerank else ''),
         'model': f'stored in {Path(map_path).name}',
         'model_fingerprint': str(localizer.model.fingerprint()),
         'image_size': list(localizer.model.config.input_size),

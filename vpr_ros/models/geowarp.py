@@ -67,6 +67,9 @@ _EPS = 1e-6
 
 DenseFn = Callable[[torch.Tensor], torch.Tensor]
 
+#: What GeoWarp warps before scoring; ``auto`` is resolved by the localizer from the map.
+MODES = ('image', 'features', 'auto')
+
 
 #: Fitting settings that GeoWarpConfig held before they moved to
 #: :class:`vpr_ros.models.geowarp_losses.GeoWarpLossConfig` (``vpr-ros fit-geowarp``).
@@ -86,8 +89,10 @@ class GeoWarpConfig(Config):
         for name in LOSS_FIELDS}
 
     mode: str = option('features', 'what is warped: "image" (as published: warp the images '
-                       'and recompute dense features) or "features" (warp the dense feature '
-                       'maps, no extra backbone pass)', choices=('image', 'features'))
+                       'and recompute dense features), "features" (warp the dense feature '
+                       'maps, no extra backbone pass), or "auto" (localizer only): the mode '
+                       'vpr-ros calibrate validated on the map, features when it has none',
+                       choices=MODES)
     num_reranked: int = option(5, '|P|: retrieved candidates that are re-ranked', min=1)
     symmetric: bool = option(True, 'average the regressions of (q, p) and (p, q), as the '
                              'published code does at test time')
@@ -341,6 +346,9 @@ class GeoWarp(nn.Module):
             if mode == 'features':
                 f_q, f_p = self.warp_pair(query_dense, candidate_dense, points_q, points_p)
                 return dense_similarity(f_q, f_p)
+            if mode == 'auto':
+                raise DataError("mode: 'auto' is the localizer's choice from the map "
+                                '(Localizer.geowarp_mode); score with image or features')
             if mode != 'image':
                 raise DataError(f"mode: {mode!r} is not one of ['image', 'features']")
             if query_image is None or candidate_images is None or dense_fn is None:
