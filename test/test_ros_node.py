@@ -198,6 +198,7 @@ def test_bad_frames_do_not_stop_the_node_and_show_in_diagnostics(
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
     from sensor_msgs.msg import NavSatFix
+    from vpr_ros.mapdb import MapDB
 
     frames = ['bad:encoding', 'bad:empty', 'bad:step', 7]
     with start_node(tiny_map, tmp_path / 'node.log') as node_proc, \
@@ -219,6 +220,9 @@ def test_bad_frames_do_not_stop_the_node_and_show_in_diagnostics(
         assert last['device'].startswith('cpu') and last['map'] == 'route.vprmap'
         assert (last['backend'], last['precision']) == ('torch', 'fp32')   # no export: torch
         assert last['geowarp_regression'] == 'torch'
+        fusion = MapDB.open(tiny_map.path).manifest['rerank_fusion']   # what calibrate chose
+        assert last['geowarp_mode'] == fusion['geowarp_mode'] in ('features', 'image')
+        assert float(last['rerank_weight']) == fusion['weight']
         assert int(last['map_places']) == len(tiny_map.frames)
         assert last['calibrated'] == 'True'
         for key in ('input_rate_hz', 'output_rate_hz', 'latency_p50_ms', 'latency_p95_ms',

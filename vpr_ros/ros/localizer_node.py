@@ -146,6 +146,10 @@ class LocalizerNode(Node):
             log.warning(f'backend {runtime.reason}')     # an export it could not use
         else:
             log.info(f'backend {self.backend_name}: {runtime.reason}')
+        if self.localizer.rerank:
+            log.info(f'GeoWarp re-ranks the top {localizer_config.geowarp.num_reranked} in '
+                     f'{self.localizer.geowarp_mode} mode, fusion weight '
+                     f'{self.localizer.rerank_weight:g}')
         if self.localizer.calibration is None:
             log.warning(f'{self.config.map} is not calibrated: every fix has the fixed sigma '
                         f'{localizer_config.uncalibrated_sigma_m:g} m (run vpr-ros calibrate)')
@@ -329,6 +333,8 @@ class LocalizerNode(Node):
         return {'device': self.device_name, 'backend': runtime.name,
                 'precision': runtime.precision,
                 'geowarp_regression': self.localizer.regression_backend,
+                'geowarp_mode': self.localizer.geowarp_mode if self.localizer.rerank else 'off',
+                'rerank_weight': self.localizer.rerank_weight,
                 'map': Path(self.config.map).name,
                 'map_places': len(self.localizer.map),
                 'calibrated': self.localizer.calibration is not None,
