@@ -227,6 +227,19 @@ def test_files_that_disagree_fail_verify_even_with_rewritten_sha256s(copy, capsy
     assert rc == 1 and 'descriptors.npy: descriptor 0 has length 2.0000, not 1' in out
 
 
+def test_geowarp_features_of_other_entries_fail_verify(copy, capsys):
+    """Before: rows of the stored GeoWarp features in the wrong order passed ``verify``."""
+    rc, out = run_cli(['map', 'verify', str(copy)], capsys)
+    assert rc == 0 and 'the stored GeoWarp features of 6 sampled entries' in out
+    name = manifest(copy)['local_features']['file']
+    features = np.load(copy / name)
+    np.save(copy / name, features[[0, 1, 3, 2, 4, 5]])       # two entries' rows swapped
+    relist(copy, name)
+    MapDB.open(copy)                                           # the file on its own is fine
+    rc, out = run_cli(['map', 'verify', str(copy)], capsys)
+    assert rc == 1 and f'{name}: the stored GeoWarp features of entry 2 are not' in out
+
+
 def test_adapted_descriptors_that_are_not_the_projection_fail_verify(tmp_path, capsys):
     from vpr_ros.mapdb.adaptation import AdaptConfig
 

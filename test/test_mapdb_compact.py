@@ -29,6 +29,7 @@ from vpr_ros.errors import MapError
 from vpr_ros.images import to_tensor
 from vpr_ros.localizer import Localizer, LocalizerConfig
 from vpr_ros.mapdb import build_map, BuildConfig, MapDB
+from vpr_ros.mapdb import format as fmt
 from vpr_ros.mapdb.adaptation import adapt_map, AdaptConfig, fit_pca
 from vpr_ros.mapdb.compact import (append_to_map, convert_map, map_projection, merge_maps,
                                    write_compact)
@@ -183,6 +184,29 @@ def test_merge_of_halves_equals_the_union(maps, tmp_path):
         merge_maps([a2, b], tmp_path / 'x.vprmap')
     with pytest.raises(MapError, match='exists already'):
         merge_maps([a2, b2], tmp_path / 'm2.vprmap')
+
+
+def test_verify_checks_kept_geowarp_features_against_the_jpeg_thumbnails(
+        maps, tmp_path, capsys):
+    from vpr_ros.runtime.map_features import check_local_features
+
+    _, union, _, _ = maps
+    out = convert_map(union, tmp_path / 'kept.vprmap', keep_features=True)
+    db = MapDB.open(out)
+    # Made from the thumbnails before JPEG: not equal to the JPEG's, but each its own.
+    assert check_local_features(db, sample=N) == N
+    assert cli.main(['map', 'verify', str(out)]) == 0
+    name = db.manifest['local_features']['file']
+    features = np.load(out / name)
+    np.save(out / name, np.roll(features, 1, axis=0))           # every row one entry late
+    manifest = json.loads((out / 'manifest.json').read_text())
+    manifest['files'][name] = {'sha256': fmt.sha256_file(out / name),
+                               'size': (out / name).stat().st_size}
+    (out / 'manifest.json').write_text(json.dumps(manifest))
+    assert cli.main(['map', 'verify', str(out)]) == 1
+    assert f'{name}: the stored GeoWarp features of entry ' in capsys.readouterr().err
+    with pytest.raises(MapError, match=r'features of entry 0 are not those of its thumbnail'):
+        check_local_features(MapDB.open(out), sample=N)
 
 
 def test_merge_refuses_another_model(maps, tmp_path):

@@ -154,8 +154,12 @@ def main(args: argparse.Namespace) -> int:
         if db.manifest.get('thumbnails'):   # v2: every JPEG decodes to the stated size
             for start in range(0, len(db), 4096):
                 db.thumbnails(list(range(start, min(len(db), start + 4096))))
+        from vpr_ros.runtime.map_features import check_local_features
+        checked = check_local_features(db)
+        features = (f', the stored GeoWarp features of {checked} sampled entries are their '
+                    f"thumbnails' " if checked else '')
         print(f'{args.map}: OK ({len(db)} entries, format v{db.format_version}, every sha256 '
-              f'and value checked, the index and descriptors agree)')
+              f'and value checked, the index and descriptors agree{features})')
         return 0
     if action in ('convert', 'merge', 'append'):
         from vpr_ros.mapdb import compact

@@ -44,24 +44,74 @@ STEM = 'local-features'
 DTYPE = 'float16'
 
 
-def compute_local_features(db: MapDB, model: Any, *, batch_size: int = 64) -> np.ndarray:
-    """Return ``(N, C, h, w)`` float16 GeoWarp features of every map thumbnail."""
+def compute_local_features(db: MapDB, model: Any, *, batch_size: int = 64,
+                           entries: Any = None) -> np.ndarray:
+    """Return ``(N, C, h, w)`` float16 GeoWarp features of every map thumbnail (or ``entries``)."""
     if not db.manifest.get('thumbnails'):
         raise MapError(f'{db.path} was built without thumbnails: no GeoWarp features')
     from vpr_ros.images import to_tensor
 
+    rows = np.arange(len(db)) if entries is None else np.asarray(entries, np.int64)
     out: np.ndarray | None = None
-    n = len(db)
+    n = len(rows)
     with torch.inference_mode():
         for start in range(0, n, batch_size):
             idx = np.arange(start, min(n, start + batch_size))
-            thumbs = torch.stack([to_tensor(t) for t in db.thumbnails(idx)])
+            thumbs = torch.stack([to_tensor(t) for t in db.thumbnails(rows[idx])])
             dense = model.local_features(thumbs.to(model.device)).float().cpu().numpy()
             if out is None:
                 out = np.empty((n, *dense.shape[1:]), np.float16)
             out[idx] = dense.astype(np.float16)
     assert out is not None
     return out
+
+
+#: ``map verify``: cosine of stored and recomputed features of one entry at least this, where
+#: the thumbnails are stored losslessly (float16 storage and memory layouts: 0.99999).
+SAME_FEATURES = 0.999
+#: Two entries whose recomputed features are this alike count as one view (a stopped robot).
+ALIKE = 0.99
+
+
+def check_local_features(db: MapDB, model: Any = None, *, sample: int = 16,
+                         seed: int = 0) -> int:
+    """Raise :class:`MapError` unless the stored features are those of the entries' thumbnails.
+
+    Checksums prove the file is the one written, not that its rows belong to the entries (a
+    merge in the wrong order would pass them). A sample of thumbnails goes through the map's
+    model again. Lossless thumbnails (format v1) must give their stored features back; JPEG
+    thumbnails (v2, whose kept features were made before compression) must give features
+    closer to their own stored row than to any other sampled entry's. Returns the number of
+    entries checked (0: the map has no current stored features).
+    """
+    features = load_local_features(db)
+    if features is None:
+        return 0
+    rows = np.sort(np.random.default_rng(seed).choice(len(db), size=min(len(db), sample),
+                                                      replace=False))
+    if model is None:
+        model = db.load_model('cpu')
+    want = _unit_rows(compute_local_features(db, model, entries=rows))
+    got = _unit_rows(np.asarray(features[rows]))
+    match = got @ want.T                       # stored row i against recomputed entry j
+    own = np.diag(match)
+    alike = want @ want.T >= ALIKE
+    if db.format_version < 2:
+        bad = np.flatnonzero(own < SAME_FEATURES)
+    else:
+        bad = np.flatnonzero((np.where(alike, -np.inf, match) > own[:, None]).any(axis=1))
+    if len(bad):
+        i = int(bad[0])
+        raise MapError(f'{db.path / db.manifest[KEY]["file"]}: the stored GeoWarp features of '
+                       f'entry {int(rows[i])} are not those of its thumbnail (cosine '
+                       f'{own[i]:.3f}; {len(bad)} of {len(rows)} sampled entries): GeoWarp would '
+                       f're-rank with the wrong places; build the map again')
+    return len(rows)
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    flat = np.asarray(x, np.float64).reshape(len(x), -1)
+    return flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-12)
 
 
 def is_current(db: MapDB) -> bool:
@@ -139,5 +189,5 @@ def load_local_features(db: MapDB) -> np.ndarray | None:
     return features
 
 
-__all__ = ['attach_local_features', 'compute_local_features', 'ensure_local_features',
-           'is_current', 'KEY', 'load_local_features']
+__all__ = ['attach_local_features', 'check_local_features', 'compute_local_features',
+           'ensure_local_features', 'is_current', 'KEY', 'load_local_features']
