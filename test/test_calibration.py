@@ -252,6 +252,8 @@ def test_a_place_labelled_map_calibrates_round_covariances(tmp_path, capsys):
                      BuildConfig(model='tiny-test', thumbnail_size=(64, 80)), progress=False)
     assert cli_main(['calibrate', str(path), '--pseudo-queries', '24', '--no-progress',
                      '--device', 'cpu']) == 0
+    assert 'place spacing 0.50 m (the floor: most entries share their position' in \
+        capsys.readouterr().out
     stored = MapDB.open(path).manifest['calibration']
     assert stored['knots_ratio'] and set(stored['knots_ratio']) == {1.0}
     loc = Localizer(MapDB.open(path), device='cpu')

@@ -158,6 +158,10 @@ def subspacing_along(route: RouteGeometry, idx: np.ndarray, scores: np.ndarray,
     return subspacing_offset(a_prev, s_prev, scored[j], a_next, s_next)
 
 
+#: Smallest place spacing: views of one place share a coordinate (spacing 0).
+PLACE_SPACING_FLOOR_M = 0.5
+
+
 def place_spacing_m(enu: np.ndarray) -> float:
     """Median distance from each map entry to its nearest other entry (m), at least 0.5 m."""
     import faiss
@@ -169,4 +173,5 @@ def place_spacing_m(enu: np.ndarray) -> float:
     index = faiss.IndexFlatL2(2)
     index.add(pts)
     dist, _ = index.search(pts, 2)
-    return max(0.5, float(np.median(np.sqrt(np.maximum(dist[:, 1], 0.0)))))
+    return max(PLACE_SPACING_FLOOR_M,
+               float(np.median(np.sqrt(np.maximum(dist[:, 1], 0.0)))))

@@ -25,6 +25,7 @@ from vpr_ros.calibrate import calibrate_map
 from vpr_ros.calibration import CalibrationConfig, IDEAL_COVERAGE, store_calibration
 from vpr_ros.commands._args import (add_device, add_localizer_config, add_progress,
                                     localizer_config, map_source_images)
+from vpr_ros.fix_quality import PLACE_SPACING_FLOOR_M
 from vpr_ros.localizer import Localizer, LocalizerConfig
 
 
@@ -75,8 +76,10 @@ def main(args: argparse.Namespace) -> int:
         images = map_source_images(localizer.map, args.source)
     cal, report = calibrate_map(localizer, config, queries=queries, map_images=images,
                                 progress=not args.no_progress)
+    floor = (' (the floor: most entries share their position with another, as the views of '
+             'a place do)' if report['place_spacing_m'] <= PLACE_SPACING_FLOOR_M else '')
     print(f'calibration of {args.map}: {report["source"]}, place spacing '
-          f'{report["place_spacing_m"]:.2f} m')
+          f'{report["place_spacing_m"]:.2f} m{floor}')
     err = report['error_m']
     split = (f'; along / cross-track median {err["along_track_median"]:.2f} / '
              f'{err["cross_track_median"]:.2f} m' if err.get('along_track_median') is not None
