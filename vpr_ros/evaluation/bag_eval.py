@@ -316,6 +316,10 @@ def evaluate_bag_offline(bag: Path, localizer: 'Localizer | Callable[[], Localiz
         'batch_size': batch_size, 'device': str(getattr(localizer, 'device', '')),
         **({'backend': localizer.runtime.name, 'precision': localizer.runtime.precision}
            if hasattr(localizer, 'runtime') else {}),
+        # What re-ranked (the map's calibrated choice under geowarp.mode auto).
+        **({'geowarp_mode': localizer.geowarp_mode if localizer.rerank else 'off',
+            'rerank_weight': localizer.rerank_weight}
+           if hasattr(localizer, 'geowarp_mode') else {}),
         'processing_stage_mean_ms': {k: float(np.mean([e.timings.get(k, 0.0)
                                                        for e in estimates]))
                                      for k in stages},
