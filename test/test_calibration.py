@@ -177,6 +177,9 @@ def test_calibrate_cli_stores_a_fit_the_localizer_uses(tmp_path, capsys):
     loc = Localizer(db, device='cpu')
     assert loc.calibration == Calibration.from_dict(stored)
     assert loc.geowarp_mode == fusion['geowarp_mode']
+    assert cli_main(['map', 'info', str(path)]) == 0
+    assert (f'calibration   yes (GeoWarp {fusion["geowarp_mode"]} mode, fusion weight '
+            f'{fusion["weight"]:g}, between map frames: off)') in capsys.readouterr().out
 
 
 def test_choose_geowarp_mode_keeps_image_mode_only_where_it_shows_a_gain():

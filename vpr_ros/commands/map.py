@@ -117,7 +117,7 @@ def info_lines(db: MapDB, *, verified: bool) -> list[tuple[str, str]]:
         ('adaptation', _adaptation_text(m.get('adaptation'))),
         ('thumbnails', '{height}x{width} ({bytes_per_entry} B per entry)'.format(
             **m['thumbnails']) if m.get('thumbnails') else 'none'),
-        ('calibration', 'yes' if m.get('calibration') else 'not calibrated'),
+        ('calibration', _calibration_text(m)),
         ('size on disk', f'{_size(on_disk)} '
                          f'({", ".join(f"{k} {v:.0f} B" for k, v in per_entry.items())} '
                          f'per entry)'),
@@ -127,6 +127,18 @@ def info_lines(db: MapDB, *, verified: bool) -> list[tuple[str, str]]:
         ('checksums', 'verified (sha256)' if verified else 'sizes checked (use --verify)'),
     ]
     return rows
+
+
+def _calibration_text(m: dict[str, Any]) -> str:
+    """Whether the map is calibrated, and the re-ranking choices stored with the sigma fit."""
+    if not m.get('calibration'):
+        return 'not calibrated'
+    fusion, subspacing = m.get('rerank_fusion') or {}, m.get('subspacing') or {}
+    parts = [f'GeoWarp {fusion["geowarp_mode"]} mode' if fusion.get('geowarp_mode') else '',
+             f'fusion weight {fusion["weight"]:g}' if fusion.get('weight') is not None else '',
+             f'between map frames: {subspacing["mode"]}' if subspacing.get('mode') else '']
+    chosen = ', '.join(p for p in parts if p)
+    return f'yes ({chosen})' if chosen else 'yes'
 
 
 def _projection_text(record: dict[str, Any]) -> str:
