@@ -190,5 +190,7 @@ def test_demo_map_calibrated_on_pseudo_queries_from_the_source_images(tmp_path):
     assert info['calibration']['source'] == source
     assert info['calibration']['frames'] == 24
     assert f'calibrate the covariance ({source})' in out.getvalue()
+    chosen = info['calibration']['rerank_fusion']['geowarp_mode']
+    assert f'GeoWarp mode: {chosen} mode kept' in out.getvalue()
     stored = MapDB.open(tmp_path / 'route.vprmap').manifest
     assert stored['calibration']['info']['source'] == source

@@ -81,6 +81,9 @@ def build_demo_map(csv: Path, map_path: Path, config: DemoConfig, steps: Steps,
         steps.say(f'  calibration error median {report["error_m"]["median"]:.2f} m, '
                   f'p95 {report["error_m"]["p95"]:.2f} m; coverage at 1/2/3 sigma '
                   + ' / '.join(f'{100 * v:.0f} %' for v in cov.values()))
+        fusion = report.get('rerank_fusion') or {}
+        if fusion.get('mode_choice'):
+            steps.say(f'  GeoWarp mode: {fusion["mode_choice"]["reason"]}')
         steps.say(f'  between map frames: {report["subspacing"]["reason"]}')
         info['calibration'] = report
         del localizer
