@@ -39,6 +39,21 @@ def model(monkeypatch):
     return model
 
 
+def test_a_map_of_views_sharing_positions_is_pointed_at_fine_tuning(tmp_path, model, capsys):
+    src = write_csv_source(tmp_path / 'src', 8)
+    lines = src.read_text().splitlines()
+    rows = [line.split(',') for line in lines[1:]]
+    # Four places, two views each at the place's coordinate (a place-labelled set).
+    shared = [','.join([r[0]] + rows[2 * (i // 2)][1:]) for i, r in enumerate(rows)]
+    src.write_text('\n'.join([lines[0]] + shared) + '\n')
+    out = tmp_path / 'places.vprmap'
+    assert cli.main(['build-map', str(src), '--model', 'tiny-test', '--out', str(out),
+                     '--device', 'cpu', '--thumbnail-size', '16', '24', '--no-progress']) == 0
+    text = capsys.readouterr().out
+    assert len(MapDB.open(out, model=model)) == 8
+    assert f'vpr-ros adapt {out} --finetune may raise recall' in text
+
+
 def test_build_map_and_info(tmp_path, model, capsys):
     src = write_csv_source(tmp_path / 'src', 8)
     out = tmp_path / 'route.vprmap'
@@ -53,6 +68,7 @@ def test_build_map_and_info(tmp_path, model, capsys):
     assert db.manifest['source']['skipped'] == {'closer_than_min_spacing': 4}
     assert db.thumbnails(0).shape == (16, 24, 3)
 
+    assert 'share their position' not in capsys.readouterr().out     # a route: no hint
     assert cli.main(argv) == 1  # refuses to overwrite
     assert 'exists already, not overwriting (use --overwrite)' in capsys.readouterr().err
 
