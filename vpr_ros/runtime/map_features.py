@@ -95,10 +95,10 @@ def check_local_features(db: MapDB, model: Any = None, *, sample: int = 16,
     got = _unit_rows(np.asarray(features[rows]))
     match = got @ want.T                       # stored row i against recomputed entry j
     own = np.diag(match)
-    alike = want @ want.T >= ALIKE
     if db.format_version < 2:
         bad = np.flatnonzero(own < SAME_FEATURES)
     else:
+        alike = want @ want.T >= ALIKE
         bad = np.flatnonzero((np.where(alike, -np.inf, match) > own[:, None]).any(axis=1))
     if len(bad):
         i = int(bad[0])
