@@ -285,3 +285,27 @@ def test_multi_scale_is_the_power_mean_of_each_scale(tiny):
     for bad in ((0.7071, 0.5), (1.0, 1.0), (1.0, 0.1), (1.0, 3.0), ()):
         with pytest.raises(ConfigError, match='scales'):
             TINY.replace(scales=bad)
+
+
+@pytest.mark.parametrize('config', [
+    TINY, TINY.replace(scales=(1.0, 0.7071, 0.5)), PRESETS['tiny-test-asgeo'],
+    ModelConfig(backbone='efficientnet-lite0', pretrained=False, input_size=(96, 128)),
+    ModelConfig(backbone='vgg16', pretrained=False, input_size=(64, 80))],
+    ids=['resnet18', 'multi-scale', 'resizer', 'efficientnet', 'vgg16'])
+def test_final_stage_from_frozen_maps_gives_the_descriptors(config):
+    # Fine-tuning the final stage caches what comes before it; the two halves must make up
+    # exactly the forward (every scale of a multi-scale model).
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    images = torch.rand(2, 3, 90, 120)
+    with torch.no_grad():
+        maps = model.frozen_features(images)
+        got = model.embed_frozen(maps)
+        want = model(images)
+    assert len(maps) == len(config.scales)
+    # the maps are the stride-16 stage's: the final stage is the stride-32 one
+    assert maps[0].shape[1] == model.backbone.stage_channels[1]
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    multi_stage = build_model(TINY.replace(head='haf'))
+    with pytest.raises(ValueError, match='several backbone stages'):
+        multi_stage.frozen_features(images)

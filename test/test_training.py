@@ -15,6 +15,7 @@
 """End to end: train on a tiny synthetic route, checkpoints build-map loads, resume, DDP."""
 
 import csv
+import logging
 import os
 from pathlib import Path
 import subprocess
@@ -27,8 +28,8 @@ from training_helpers import tiny_config, write_route
 from vpr_ros import cli
 from vpr_ros.mapdb.database import MapDB
 from vpr_ros.models.checkpoints import load_model, read_checkpoint
-from vpr_ros.training.data import DataConfig, load_data
-from vpr_ros.training.model_setup import init_netvlad_from_data
+from vpr_ros.training.data import AugmentConfig, DataConfig, load_data
+from vpr_ros.training.model_setup import freeze_all_but_last, init_netvlad_from_data
 from vpr_ros.training.trainer import train
 import yaml
 
@@ -158,3 +159,49 @@ def test_ddp_two_processes_gloo_matches_one_process(route, tmp_path):
     # (which Adam magnifies for parameters whose gradient is ~0, hence a norm, not a max)
     print(f'|ddp - single| = {distance(a, b):.3g}, |ddp - start| = {distance(a, start):.3g}')
     assert distance(a, b) < 0.02 * distance(a, start)
+
+
+def _last_only(route, out, **changes):
+    map_csv, query_csv = route
+    changes = {'train_layers': 'last', 'epochs': 1,
+               'augment': AugmentConfig(size_scale=(1.0, 1.0)), **changes}
+    return tiny_config(out, map_csv, query_csv, **changes)
+
+
+def test_final_stage_training_on_cached_frozen_outputs_equals_recomputing_them(
+        route, tmp_path, caplog):
+    # train_layers last (adapt --finetune on a CPU): the frozen layers' outputs of the
+    # database images are computed once; the run must be the one that recomputes them.
+    with caplog.at_level(logging.INFO, logger='vpr_ros.training'):
+        cached = train(_last_only(route, tmp_path / 'cached'), progress=False)
+    assert 'outputs of 27 images cached' in caplog.text  # the training split's
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger='vpr_ros.training'):
+        plain = train(_last_only(route, tmp_path / 'plain', frozen_cache_mb=0), progress=False)
+    assert 'frozen layers run for every image: frozen_cache_mb is 0' in caplog.text
+    a, b = _weights(cached.last), _weights(plain.last)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5)
+    assert cached.history[-1]['loss'] == pytest.approx(plain.history[-1]['loss'], rel=1e-4)
+    start = load_model('tiny-test', device='cpu').state_dict()
+    assert not torch.equal(a['backbone.6.1.conv2.weight'], start['backbone.6.1.conv2.weight'])
+    # sizes drawn per batch change the frozen outputs: no cache then
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger='vpr_ros.training'):
+        train(_last_only(route, tmp_path / 'sizes', augment=AugmentConfig()), progress=False)
+    assert 'batches are drawn at random sizes' in caplog.text
+
+
+def test_final_stage_training_leaves_the_frozen_layers_and_their_statistics_alone(
+        route, tmp_path):
+    # The AS-Geo resizer's BatchNorm is outside the backbone: before, it ran on batch
+    # statistics and moved its running means while its weights were "frozen".
+    result = train(_last_only(route, tmp_path / 'run', model='tiny-test-asgeo', lr=1e-3),
+                   progress=False)
+    model = load_model('tiny-test-asgeo', device='cpu')
+    start = model.state_dict()
+    freeze_all_but_last(model)
+    trained = {name for name, p in model.named_parameters() if p.requires_grad}
+    after = _weights(result.last)
+    changed = {k for k in start if not torch.equal(start[k], after[k])}
+    assert changed and changed <= trained, sorted(changed - trained)[:5]

@@ -146,6 +146,16 @@ class Trunk(nn.Sequential):
         """Return the final feature map ``(N, out_channels, h, w)``."""
         return self.forward_stages(x)[-1]
 
+    def forward_to_final_stage(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the map the final stage (:func:`final_stage`) starts from."""
+        return self.forward_stages(x, stop=len(self.taps) - 2)[-1]
+
+    def forward_final_stage(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the final stage on :meth:`forward_to_final_stage`'s map: the final map."""
+        for i in range(self.taps[-2] + 1, self.n_layers):
+            x = self._modules[str(i)](x)
+        return x
+
 
 def _resnet(name: str, triplet_attention: bool) -> Trunk:
     import torchvision
@@ -228,6 +238,17 @@ class EfficientNetLiteTrunk(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return the final feature map ``(N, out_channels, h, w)``."""
         return self.forward_stages(x)[-1]
+
+    def forward_to_final_stage(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the map the final stage (:func:`final_stage`) starts from: the stride-16 map."""
+        return self.forward_stages(x, stop=len(self.taps) - 1)[-1]
+
+    def forward_final_stage(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the final stage on :meth:`forward_to_final_stage`'s map: the final map."""
+        n = len(self._blocks)
+        for i in range(self.taps[-1] + 1, n):
+            x = self._blocks[i](x, drop_connect_rate=self.drop_connect_rate * i / n)
+        return self._act(self._bn1(self._conv_head(x)))
 
 
 BACKBONES = ('resnet18', 'resnet50', 'vgg16', *EFFNET_PACKAGES)

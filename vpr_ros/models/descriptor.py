@@ -254,20 +254,44 @@ class DescriptorModel(nn.Module):
         time: a place seen from nearer or farther than the map's frame shows its structures
         at another scale, which one scale of an ImageNet network does not match.
         """
-        others = [s for s in self._config.scales if s != 1.0]
+        others = self._other_scales(x)
         if not others:
             return unit
+        return self._power_mean([unit] + [self._one_scale(v) for v in others])
+
+    def _other_scales(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Return the resized input ``x`` at each scale of ``config.scales`` other than 1."""
         h, w = x.shape[-2:]
-        parts = [unit] + [self._one_scale(nn.functional.interpolate(
+        return [nn.functional.interpolate(
             x, size=(max(8, round(h * s)), max(8, round(w * s))), mode='bilinear',
-            align_corners=False, antialias=s < 1.0 and self._config.antialias))
-            for s in others]
+            align_corners=False, antialias=s < 1.0 and self._config.antialias)
+            for s in self._config.scales if s != 1.0]
+
+    def _power_mean(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        """Combine per-scale unit descriptors as :meth:`_combine_scales` says."""
         p = self._scale_power()
         if isinstance(p, float) and p == 1.0:
             mean = torch.stack(parts).mean(dim=0)
         else:     # (1e-24)^(1/3) = 1e-8: no infinite gradient at 0
             mean = (torch.stack(parts).clamp_min(0.0) ** p).mean(dim=0).clamp_min(1e-24) ** (1 / p)
         return nn.functional.normalize(mean, p=2.0, dim=1)
+
+    def frozen_features(self, batch: torch.Tensor) -> list[torch.Tensor]:
+        """Per scale, the map the final backbone stage starts from (scale 1 first).
+
+        Fine-tuning on a CPU trains only the final stage and the head (:func:`final_stage`):
+        for an image that is not augmented these maps never change, so they are computed once
+        (:mod:`vpr_ros.training.frozen`) and :meth:`embed_frozen` finishes each pass.
+        """
+        if getattr(self.aggregation, 'multiscale', False):
+            raise ValueError('frozen_features: the head pools several backbone stages')
+        x = self.resize(batch)
+        return [self.backbone.forward_to_final_stage(v) for v in [x, *self._other_scales(x)]]
+
+    def embed_frozen(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        """Return :meth:`forward`'s descriptors from :meth:`frozen_features`' maps."""
+        units = [self._pool([self.backbone.forward_final_stage(m)]) for m in maps]
+        return units[0] if len(units) == 1 else self._power_mean(units)
 
     def _scale_power(self) -> float | torch.Tensor:
         """Exponent of the multi-scale power mean: the head's own, learnt GeM ``p`` if it has one.

@@ -54,6 +54,19 @@ class TupleBatches(torch.utils.data.Dataset):
 
     def __getitem__(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Build batch ``b``: per tuple the query, its positive and its negatives."""
+        return self._build(b, with_database=True)[:2]
+
+    def query_batch(self, b: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Batch ``b`` with the query images only: ``(queries (B, 3, h, w), xy, ids (B, K))``.
+
+        ``ids`` are the database indices of each tuple's positive and negatives, whose images
+        :class:`vpr_ros.training.frozen.FrozenMaps` holds already; ``xy`` is ``__getitem__``'s
+        and the queries are the same images.
+        """
+        return self._build(b, with_database=False)
+
+    def _build(self, b: int, with_database: bool
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if not 0 <= b < self.batches:
             raise IndexError(b)
         db, queries = self.split.database, self.split.queries
@@ -62,7 +75,7 @@ class TupleBatches(torch.utils.data.Dataset):
         size = batch_size_for(first, self.augment,
                               np.random.default_rng([*self.seed, b]))
         target = self.augment.apply_to
-        images, xy = [], []
+        images, xy, rows = [], [], []
         for t in ids:
             rng = np.random.default_rng([*self.seed, b, t])
             q = int(self.triplets.queries[t])
@@ -70,9 +83,13 @@ class TupleBatches(torch.utils.data.Dataset):
             images.append(augment(q_img, size, self.augment, rng) if target != 'none'
                           else resize_to(q_img, size))
             xy.append(queries.xy[q])
-            for r in [int(self.triplets.positives[t]), *self.triplets.negatives[t].tolist()]:
-                img = db.image(r)
-                images.append(augment(img, size, self.augment, rng) if target == 'all'
-                              else resize_to(img, size))
+            tuple_rows = [int(self.triplets.positives[t]), *self.triplets.negatives[t].tolist()]
+            rows.append(tuple_rows)
+            for r in tuple_rows:
+                if with_database:
+                    img = db.image(r)
+                    images.append(augment(img, size, self.augment, rng) if target == 'all'
+                                  else resize_to(img, size))
                 xy.append(db.xy[r])
-        return torch.stack(images), torch.from_numpy(np.stack(xy))
+        return (torch.stack(images), torch.from_numpy(np.stack(xy)),
+                torch.as_tensor(rows, dtype=torch.long))

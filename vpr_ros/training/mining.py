@@ -46,6 +46,7 @@ from vpr_ros.config import Config, option
 from vpr_ros.errors import DataError
 from vpr_ros.faiss_config import configure_faiss
 from vpr_ros.training.data import ImageSet, resize_to, Split
+from vpr_ros.training.frozen import cached_describe, FrozenMaps
 
 log = logging.getLogger(__name__)
 
@@ -183,13 +184,17 @@ def _all_gather_rows(local: torch.Tensor, counts: Sequence[int]) -> torch.Tensor
 
 @torch.no_grad()
 def describe_set(model: torch.nn.Module, images: ImageSet, indices: Sequence[int], *,
-                 batch_size: int = 32, rank: int = 0, world_size: int = 1) -> np.ndarray:
+                 batch_size: int = 32, rank: int = 0, world_size: int = 1,
+                 frozen: FrozenMaps | None = None) -> np.ndarray:
     """Descriptors ``(len(indices), D)`` float32 of images at native size, eval mode.
 
     With ``world_size > 1`` every rank describes every ``world_size``-th image and the rows
-    are gathered, so all ranks return the same array.
+    are gathered, so all ranks return the same array. ``frozen``: the frozen layers' outputs
+    of ``images`` (one process), so only the trained layers run.
     """
     indices = [int(i) for i in indices]
+    if frozen is not None:
+        return cached_describe(frozen, model, indices, batch_size)
     mine = indices[rank::world_size]
     device = next(model.parameters()).device
     was_training = model.training
@@ -269,10 +274,12 @@ def mine_triplets(query_desc: np.ndarray, query_xy: np.ndarray, positives: Seque
 
 def refresh_and_mine(model: torch.nn.Module, split: Split, plan: QueryPlan,
                      plan_rows: np.ndarray, config: MiningConfig, rng: np.random.Generator, *,
-                     batch_size: int = 32, rank: int = 0, world_size: int = 1) -> Triplets:
+                     batch_size: int = 32, rank: int = 0, world_size: int = 1,
+                     frozen: FrozenMaps | None = None) -> Triplets:
     """Refresh the descriptor cache for the plan rows ``plan_rows`` and mine their triplets.
 
     Returned ``Triplets.queries`` are split query indices, in the order of ``plan_rows``.
+    ``frozen``: the frozen layers' outputs of the database images (:func:`describe_set`).
     """
     db = split.database
     q_ids = plan.queries[plan_rows]
@@ -285,13 +292,13 @@ def refresh_and_mine(model: torch.nn.Module, split: Split, plan: QueryPlan,
     if split.same:  # queries are database images: describe the union once
         union = np.unique(np.concatenate([cache_ids, q_ids]))
         desc = describe_set(model, db, union, batch_size=batch_size, rank=rank,
-                            world_size=world_size)
+                            world_size=world_size, frozen=frozen)
         pos = {int(u): j for j, u in enumerate(union)}
         cache_desc = desc[[pos[int(c)] for c in cache_ids]]
         query_desc = desc[[pos[int(q)] for q in q_ids]]
     else:
         cache_desc = describe_set(model, db, cache_ids, batch_size=batch_size, rank=rank,
-                                  world_size=world_size)
+                                  world_size=world_size, frozen=frozen)
         query_desc = describe_set(model, split.queries, q_ids, batch_size=batch_size,
                                   rank=rank, world_size=world_size)
     mined = mine_triplets(query_desc, split.queries.xy[q_ids], positives, cache_ids,

@@ -48,9 +48,20 @@ class TrainForward(nn.Module):
         return l2n(self.model.aggregation.fuse(parts)), parts, scores
 
 
-def set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
-    """Training mode, with the backbone's BatchNorm layers kept in eval mode if asked."""
-    model.train()
+def set_train_mode(model: DescriptorModel, freeze_bn: bool, last_only: bool = False) -> None:
+    """Training mode, with the backbone's BatchNorm layers kept in eval mode if asked.
+
+    ``last_only`` (:func:`freeze_all_but_last`): only the final stage and the head train; the
+    frozen rest stays in eval mode, as fixed as its weights (no stochastic depth, no BatchNorm
+    statistics updated), so its outputs for an image do not change and can be cached.
+    """
+    if last_only:
+        model.eval()
+        modules, _ = final_stage(model.backbone)
+        for module in [*modules, model.aggregation]:
+            module.train()
+    else:
+        model.train()
     if freeze_bn:
         for module in model.backbone.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):

@@ -48,6 +48,9 @@ class TrainConfig(Config):
     resume: str = option('', 'last.pt of an earlier run to continue from')
     train_layers: str = option('all', 'weights trained: all, or last (the last backbone stage '
                                       'and the head; fast on a CPU)', choices=('all', 'last'))
+    frozen_cache_mb: int = option(4096, 'with train_layers last: memory for the frozen '
+                                        "layers' outputs of the database images, computed "
+                                        'once (0: recompute them every pass)', min=0)
     freeze_bn: bool = option(True, 'keep the backbone BatchNorm statistics fixed (small '
                                    'batches)')
     netvlad_init: str = option('auto', 'k-means init of NetVLAD/CRN centroids from training '

@@ -61,6 +61,7 @@ from vpr_ros.training.batches import TupleBatches
 from vpr_ros.training.data import load_data, Split, TrainData
 from vpr_ros.training.distributed import (barrier, DistContext, setup_distributed,
                                           teardown_distributed)
+from vpr_ros.training.frozen import compute_frozen_maps, frozen_maps_refusal, FrozenMaps
 from vpr_ros.training.losses import batch_loss
 from vpr_ros.training.mining import (batch_hard_negatives, plan_queries, refresh_and_mine)
 from vpr_ros.training.model_setup import (freeze_all_but_last, init_netvlad_from_data,
@@ -116,9 +117,19 @@ def _train(config: TrainConfig, data: TrainData | None, progress: bool,
             and not is_checkpoint(config.model):
         init_netvlad_from_data(model, data.train, config.netvlad_init_images,
                                np.random.default_rng([config.seed, 0, 1]))
-    if config.train_layers == 'last':
+    last_only = config.train_layers == 'last'
+    frozen = None
+    if last_only:
         log.info('training the last backbone stage and the head only (%d parameters)',
                  freeze_all_but_last(model))
+        refusal = frozen_maps_refusal(config, model, data.train.database, ctx.world_size)
+        if refusal:
+            log.info('the frozen layers run for every image: %s', refusal)
+        else:
+            model.eval()
+            frozen = compute_frozen_maps(model, data.train.database, config.frozen_cache_mb,
+                                         batch_size=config.infer_batch_size,
+                                         progress=progress and ctx.main)
     haf = model.config.head == 'haf' and config.loss.haf_weight > 0
     forward: nn.Module = TrainForward(model, haf)
     if ctx.world_size > 1:
@@ -171,7 +182,7 @@ def _train(config: TrainConfig, data: TrainData | None, progress: bool,
     for epoch in range(start, config.epochs + 1):
         t0 = time.perf_counter()
         stats = _run_epoch(config, model, forward, optimizer, data.train, plan, epoch, ctx,
-                           tqdm, progress)
+                           tqdm, progress, frozen)
         recalls = validate(model, data.val, **kw) if data.val is not None else \
             {f'R@{n}': math.nan for n in RECALL_VALUES}
         row = {'epoch': epoch, **stats, **recalls, 'seconds': time.perf_counter() - t0,
@@ -191,8 +202,13 @@ def _fmt(recalls: dict[str, float]) -> str:
 
 def _run_epoch(config: TrainConfig, model: DescriptorModel, forward: nn.Module,
                optimizer: torch.optim.Optimizer, split: Split, plan, epoch: int,
-               ctx: DistContext, tqdm, progress: bool) -> dict[str, float]:
-    """One pass over the (shuffled) training queries; returns mean losses and throughput."""
+               ctx: DistContext, tqdm, progress: bool,
+               frozen: FrozenMaps | None = None) -> dict[str, float]:
+    """One pass over the (shuffled) training queries; returns mean losses and throughput.
+
+    ``frozen``: the frozen layers' outputs of the database images; then only the queries
+    pass through them, and only the trained layers run for the rest.
+    """
     rng = np.random.default_rng([config.seed, epoch])
     order = rng.permutation(len(plan.queries))
     if config.queries_per_epoch:
@@ -208,15 +224,23 @@ def _run_epoch(config: TrainConfig, model: DescriptorModel, forward: nn.Module,
         rows = order[first:first + mining.cache_refresh]
         triplets = refresh_and_mine(model, split, plan, rows, mining, rng,
                                     batch_size=config.infer_batch_size, rank=ctx.rank,
-                                    world_size=ctx.world_size)
-        set_train_mode(model, config.freeze_bn)
+                                    world_size=ctx.world_size, frozen=frozen)
+        set_train_mode(model, config.freeze_bn, config.train_layers == 'last')
         batches = TupleBatches(split, triplets, config.batch_size, config.augment,
                                (config.seed, epoch, chunk), ctx.rank, ctx.world_size)
-        loader = torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False,
-                                             num_workers=config.num_workers)
+        if frozen is None:
+            loader = torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False,
+                                                 num_workers=config.num_workers)
+        else:
+            loader = (batches.query_batch(b) for b in range(len(batches)))
         t0 = time.perf_counter()  # throughput counts batch building, not mining
-        for batch, xy in loader:
-            desc, parts, scores = forward(batch.to(ctx.device, non_blocking=True))
+        for batch, xy, *rows in loader:
+            batch = batch.to(ctx.device, non_blocking=True)
+            if frozen is None:
+                desc, parts, scores = forward(batch)
+            else:
+                desc = frozen.with_queries(model, batch, rows[0].to(ctx.device))
+                parts = scores = None
             extra = None
             if mining.batch_negatives:
                 extra = batch_hard_negatives(desc, xy, group, mining.batch_negatives,
@@ -229,7 +253,7 @@ def _run_epoch(config: TrainConfig, model: DescriptorModel, forward: nn.Module,
             busy += time.perf_counter() - t0
             t0 = time.perf_counter()
             steps += 1
-            images += len(batch) * ctx.world_size
+            images += len(desc) * ctx.world_size
             for key in sums:
                 sums[key] += float(losses[key].detach())
             bar.update(1)
