@@ -85,6 +85,9 @@ class FinetuneConfig(Config):
     max_p: float = option(0.05, 'and only if the held-out queries it changes show it: '
                           'one-sided sign test p at most this (1: no test)', min=0.0, max=1.0)
     seed: int = option(0, 'split, training and pseudo-queries')
+    frozen_cache_mb: int = option(4096, "memory for the frozen layers' outputs of the map "
+                                        'images (layers last), computed once (0: recompute '
+                                        'them every pass)', min=0)
     augment: AugmentConfig = option(STRONG_AUGMENT, 'augmentations standing in for queries')
 
 
@@ -209,6 +212,7 @@ def finetune_map(map_path: str | Path, config: FinetuneConfig | None = None, *,
         epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
         queries_per_epoch=config.queries_per_epoch, seed=config.seed, train_layers=layers,
         validate_before=False, netvlad_init='never', augment=config.augment,
+        frozen_cache_mb=config.frozen_cache_mb,
         mining=MiningConfig(positive_m=config.positive_m, negative_m=config.negative_m,
                             negatives=config.negatives))
     last = work / 'train' / 'last.pt'
