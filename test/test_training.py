@@ -168,23 +168,35 @@ def _last_only(route, out, **changes):
     return tiny_config(out, map_csv, query_csv, **changes)
 
 
+@pytest.mark.parametrize('backbone', ['resnet18', 'efficientnet-lite0'])
 def test_final_stage_training_on_cached_frozen_outputs_equals_recomputing_them(
-        route, tmp_path, caplog):
+        route, tmp_path, caplog, backbone):
     # train_layers last (adapt --finetune on a CPU): the frozen layers' outputs of the
-    # database images are computed once; the run must be the one that recomputes them.
+    # database images are computed once; the run must be the one that recomputes them
+    # (EfficientNet: with the same stochastic-depth masks in the trained blocks).
+    model = tmp_path / 'model.yaml'
+    model.write_text(yaml.safe_dump({'backbone': backbone, 'pretrained': False,
+                                     'input_size': [64, 80]}))
     with caplog.at_level(logging.INFO, logger='vpr_ros.training'):
-        cached = train(_last_only(route, tmp_path / 'cached'), progress=False)
+        cached = train(_last_only(route, tmp_path / 'cached', model=str(model)),
+                       progress=False)
     assert 'outputs of 27 images cached' in caplog.text  # the training split's
     caplog.clear()
     with caplog.at_level(logging.INFO, logger='vpr_ros.training'):
-        plain = train(_last_only(route, tmp_path / 'plain', frozen_cache_mb=0), progress=False)
+        plain = train(_last_only(route, tmp_path / 'plain', model=str(model),
+                                 frozen_cache_mb=0), progress=False)
     assert 'frozen layers run for every image: frozen_cache_mb is 0' in caplog.text
     a, b = _weights(cached.last), _weights(plain.last)
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5)
+    start = load_model(str(model), device='cpu').state_dict()
+    trained = [k for k in a if not torch.equal(a[k], start[k])]
+    assert trained and a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a if k not in trained)
+    # Float rounding differs between the two passes, and Adam turns a rounding difference in
+    # a near-zero gradient into a step of up to lr: compare with how far training moved.
+    moved = sum(float((a[k] - start[k]).double().norm() ** 2) for k in trained) ** 0.5
+    apart = sum(float((a[k] - b[k]).double().norm() ** 2) for k in trained) ** 0.5
+    assert apart < 0.01 * moved, (apart, moved)
     assert cached.history[-1]['loss'] == pytest.approx(plain.history[-1]['loss'], rel=1e-4)
-    start = load_model('tiny-test', device='cpu').state_dict()
-    assert not torch.equal(a['backbone.6.1.conv2.weight'], start['backbone.6.1.conv2.weight'])
     # sizes drawn per batch change the frozen outputs: no cache then
     caplog.clear()
     with caplog.at_level(logging.INFO, logger='vpr_ros.training'):

@@ -233,8 +233,14 @@ def _run_epoch(config: TrainConfig, model: DescriptorModel, forward: nn.Module,
                                                  num_workers=config.num_workers)
         else:
             loader = (batches.query_batch(b) for b in range(len(batches)))
+        batches_iter = iter(loader)
+        # Stochastic depth draws from torch's generator: seed it per chunk (after the
+        # DataLoader took its seed from it), so a resumed run and one on cached frozen
+        # outputs draw the same masks.
+        torch.manual_seed(int(np.random.default_rng([config.seed, epoch, chunk, 1]).integers(
+            2 ** 62)))
         t0 = time.perf_counter()  # throughput counts batch building, not mining
-        for batch, xy, *rows in loader:
+        for batch, xy, *rows in batches_iter:
             batch = batch.to(ctx.device, non_blocking=True)
             if frozen is None:
                 desc, parts, scores = forward(batch)
