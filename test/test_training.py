@@ -18,6 +18,7 @@ import csv
 import logging
 import os
 from pathlib import Path
+import re
 import subprocess
 import sys
 
@@ -197,11 +198,21 @@ def test_final_stage_training_on_cached_frozen_outputs_equals_recomputing_them(
     apart = sum(float((a[k] - b[k]).double().norm() ** 2) for k in trained) ** 0.5
     assert apart < 0.01 * moved, (apart, moved)
     assert cached.history[-1]['loss'] == pytest.approx(plain.history[-1]['loss'], rel=1e-4)
-    # sizes drawn per batch change the frozen outputs: no cache then
+
+
+def test_frozen_outputs_are_recomputed_when_they_would_change_or_not_fit(
+        route, tmp_path, caplog):
+    # more than the memory allowed (resnet18's 27 stride-8 maps: 1.1 MiB)
+    with caplog.at_level(logging.INFO, logger='vpr_ros.training'):
+        train(_last_only(route, tmp_path / 'small', frozen_cache_mb=1), progress=False)
+    assert re.search(r'outputs for 27 images need \d+ MiB, more than frozen_cache_mb 1',
+                     caplog.text)
+    # sizes drawn per batch change the frozen outputs
     caplog.clear()
     with caplog.at_level(logging.INFO, logger='vpr_ros.training'):
         train(_last_only(route, tmp_path / 'sizes', augment=AugmentConfig()), progress=False)
     assert 'batches are drawn at random sizes' in caplog.text
+    assert 'cached' not in caplog.text
 
 
 def test_final_stage_training_leaves_the_frozen_layers_and_their_statistics_alone(

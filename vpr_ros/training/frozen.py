@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import logging
+import math
+import os
 from typing import Any, Sequence
 
 import numpy as np
@@ -96,9 +98,12 @@ def compute_frozen_maps(model: Any, images: ImageSet, max_mb: float, *, batch_si
     first = [m.cpu() for m in model.frozen_features(
         resize_to(images.image(0), images.image(0).shape[:2]).unsqueeze(0).to(device))]
     need_mb = len(images) * sum(m.numel() * m.element_size() for m in first) / 2 ** 20
-    if need_mb > max_mb:
-        log.info('the frozen part is recomputed for every image: its outputs for %d images '
-                 'need %.0f MiB > frozen_cache_mb %g', len(images), need_mb, max_mb)
+    room_mb = memory_mb(device) / 2
+    if need_mb > min(max_mb, room_mb):
+        log.info('the frozen layers run for every image: their outputs for %d images need '
+                 '%.0f MiB, more than %s', len(images), need_mb,
+                 f'frozen_cache_mb {max_mb:g}' if max_mb <= room_mb else
+                 f'half the memory of {device} ({room_mb:.0f} MiB)')
         return None
     maps = [torch.empty((len(images), *m.shape[1:]), dtype=m.dtype, device=device)
             for m in first]
@@ -112,6 +117,16 @@ def compute_frozen_maps(model: Any, images: ImageSet, max_mb: float, *, batch_si
     log.info('frozen layers: outputs of %d images cached (%.0f MiB); the final stage and the '
              'head run on them', len(images), need_mb)
     return FrozenMaps(maps)
+
+
+def memory_mb(device: torch.device) -> float:
+    """Return the memory of ``device`` (MiB): the GPU's, or this machine's; inf if unknown."""
+    try:
+        if device.type == 'cuda':
+            return torch.cuda.mem_get_info(device)[1] / 2 ** 20
+        return os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2 ** 20
+    except (OSError, ValueError, RuntimeError):
+        return math.inf
 
 
 def cached_describe(frozen: FrozenMaps, model: Any, indices: Sequence[int],
