@@ -25,10 +25,11 @@ import sys
 import numpy as np
 import pytest
 import torch
-from training_helpers import tiny_config, write_route
+from training_helpers import ROUTE, tiny_config, write_route
 from vpr_ros import cli
 from vpr_ros.mapdb.database import MapDB
 from vpr_ros.models.checkpoints import load_model, read_checkpoint
+from vpr_ros.synth import SynthRoute, write_csv_source
 from vpr_ros.training.data import AugmentConfig, DataConfig, load_data
 from vpr_ros.training.model_setup import freeze_all_but_last, init_netvlad_from_data
 from vpr_ros.training.trainer import train
@@ -213,6 +214,14 @@ def test_frozen_outputs_are_recomputed_when_they_would_change_or_not_fit(
         train(_last_only(route, tmp_path / 'sizes', augment=AugmentConfig()), progress=False)
     assert 'batches are drawn at random sizes' in caplog.text
     assert 'cached' not in caplog.text
+    # queries of another size: a batch is drawn at its query's size, not the cached one
+    other = write_csv_source(SynthRoute(ROUTE.replace(image_size=(56, 72))).query_pass(),
+                             tmp_path / 'other')
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger='vpr_ros.training'):
+        result = train(_last_only((route[0], other), tmp_path / 'other-run'), progress=False)
+    assert 'frozen layers run for every image: the training images have 2 sizes' in caplog.text
+    assert np.isfinite(result.history[-1]['loss'])
 
 
 def test_final_stage_training_leaves_the_frozen_layers_and_their_statistics_alone(

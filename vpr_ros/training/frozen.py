@@ -35,7 +35,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from vpr_ros.training.data import ImageSet, resize_to
+from vpr_ros.training.data import ImageSet, resize_to, Split
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,12 @@ class FrozenMaps:
         return model.embed_frozen(maps)
 
 
-def frozen_maps_refusal(config: Any, model: Any, images: ImageSet, world_size: int) -> str:
-    """Return why the frozen part's outputs cannot be cached for this run ('': they can)."""
+def frozen_maps_refusal(config: Any, model: Any, split: Split, world_size: int) -> str:
+    """Return why the frozen part's outputs cannot be cached for this run ('': they can).
+
+    A batch is drawn at its first query's size, so every query and database image must
+    share one size for the cached maps to be the ones the batch would compute.
+    """
     augment = config.augment
     if config.train_layers != 'last':
         return 'every layer trains'
@@ -82,9 +86,10 @@ def frozen_maps_refusal(config: Any, model: Any, images: ImageSet, world_size: i
         return 'the head pools several backbone stages'
     if world_size > 1:
         return 'training runs in several processes'
-    shapes = {images.image(i).shape for i in range(len(images))}
+    sets = [split.database] if split.same else [split.database, split.queries]
+    shapes = {images.image(i).shape for images in sets for i in range(len(images))}
     if len(shapes) > 1:
-        return f'the database images have {len(shapes)} sizes'
+        return f'the training images have {len(shapes)} sizes'
     return ''
 
 

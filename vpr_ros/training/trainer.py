@@ -122,7 +122,7 @@ def _train(config: TrainConfig, data: TrainData | None, progress: bool,
     if last_only:
         log.info('training the last backbone stage and the head only (%d parameters)',
                  freeze_all_but_last(model))
-        refusal = frozen_maps_refusal(config, model, data.train.database, ctx.world_size)
+        refusal = frozen_maps_refusal(config, model, data.train, ctx.world_size)
         if refusal:
             log.info('the frozen layers run for every image: %s', refusal)
         else:
