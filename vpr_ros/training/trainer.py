@@ -240,12 +240,12 @@ def _run_epoch(config: TrainConfig, model: DescriptorModel, forward: nn.Module,
         torch.manual_seed(int(np.random.default_rng([config.seed, epoch, chunk, 1]).integers(
             2 ** 62)))
         t0 = time.perf_counter()  # throughput counts batch building, not mining
-        for batch, xy, *rows in batches_iter:
+        for batch, xy, *db_ids in batches_iter:
             batch = batch.to(ctx.device, non_blocking=True)
             if frozen is None:
                 desc, parts, scores = forward(batch)
             else:
-                desc = frozen.with_queries(model, batch, rows[0].to(ctx.device))
+                desc = frozen.with_queries(model, batch, db_ids[0].to(ctx.device))
                 parts = scores = None
             extra = None
             if mining.batch_negatives:
