@@ -50,6 +50,20 @@ def pytest_configure(config):
             os.environ['AMENT_PREFIX_PATH'] = os.pathsep.join([prefix, *paths])
 
 
+@pytest.fixture(autouse=True)
+def vpr_ros_logs_propagate(monkeypatch):
+    """Let every ``vpr_ros`` logger reach ``caplog``'s handler on the root logger.
+
+    Importing ``launch`` (the launch-file tests do) installs its logger class, whose loggers
+    do not propagate: a ``vpr_ros`` module first imported after that would log past caplog.
+    """
+    import logging
+
+    for name in ['vpr_ros', *[n for n in logging.root.manager.loggerDict
+                              if n.startswith('vpr_ros.')]]:
+        monkeypatch.setattr(logging.getLogger(name), 'propagate', True)
+
+
 @pytest.fixture(scope='session')
 def device(request) -> str:
     """Return the torch device model tests run on (``--device``)."""
