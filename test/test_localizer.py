@@ -114,6 +114,32 @@ def test_exclude_and_batch(tiny_map, model):
         assert (a.lat, a.lon) == pytest.approx((b.lat, b.lon), abs=1e-9)
 
 
+def test_frames_described_once_localise_as_localize_batch_in_each_geowarp_mode(
+        tiny_map, model):
+    # calibrate re-ranks the same frames in both GeoWarp modes on one forward
+    images = [np.roll(texture(i), 9, axis=1) for i in (2, 11, 20)]
+    exclude = [[2], [], [19, 20]]
+    loc = _localizer(tiny_map, model, top_k=6)
+    described = loc.describe_batch(images)
+    assert [d.descriptor.shape for d in described] == [(model.descriptor_dim,)] * 3
+    for mode in ('features', 'image'):
+        loc.config = loc.config.replace(geowarp=loc.config.geowarp.replace(mode=mode))
+        want = loc.localize_batch(images, exclude=exclude)
+        got = loc.localize_described(described, exclude=exclude)
+        for a, b in zip(got, want):
+            assert [c.index for c in a.candidates] == [c.index for c in b.candidates]
+            assert [c.rerank_score for c in a.candidates] == pytest.approx(
+                [c.rerank_score for c in b.candidates], nan_ok=True)
+            assert (a.lat, a.lon, a.sigma_m) == pytest.approx((b.lat, b.lon, b.sigma_m))
+        scores = [c.rerank_score for e in got for c in e.candidates[:2]]
+        if mode == 'features':
+            features_scores = scores
+    assert scores != pytest.approx(features_scores)      # the modes differ on these frames
+    assert 20 not in [c.index for c in got[2].candidates]
+    with pytest.raises(DataError, match='exclude: 1 lists for 3 frames'):
+        loc.localize_described(described, exclude=[[1]])
+
+
 def test_weighted_estimate_lies_among_the_near_candidates(tiny_map, model):
     # Without re-ranking every retrieved candidate has a comparable (global) score.
     loc = _localizer(tiny_map, model, estimator='weighted', cluster_radius_m=12.0,

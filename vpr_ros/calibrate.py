@@ -19,6 +19,11 @@ pseudo-queries made from the map's own images) are localised once; the GeoWarp f
 and the sub-spacing mode are then chosen on them (each kept only when it helps held out), and
 the sigma mapping (:mod:`vpr_ros.calibration`) is fitted on the frames re-derived with those
 choices. The result goes into the map with :func:`vpr_ros.calibration.store_calibration`.
+With ``geowarp.mode: auto`` the frames are described once and localised in each GeoWarp mode.
+
+Why one module of this size: every choice (GeoWarp mode, fusion weight, sub-spacing) is made
+on the same localised frames and hands the next one its estimates; the fits themselves live
+in :mod:`vpr_ros.calibration`.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from vpr_ros.device import read_step
 from vpr_ros.errors import MapError
 from vpr_ros.fix_quality import place_spacing_m
 from vpr_ros.geo import wgs84_to_enu
-from vpr_ros.localizer import Estimate, Localizer
+from vpr_ros.localizer import DescribedFrame, Estimate, Localizer
 from vpr_ros.pseudo_queries import pseudo_query, PseudoQueries
 from vpr_ros.significance import sign_test
 
@@ -46,15 +51,35 @@ FUSION_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.85, 1.0)
 
 def localize_frames(localizer: Localizer, images: Sequence[Any], *,
                     exclude: Sequence[Sequence[int]] | None = None,
-                    progress: bool = True, desc: str = 'calibrate') -> list[Estimate]:
-    """Localize frames in steps of :func:`~vpr_ros.device.read_step` with a tqdm bar."""
+                    progress: bool = True, desc: str = 'calibrate',
+                    described: Sequence[DescribedFrame] | None = None) -> list[Estimate]:
+    """Localize frames in steps of :func:`~vpr_ros.device.read_step` with a tqdm bar.
+
+    ``described``: the frames' :func:`describe_frames`, so only the search, the re-rank and
+    the estimate run.
+    """
     out = []
     step = read_step()
     for start in tqdm(range(0, len(images), step), disable=not progress, desc=desc,
                       unit='batch'):
-        chunk = list(images[start:start + step])
         excl = exclude[start:start + step] if exclude is not None else None
-        out.extend(localizer.localize_batch(chunk, exclude=excl))
+        if described is not None:
+            out.extend(localizer.localize_described(described[start:start + step],
+                                                    exclude=excl))
+        else:
+            out.extend(localizer.localize_batch(list(images[start:start + step]),
+                                                exclude=excl))
+    return out
+
+
+def describe_frames(localizer: Localizer, images: Sequence[Any], *,
+                    progress: bool = True) -> list[DescribedFrame]:
+    """Describe frames once (:meth:`Localizer.describe_batch`) in steps, with a tqdm bar."""
+    out = []
+    step = read_step()
+    for start in tqdm(range(0, len(images), step), disable=not progress, desc='describe',
+                      unit='batch'):
+        out.extend(localizer.describe_batch(list(images[start:start + step])))
     return out
 
 
@@ -347,11 +372,15 @@ def _calibrate(localizer: Localizer, config: CalibrationConfig,
     # not a mode an older calibration stored (the new fit must not depend on it).
     warps = (('features', 'image') if fuse else ('features',)) if warp == 'auto' else (warp,)
     passes = {}
+    # The forward is the same in every mode: described once, re-ranked per mode.
+    described = describe_frames(localizer, images, progress=progress) if len(warps) > 1 \
+        else None
     for name in warps:
         localizer.config = localizer.config.replace(
             geowarp=localizer.config.geowarp.replace(mode=name))
         estimates = localize_frames(localizer, images, exclude=exclude, progress=progress,
-                                    desc=f'calibrate ({name})' if len(warps) > 1 else 'calibrate')
+                                    desc=f'calibrate ({name})' if len(warps) > 1 else 'calibrate',
+                                    described=described)
         fitted = (_fusion_fit(localizer, estimates, truth,
                               config.right_place_spacings * spacing, FUSION_WEIGHTS, 0.01,
                               config.max_p, config.seed) if fuse else None)

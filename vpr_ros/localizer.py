@@ -195,6 +195,16 @@ class Estimate:
                 'candidates': [vars(c) for c in self.candidates]}
 
 
+@dataclass
+class DescribedFrame:
+    """A frame after the forward: what :meth:`Localizer.localize_described` needs."""
+
+    descriptor: np.ndarray              # (D,) the global descriptor
+    small: np.ndarray | None            # the frame at the map's thumbnail size (re-ranking)
+    local: torch.Tensor | None          # GeoWarp features from the forward, when it made them
+    timings: dict[str, float]           # decode / resize / forward milliseconds
+
+
 class _LRU(OrderedDict):
     def __init__(self, size: int) -> None:
         super().__init__()
@@ -542,9 +552,40 @@ class Localizer:
         prepared = [self._prepare(image, i) for i, image in enumerate(images)]
         return self._localize_prepared(prepared, exclude, time.perf_counter() - t0)
 
+    def describe_batch(self, images: Sequence[Any], *,
+                       batch_size: int = 0) -> list[DescribedFrame]:
+        """Decode and describe images for :meth:`localize_described` (offline use).
+
+        The forward does not depend on the re-rank settings, so frames described once can be
+        localised under several of them: ``calibrate`` compares the GeoWarp modes this way.
+        """
+        batch_size = forward_batch(self.device, batch_size, self.model)
+        images = list(images)
+        out: list[DescribedFrame] = []
+        for start in range(0, len(images), batch_size):
+            t0 = time.perf_counter()
+            prepared = [self._prepare(image, start + i)
+                        for i, image in enumerate(images[start:start + batch_size])]
+            out.extend(self._describe_prepared(prepared, time.perf_counter() - t0))
+        return out
+
+    def localize_described(self, described: Sequence[DescribedFrame], *,
+                           exclude: Sequence[Sequence[int]] | None = None) -> list[Estimate]:
+        """Search, re-rank and estimate frames :meth:`describe_batch` made, as configured now."""
+        if exclude is not None and len(exclude) != len(described):
+            raise DataError(f'exclude: {len(exclude)} lists for {len(described)} frames')
+        exclude = exclude if exclude is not None else [()] * len(described)
+        return [self._finish(d.descriptor, d.small, e, dict(d.timings), d.local)
+                for d, e in zip(described, exclude)]
+
     def _localize_prepared(self, prepared: Sequence[tuple[torch.Tensor, np.ndarray | None]],
                            exclude: Sequence[Sequence[int]], decode_s: float,
                            ) -> list[Estimate]:
+        return self.localize_described(self._describe_prepared(prepared, decode_s),
+                                       exclude=exclude)
+
+    def _describe_prepared(self, prepared: Sequence[tuple[torch.Tensor, np.ndarray | None]],
+                           decode_s: float) -> list[DescribedFrame]:
         with torch.inference_mode():
             by_size: dict[tuple[int, ...], list[int]] = {}
             for i, (tensor, _) in enumerate(prepared):
@@ -564,13 +605,10 @@ class Localizer:
                 resize_s += r_s
                 forward_s += f_s
         n = len(prepared)
-        results = []
-        for i in range(n):
-            timings = {'decode': decode_s * 1e3 / n, 'resize': resize_s * 1e3 / n,
-                       'forward': forward_s * 1e3 / n}
-            results.append(self._finish(descriptors[i], prepared[i][1], exclude[i], timings,
-                                        local[i]))
-        return results
+        timings = {'decode': decode_s * 1e3 / n, 'resize': resize_s * 1e3 / n,
+                   'forward': forward_s * 1e3 / n}
+        return [DescribedFrame(descriptors[i], prepared[i][1], local[i], timings)
+                for i in range(n)]
 
     def _finish(self, descriptor: np.ndarray, small: np.ndarray | None,
                 exclude: Sequence[int], timings: dict[str, float],
