@@ -50,9 +50,9 @@ def pytest_configure(config):
             os.environ['AMENT_PREFIX_PATH'] = os.pathsep.join([prefix, *paths])
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def vpr_ros_logs_propagate(monkeypatch):
-    """Let every ``vpr_ros`` logger reach ``caplog``'s handler on the root logger.
+    """Let every ``vpr_ros`` logger reach ``caplog``'s handler on the root logger (ask for it).
 
     Importing ``launch`` (the launch-file tests do) installs its logger class, whose loggers
     do not propagate: a ``vpr_ros`` module first imported after that would log past caplog.

@@ -172,7 +172,7 @@ def _last_only(route, out, **changes):
 
 @pytest.mark.parametrize('backbone', ['resnet18', 'efficientnet-lite0'])
 def test_final_stage_training_on_cached_frozen_outputs_equals_recomputing_them(
-        route, tmp_path, caplog, backbone):
+        route, tmp_path, caplog, backbone, vpr_ros_logs_propagate):
     # train_layers last (adapt --finetune on a CPU): the frozen layers' outputs of the
     # database images are computed once; the run must be the one that recomputes them
     # (EfficientNet: with the same stochastic-depth masks in the trained blocks).
@@ -202,7 +202,7 @@ def test_final_stage_training_on_cached_frozen_outputs_equals_recomputing_them(
 
 
 def test_frozen_outputs_are_recomputed_when_they_would_change_or_not_fit(
-        route, tmp_path, caplog):
+        route, tmp_path, caplog, vpr_ros_logs_propagate):
     # more than the memory allowed (resnet18's 27 stride-8 maps: 1.1 MiB)
     with caplog.at_level(logging.INFO, logger='vpr_ros.training'):
         train(_last_only(route, tmp_path / 'small', frozen_cache_mb=1), progress=False)
