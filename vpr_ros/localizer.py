@@ -548,9 +548,13 @@ class Localizer:
 
     def _localize_chunk(self, images: Sequence[Any], exclude: Sequence[Sequence[int]],
                         ) -> list[Estimate]:
+        return self.localize_described(self._describe_chunk(images), exclude=exclude)
+
+    def _describe_chunk(self, images: Sequence[Any], first: int = 0) -> list[DescribedFrame]:
+        """Decode and describe one forward batch; ``first``: the index of its first image."""
         t0 = time.perf_counter()
-        prepared = [self._prepare(image, i) for i, image in enumerate(images)]
-        return self._localize_prepared(prepared, exclude, time.perf_counter() - t0)
+        prepared = [self._prepare(image, first + i) for i, image in enumerate(images)]
+        return self._describe_prepared(prepared, time.perf_counter() - t0)
 
     def describe_batch(self, images: Sequence[Any], *,
                        batch_size: int = 0) -> list[DescribedFrame]:
@@ -563,10 +567,7 @@ class Localizer:
         images = list(images)
         out: list[DescribedFrame] = []
         for start in range(0, len(images), batch_size):
-            t0 = time.perf_counter()
-            prepared = [self._prepare(image, start + i)
-                        for i, image in enumerate(images[start:start + batch_size])]
-            out.extend(self._describe_prepared(prepared, time.perf_counter() - t0))
+            out.extend(self._describe_chunk(images[start:start + batch_size], start))
         return out
 
     def localize_described(self, described: Sequence[DescribedFrame], *,

@@ -96,9 +96,13 @@ def frozen_maps_refusal(config: Any, model: Any, split: Split, world_size: int) 
 @torch.no_grad()
 def compute_frozen_maps(model: Any, images: ImageSet, max_mb: float, *, batch_size: int = 8,
                         progress: bool = True) -> FrozenMaps | None:
-    """Return the frozen part's maps of every image; None (logged) above ``max_mb``."""
+    """Return the frozen part's maps of every image; None (logged) above ``max_mb``.
+
+    Leaves ``model`` in eval mode: the maps are those of the frozen part as training runs it.
+    """
     from tqdm import tqdm
 
+    model.eval()
     device = next(model.parameters()).device
     first = [m.cpu() for m in model.frozen_features(
         resize_to(images.image(0), images.image(0).shape[:2]).unsqueeze(0).to(device))]

@@ -126,7 +126,6 @@ def _train(config: TrainConfig, data: TrainData | None, progress: bool,
         if refusal:
             log.info('the frozen layers run for every image: %s', refusal)
         else:
-            model.eval()
             frozen = compute_frozen_maps(model, data.train.database, config.frozen_cache_mb,
                                          batch_size=config.infer_batch_size,
                                          progress=progress and ctx.main)
