@@ -242,7 +242,9 @@ def test_latest_frame_wins_and_sigterm_joins_the_worker(tiny_map, rclpy_context,
     from diagnostic_msgs.msg import DiagnosticArray
 
     # 50 Hz into a node that manages a few frames per second: most frames must be dropped,
-    # none queued (every received frame is processed, dropped, or the one in hand).
+    # none queued. Every received frame is processed, dropped, or in flight; with the default
+    # pipeline at most 4 are: waiting, being decoded, decoded and waiting, being localised
+    # (vpr_ros.ros.worker.Worker).
     with start_node(tiny_map, tmp_path / 'node.log') as node_proc, \
             start_camera(tiny_map, tmp_path / 'camera.log', [5], period_s=0.02):
         node = rclpy.create_node('test_drop_listener', context=rclpy_context)
@@ -257,7 +259,7 @@ def test_latest_frame_wins_and_sigterm_joins_the_worker(tiny_map, rclpy_context,
         v = values[-1]
         received, processed, dropped = (int(v[k]) for k in (
             'frames_received', 'frames_processed', 'frames_dropped'))
-        assert processed + dropped <= received <= processed + dropped + 2, v
+        assert processed + dropped <= received <= processed + dropped + 4, v
         node.destroy_node()
         start = time.monotonic()
         rc = node_proc.stop(signal.SIGTERM, timeout=30)
