@@ -118,3 +118,22 @@ def test_run_node_starts_spins_and_tears_down_in_order(case, code, events, error
         assert f'vpr_ros localizer: error: {error}' in out.stderr
     else:
         assert 'error' not in out.stderr
+
+
+def test_end_process_flushes_output_and_skips_the_interpreter_teardown():
+    # The localizer executable ends this way once stopped: the exit code and everything printed
+    # must survive (stdout is a pipe here, so block-buffered), the interpreter teardown (atexit,
+    # module and extension destructors: 1.3 s with torch and DDS loaded) must not run.
+    code = ('import atexit\n'
+            'from vpr_ros.ros.compat import ros_session\n'
+            'from vpr_ros.ros.entry import end_process\n'
+            "atexit.register(lambda: print('interpreter teardown ran', flush=True))\n"
+            'with ros_session([]):\n'
+            '    pass\n'
+            "print('stopped', end='')\n"
+            'end_process(3)\n')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 3, out.stderr
+    assert out.stdout == 'stopped'
+    assert 'Traceback' not in out.stderr
