@@ -201,6 +201,26 @@ def test_final_stage_training_on_cached_frozen_outputs_equals_recomputing_them(
     assert cached.history[-1]['loss'] == pytest.approx(plain.history[-1]['loss'], rel=1e-4)
 
 
+def test_resume_with_stochastic_depth_equals_uninterrupted_run(route, tmp_path):
+    # EfficientNet drops blocks at random while it trains: a resumed run must draw the masks
+    # the uninterrupted one drew (the trainer seeds torch per chunk of batches), and start
+    # from the same cached frozen outputs.
+    model = tmp_path / 'model.yaml'
+    model.write_text(yaml.safe_dump({'backbone': 'efficientnet-lite0', 'pretrained': False,
+                                     'input_size': [64, 80]}))
+    whole = train(_last_only(route, tmp_path / 'whole', model=str(model), epochs=2),
+                  progress=False)
+    train(_last_only(route, tmp_path / 'part', model=str(model), epochs=1), progress=False)
+    resumed = train(_last_only(route, tmp_path / 'part', model=str(model), epochs=2,
+                               resume=str(tmp_path / 'part' / 'last.pt')), progress=False)
+    a, b = _weights(whole.last), _weights(resumed.last)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r['loss'] for r in whole.history[1:]] == [r['loss'] for r in resumed.history[1:]]
+    start = load_model(str(model), device='cpu').state_dict()
+    assert any(not torch.equal(a[k], start[k]) for k in a)
+
+
 def test_frozen_outputs_are_recomputed_when_they_would_change_or_not_fit(
         route, tmp_path, caplog, vpr_ros_logs_propagate):
     # more than the memory allowed (resnet18's 27 stride-8 maps: 1.1 MiB)
