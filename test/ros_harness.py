@@ -26,8 +26,27 @@ import time
 from typing import Any, Sequence
 
 
+def _signal_state(pid: int) -> str:
+    """Return the kernel's view of a process's signals (ignored, caught, pending)."""
+    fields = ('SigPnd', 'ShdPnd', 'SigIgn', 'SigCgt')
+    try:
+        with open(f'/proc/{pid}/status') as f:
+            return ' '.join(ln.strip() for ln in f if ln.startswith(fields))
+    except OSError:
+        return 'gone'
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Process:
-    """A child process whose combined output is kept in a file (no pipe can fill up)."""
+    """A child process whose combined output is kept in a file (no pipe can fill up).
+
+    The child starts with SIGINT at its default action, as :class:`vpr_ros.demo.processes.Child`
+    does: an ignored SIGINT survives ``exec``, and a ``ros2 launch`` started with it ignored
+    never sees the SIGINT that should stop it.
+    """
 
     def __init__(self, cmd: Sequence[str], log: Path, *, env: dict | None = None,
                  cwd: Path | None = None) -> None:
@@ -36,7 +55,7 @@ class Process:
         self._log_file = open(log, 'wb')
         self.popen = subprocess.Popen(self.cmd, stdout=self._log_file, stderr=subprocess.STDOUT,
                                       env=env or dict(os.environ), cwd=cwd,
-                                      start_new_session=True)
+                                      start_new_session=True, preexec_fn=_default_sigint)
 
     def output(self) -> str:
         """Everything the process printed so far."""
@@ -62,11 +81,12 @@ class Process:
             try:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
+                state = _signal_state(self.popen.pid)
                 os.killpg(self.popen.pid, signal.SIGKILL)
                 self.popen.wait(5)
                 self._log_file.close()
-                raise AssertionError(f'{self.cmd} ignored signal {sig} for {timeout} s:\n'
-                                     f'{self.output()}')
+                raise AssertionError(f'{self.cmd} ignored signal {sig} for {timeout} s '
+                                     f'(its signal masks: {state}):\n{self.output()}')
         self._log_file.close()
         return self.popen.returncode
 

@@ -16,9 +16,11 @@
 
 from __future__ import annotations
 
+import signal
+
 import numpy as np
 import pytest
-from ros_harness import python_process, wait_for_message
+from ros_harness import Process, python_process, wait_for_message
 
 pytestmark = pytest.mark.ros
 
@@ -85,3 +87,14 @@ def test_wait_for_message_times_out(rclpy_context):
             wait_for_message(node, String, 'nobody_publishes_here', timeout=0.5)
     finally:
         node.destroy_node()
+
+
+def test_a_child_stops_on_sigint_even_when_the_test_process_ignores_it(tmp_path):
+    # An ignored SIGINT survives exec: a `ros2 launch` started by a test process that ignores
+    # it (a background job of a non-interactive shell) would never stop on SIGINT.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        child = Process(['sleep', '60'], tmp_path / 'sleep.log')
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert child.stop(signal.SIGINT, timeout=10) == -signal.SIGINT
