@@ -60,6 +60,7 @@ from vpr_ros.errors import DataError, MapError
 from vpr_ros.faiss_config import configure_faiss
 from vpr_ros.files import save_array, save_arrays
 from vpr_ros.significance import sign_test
+from vpr_ros.vectors import unit_rows
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ class Projection:
         out = np.empty((len(x), self.dim), np.float32)
         for start in range(0, len(x), chunk):
             y = (x[start:start + chunk] - self.mean) @ self.matrix.T
-            out[start:start + chunk] = _normalise(y) if normalise else y
+            out[start:start + chunk] = unit_rows(y) if normalise else y
         return out
 
 
@@ -477,7 +478,7 @@ def choose_adaptation(descriptors: np.ndarray, enu: np.ndarray, queries: np.ndar
             pq_full = full.apply(trial_queries, normalise=False)
             for dim in dims:
                 hits.setdefault((method, dim), []).append(
-                    score(_normalise(pq_full[:, :dim]), _normalise(px_full[:, :dim])))
+                    score(unit_rows(pq_full[:, :dim]), unit_rows(px_full[:, :dim])))
     table = []
     complete = len(hits[('none', d)])
     right: dict[tuple[str, int], np.ndarray] = {}     # per-query right at rank 1
@@ -533,11 +534,6 @@ def choose_adaptation(descriptors: np.ndarray, enu: np.ndarray, queries: np.ndar
         'pairs': int(len(pairs_all)), 'seconds': round(time.perf_counter() - started, 3),
     }
     return AdaptationChoice(projection, best['method'], int(best['dim']), table, report)
-
-
-def _normalise(y: np.ndarray) -> np.ndarray:
-    y = np.ascontiguousarray(y, np.float32)
-    return y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
 
 
 def recall_rows(queries: np.ndarray, database: np.ndarray, sources: np.ndarray,

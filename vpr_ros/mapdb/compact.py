@@ -60,6 +60,7 @@ from vpr_ros.mapdb import adaptation
 from vpr_ros.mapdb import format as fmt
 from vpr_ros.mapdb.database import JpegThumbnails, MapDB
 from vpr_ros.mapdb.index import build_index, IndexConfig, resolve_kind
+from vpr_ros.vectors import unit_rows
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +81,7 @@ def _unit_f16(x: np.ndarray, chunk: int = 65536) -> np.ndarray:
     """Rows made unit length in float32, then stored as float16."""
     out = np.empty(x.shape, np.float16)
     for start in range(0, len(x), chunk):
-        part = np.asarray(x[start:start + chunk], np.float32)
-        part = part / np.maximum(np.linalg.norm(part, axis=1, keepdims=True), 1e-12)
-        out[start:start + chunk] = part.astype(np.float16)
+        out[start:start + chunk] = unit_rows(x[start:start + chunk]).astype(np.float16)
     return out
 
 

@@ -37,9 +37,7 @@ from typing import Iterator
 
 import numpy as np
 
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+from vpr_ros.vectors import unit_rows
 
 
 def route_descriptors(n: int, d: int = 256, *, seed: int = 0, corr_frames: float = 8.0,
@@ -62,8 +60,8 @@ def iter_route_descriptors(n: int, d: int = 256, *, seed: int = 0, corr_frames: 
     The blocks concatenate to exactly ``route_descriptors(n, d, ...)`` with the same arguments.
     """
     rng = np.random.default_rng(seed)
-    shared = _unit(rng.standard_normal(d))
-    types = _unit(rng.standard_normal((max(4, n // 2000), d)))
+    shared = unit_rows(rng.standard_normal(d), np.float64)
+    types = unit_rows(rng.standard_normal((max(4, n // 2000), d)), np.float64)
     lengths = rng.geometric(1.0 / segment_frames, size=n // max(1, int(segment_frames)) + 8)
     while lengths.sum() < n:
         lengths = np.concatenate([lengths, rng.geometric(1.0 / segment_frames, size=64)])
@@ -72,7 +70,7 @@ def iter_route_descriptors(n: int, d: int = 256, *, seed: int = 0, corr_frames: 
     lag = np.subtract.outer(np.arange(chunk), np.arange(chunk))
     gain = np.where(lag >= 0, rho ** np.maximum(lag, 0), 0.0) * np.sqrt(1.0 - rho * rho)
     decay = rho ** np.arange(1, chunk + 1)[:, None]
-    walk = _unit(rng.standard_normal(d))
+    walk = unit_rows(rng.standard_normal(d), np.float64)
     for start in range(0, n, chunk):  # AR(1) walk, one block at a time: stationary, unit norm
         m = min(chunk, n - start)
         z = rng.standard_normal((m, d)) / np.sqrt(d)
@@ -80,7 +78,7 @@ def iter_route_descriptors(n: int, d: int = 256, *, seed: int = 0, corr_frames: 
         walk = steps[-1]
         noise = rng.standard_normal((m, d)) / np.sqrt(d)
         x = 0.5 * shared + 0.6 * types[segment_type[start:start + m]] + steps + 0.3 * noise
-        yield _unit(x).astype(np.float32)
+        yield unit_rows(x, np.float64).astype(np.float32)
 
 
 def perturb(x: np.ndarray, cos: np.ndarray | float, rng: np.random.Generator,
@@ -95,10 +93,10 @@ def perturb(x: np.ndarray, cos: np.ndarray | float, rng: np.random.Generator,
     u = rng.standard_normal(x.shape) / np.sqrt(x.shape[1])
     if pool is not None and len(pool):
         other = np.asarray(pool[np.sort(rng.integers(0, len(pool), len(x)))], np.float64)
-        u = _unit(u) + _unit(other - x)
+        u = unit_rows(u, np.float64) + unit_rows(other - x, np.float64)
     u -= np.sum(u * x, axis=1, keepdims=True) * x
-    q = cos * x + np.sqrt(1.0 - cos * cos) * _unit(u)
-    return _unit(q).astype(np.float32)
+    q = cos * x + np.sqrt(1.0 - cos * cos) * unit_rows(u, np.float64)
+    return unit_rows(q, np.float64).astype(np.float32)
 
 
 def route_queries(db: np.ndarray, count: int, *, seed: int = 1,

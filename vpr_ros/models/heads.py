@@ -64,6 +64,7 @@ from torch import nn
 import torch.nn.functional as F  # noqa: N812 - the torch convention
 from vpr_ros.errors import ConfigError
 from vpr_ros.faiss_config import configure_faiss
+from vpr_ros.vectors import unit_rows
 
 
 # ---------------------------------------------------------------- pure functions
@@ -459,9 +460,7 @@ def init_netvlad(head: NetVLAD, data: torch.Tensor | np.ndarray, *, niter: int =
     if isinstance(data, torch.Tensor) and data.dim() == 4:
         descs = sample_local_features(data, seed=seed)
     else:
-        descs = np.asarray(data.cpu().numpy() if isinstance(data, torch.Tensor) else data,
-                           dtype=np.float32)
-        descs = descs / np.maximum(np.linalg.norm(descs, axis=1, keepdims=True), 1e-12)
+        descs = unit_rows(data.cpu().numpy() if isinstance(data, torch.Tensor) else data)
     if descs.ndim != 2 or descs.shape[1] != head.channels:
         raise ConfigError(f'init_netvlad: expected (M, {head.channels}) descriptors, got '
                           f'{descs.shape}')
@@ -473,7 +472,7 @@ def init_netvlad(head: NetVLAD, data: torch.Tensor | np.ndarray, *, niter: int =
     kmeans = faiss.Kmeans(head.channels, head.clusters, niter=niter, verbose=False, seed=seed)
     kmeans.train(descs)
     centroids = kmeans.centroids.astype(np.float32)
-    normed = centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    normed = unit_rows(centroids)
     dots = descs @ normed.T
     top2 = -np.sort(-dots, axis=1)[:, :2]
     gap = float(np.mean(top2[:, 0] - top2[:, 1])) if head.clusters > 1 else 1.0

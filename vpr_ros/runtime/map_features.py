@@ -35,6 +35,7 @@ import torch
 from vpr_ros.errors import MapError
 from vpr_ros.files import save_array
 from vpr_ros.mapdb.database import MapDB
+from vpr_ros.vectors import unit_rows
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +92,9 @@ def check_local_features(db: MapDB, model: Any = None, *, sample: int = 16,
                                                       replace=False))
     if model is None:
         model = db.load_model('cpu')
-    want = _unit_rows(compute_local_features(db, model, entries=rows))
-    got = _unit_rows(np.asarray(features[rows]))
+    want = compute_local_features(db, model, entries=rows)
+    want = unit_rows(np.asarray(want).reshape(len(rows), -1), np.float64)
+    got = unit_rows(np.asarray(features[rows]).reshape(len(rows), -1), np.float64)
     match = got @ want.T                       # stored row i against recomputed entry j
     own = np.diag(match)
     if db.format_version < 2:
@@ -107,11 +109,6 @@ def check_local_features(db: MapDB, model: Any = None, *, sample: int = 16,
                        f'{own[i]:.3f}; {len(bad)} of {len(rows)} sampled entries): GeoWarp would '
                        f're-rank with the wrong places; build the map again')
     return len(rows)
-
-
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    flat = np.asarray(x, np.float64).reshape(len(x), -1)
-    return flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-12)
 
 
 def is_current(db: MapDB) -> bool:
