@@ -125,6 +125,20 @@ def median_ms(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, floa
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def wait_for_line(path: Path, text: str, process: subprocess.Popen,
+                  timeout_s: float = 300.0) -> None:
+    """Wait until ``text`` appears in the log at ``path``.
+
+    Exits with the log if ``process`` ends or ``timeout_s`` passes first: a node that cannot
+    start must not hang a bench.
+    """
+    deadline = time.monotonic() + timeout_s
+    while text not in path.read_text(errors='replace'):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f'{text!r} never appeared in {path}:\n{path.read_text()}')
+        time.sleep(0.1)
+
+
 def stop_process(process: subprocess.Popen, log: IO | None = None,
                  timeout_s: float = 30.0) -> None:
     """SIGINT a node process, kill it if it has not exited after ``timeout_s``, close its log."""

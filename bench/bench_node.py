@@ -39,7 +39,7 @@ import subprocess
 import time
 
 from _common import (add_json, bench_parser, load_average, machine, rss_mb, stop_process,
-                     write_json)
+                     wait_for_line, write_json)
 import numpy as np
 from vpr_ros.models import DEFAULT_MODEL
 
@@ -297,11 +297,7 @@ def main() -> None:
         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     driver = None
     try:
-        deadline = time.monotonic() + 300
-        while 'localizer started' not in (args.work / 'node.log').read_text():
-            if node.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f'node did not start:\n{(args.work / "node.log").read_text()}')
-            time.sleep(0.2)
+        wait_for_line(args.work / 'node.log', 'localizer started', node)
         driver = Driver()
         driver.spin_until(time.monotonic() + 3)                # discovery
         single = interleaved(bare, driver, queries, args.repeats)

@@ -29,13 +29,15 @@ SIGINT. Run:
 from __future__ import annotations
 
 from pathlib import Path
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import time
 
-from _common import add_json, bench_parser, load_average, machine, write_json
+from _common import (add_json, bench_parser, load_average, machine, stop_process, wait_for_line,
+                     write_json)
 from bench_node import build_route_map
 from vpr_ros.models import DEFAULT_MODEL
 
@@ -64,11 +66,7 @@ def one_stop(cmd: list[str], map_path: Path, feed_s: float, log: Path) -> dict:
     full = cmd + ['--ros-args', '-p', f'map:={map_path}', '-p', 'device:=cpu']
     with open(log, 'wb') as out:
         proc = subprocess.Popen(full, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 300
-        while 'localizer started on' not in log.read_text(errors='replace'):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f'the node did not start:\n{log.read_text()}')
-            time.sleep(0.1)
+        wait_for_line(log, 'localizer started on', proc)
         time.sleep(feed_s)
         start = time.monotonic()
         proc.send_signal(signal.SIGINT)
@@ -97,8 +95,7 @@ def main() -> None:
     image = work / 'query.png'
     import cv2
     cv2.imwrite(str(image), cv2.cvtColor(queries[10], cv2.COLOR_RGB2BGR))
-    variants = {'end_process (localizer executable)': [str(Path(sys.prefix) / 'lib' /
-                                                           'vpr_ros' / 'localizer')],
+    variants = {'end_process (localizer executable)': [shutil.which('localizer')],
                 'interpreter teardown (sys.exit)': [sys.executable, '-c', OLD_EXIT]}
     runs: dict[str, list] = {name: [] for name in variants}
     camera = subprocess.Popen([sys.executable, '-c', CAMERA, str(image)],
@@ -110,8 +107,7 @@ def main() -> None:
                 runs[name].append(result)
                 print(f'{name}: {result}', flush=True)
     finally:
-        camera.send_signal(signal.SIGINT)
-        camera.wait(30)
+        stop_process(camera)
     summary = {name: {'median_exit_s': statistics.median(r['exit_s'] for r in rows),
                       'max_exit_s': max(r['exit_s'] for r in rows),
                       'exit_codes': sorted({r['rc'] for r in rows})}

@@ -36,7 +36,7 @@ import sys
 import time
 
 from _common import (add_json, bench_parser, load_average, machine, rss_mb, stop_process,
-                     write_json)
+                     wait_for_line, write_json)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_node import build_route_map, percentile  # noqa: E402, I100
 from vpr_ros.models import DEFAULT_MODEL  # noqa: E402
@@ -115,11 +115,7 @@ def soak(map_path: Path, images: list, args: argparse.Namespace, reliability: st
         stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ), start_new_session=True)
     camera = None
     try:
-        deadline = time.monotonic() + 300
-        while 'localizer started' not in log_path.read_text():
-            if node.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f'node did not start:\n{log_path.read_text()}')
-            time.sleep(0.2)
+        wait_for_line(log_path, 'localizer started', node)
         camera = Camera(images, reliability == 'reliable')
         camera.spin_until(time.monotonic() + 3)                   # discovery
         rss = [rss_mb(node.pid)]
