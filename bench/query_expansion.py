@@ -47,13 +47,10 @@ from vpr_ros.evaluation.retrieval import (describe_entries, load_eval_model, ope
 from vpr_ros.models import AUTO_MODEL, model_for_rows, resolve_model
 from vpr_ros.models.api import describe
 from vpr_ros.synth import SynthConfig, SynthRoute
+from vpr_ros.vectors import unit_rows
 
 CORRIDOR = Path(__file__).resolve().parents[1].parent / 'shared' / 'data' / 'corridor'
 ALPHA = 3.0
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def _weighted_top(sim: np.ndarray, vectors: np.ndarray, k: int, alpha: float) -> np.ndarray:
@@ -67,7 +64,7 @@ def alpha_dba(database: np.ndarray, k: int, alpha: float = ALPHA) -> np.ndarray:
     """Each database vector as the weighted mean of its k nearest database vectors (itself one)."""
     if k <= 0:
         return database
-    return _unit(_weighted_top(database @ database.T, database, k + 1, alpha))
+    return unit_rows(_weighted_top(database @ database.T, database, k + 1, alpha))
 
 
 def alpha_qe(queries: np.ndarray, database: np.ndarray, k: int,
@@ -75,7 +72,7 @@ def alpha_qe(queries: np.ndarray, database: np.ndarray, k: int,
     """Each query plus the weighted sum of its top-k database vectors, normalised."""
     if k <= 0:
         return queries
-    return _unit(queries + _weighted_top(queries @ database.T, database, k, alpha))
+    return unit_rows(queries + _weighted_top(queries @ database.T, database, k, alpha))
 
 
 def variants(ks: list[int]) -> list[tuple[str, int, int]]:
