@@ -100,8 +100,8 @@ def test_map_images_localise_with_zero_error(raw_bag, tiny_map, tmp_path, capsys
     off = m['offline']
     assert off['frames_localized'] == N and off['frames_undecodable'] == 0
     assert off['batch_size'] == 5 and off['device'] == 'cpu'
-    # An uncalibrated map re-ranks in features mode, ordered by GeoWarp alone (weight 1).
-    assert (off['geowarp_mode'], off['rerank_weight']) == ('features', 1.0)
+    # An uncalibrated map re-ranks in features mode and keeps the global order (weight 0).
+    assert (off['geowarp_mode'], off['rerank_weight']) == ('features', 0.0)
     assert set(off['processing_stage_mean_ms']) == {'decode', 'resize', 'forward', 'search',
                                                     'rerank', 'estimate'}
     assert m['inputs']['images_topic'] == '/camera/image_raw'

@@ -79,7 +79,7 @@ def test_map_image_localises_to_itself(tiny_map, model):
 
 
 def test_rerank_reorders_only_the_first_p(tiny_map, model):
-    loc = _localizer(tiny_map, model, top_k=8)
+    loc = _localizer(tiny_map, model, top_k=8, rerank_weight=1.0)
     plain = _localizer(tiny_map, model, top_k=8, rerank=False)
     est, base = loc.localize(texture(5)), plain.localize(texture(5))
     p = loc.config.geowarp.num_reranked
@@ -119,7 +119,7 @@ def test_frames_described_once_localise_as_localize_batch_in_each_geowarp_mode(
     # calibrate re-ranks the same frames in both GeoWarp modes on one forward
     images = [np.roll(texture(i), 9, axis=1) for i in (2, 11, 20)]
     exclude = [[2], [], [19, 20]]
-    loc = _localizer(tiny_map, model, top_k=6)
+    loc = _localizer(tiny_map, model, top_k=6, rerank_weight=1.0)   # all p scored
     described = loc.describe_batch(images)
     assert [d.descriptor.shape for d in described] == [(model.descriptor_dim,)] * 3
     for mode in ('features', 'image'):
@@ -373,7 +373,7 @@ def test_calibrate_stores_the_fusion_weight_the_localizer_then_uses(tiny_map, tm
     path = tmp_path / 'fused.vprmap'
     shutil.copytree(tiny_map, path)
     loc = Localizer.open(path, device='cpu')
-    assert loc.rerank_weight == 1.0                        # no fusion fitted yet: GeoWarp order
+    assert loc.rerank_weight == 0.0                   # uncalibrated: the global order
     cal, report = calibrate_map(loc, CalibrationConfig(pseudo_queries=N, min_per_bin=5, bins=2),
                                 progress=False)
     fusion = report['rerank_fusion']
@@ -392,3 +392,42 @@ def test_calibrate_stores_the_fusion_weight_the_localizer_then_uses(tiny_map, tm
                                CalibrationConfig(pseudo_queries=N, min_per_bin=5, bins=2),
                                progress=False)
     assert report0['rerank_fusion'] == fusion
+
+
+def test_an_uncalibrated_map_keeps_the_global_order(tiny_map, tmp_path):
+    """Without calibration GeoWarp does not reorder; it still scores the top-1."""
+    import shutil
+
+    from vpr_ros.calibrate import calibrate_map
+    from vpr_ros.calibration import CalibrationConfig, FUSION_KEY, store_calibration
+
+    model = MapDB.open(tiny_map).load_model('cpu')
+    queries = [np.roll(texture(i), 9, axis=1) for i in (2, 11, 20)]
+    plain = _localizer(tiny_map, model, rerank=False).localize_batch(queries)
+    uncal = _localizer(tiny_map, model)
+    assert uncal.calibration is None and uncal.rerank_weight == 0.0
+    for est, base in zip(uncal.localize_batch(queries), plain):
+        assert [c.index for c in est.candidates] == [c.index for c in base.candidates]
+        assert np.isfinite(est.candidates[0].rerank_score)
+        assert all(np.isnan(c.rerank_score) for c in est.candidates[1:])
+    p = uncal.config.geowarp.num_reranked
+    geo = _localizer(tiny_map, model, rerank_weight=1.0).localize_batch(queries)
+    assert all(np.isfinite(c.rerank_score) for e in geo
+               for c in e.candidates[:p]), 'w = 1 scores every re-ranked candidate'
+    # A calibration without a fitted weight stores the one it was made with (GeoWarp's
+    # order); one from before weights were stored keeps that order too.
+    path = tmp_path / 'unfitted.vprmap'
+    shutil.copytree(tiny_map, path)
+    loc = Localizer.open(path, device='cpu')
+    cal, report = calibrate_map(loc, CalibrationConfig(pseudo_queries=N, min_per_bin=5, bins=2,
+                                                       fit_rerank_weight=False),
+                                progress=False)
+    assert report['rerank_fusion']['weight'] == 1.0
+    assert 'fit_rerank_weight off' in report['rerank_fusion']['reason']
+    store_calibration(loc.map, cal, report)
+    assert Localizer.open(path, device='cpu').rerank_weight == 1.0
+    fusion = dict(MapDB.open(path).manifest[FUSION_KEY])
+    del fusion['weight']
+    MapDB.open(path).update_manifest(**{FUSION_KEY: fusion})      # an older calibration
+    older = Localizer.open(path, device='cpu')
+    assert older.calibration is not None and older.rerank_weight == 1.0

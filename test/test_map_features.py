@@ -64,8 +64,9 @@ def test_build_stores_float16_features_at_the_thumbnail_size(feat_map, model):
 
 
 def test_cold_rerank_uses_stored_features_and_matches_computed_ones(feat_map, model):
-    stored = Localizer(MapDB.open(feat_map), model, LocalizerConfig())
-    computed = Localizer(MapDB.open(feat_map), model, LocalizerConfig())
+    config = LocalizerConfig(rerank_weight=1.0)          # every re-ranked candidate scored
+    stored = Localizer(MapDB.open(feat_map), model, config)
+    computed = Localizer(MapDB.open(feat_map), model, config)
     computed.stored_features = None                    # the on-the-fly path, as before
     for i in (0, 5, 11):
         a, b = stored.localize(texture(i)), computed.localize(texture(i))
@@ -146,7 +147,8 @@ def test_query_features_come_from_the_descriptor_pass_at_the_model_input_size(tm
 
     path = textured_map(tmp_path, N, thumbnail_size=(64, 80))    # tiny-test's input size
     db = MapDB.open(path)
-    loc = Localizer(db, db.load_model('cpu'), LocalizerConfig(sequence_check=False))
+    loc = Localizer(db, db.load_model('cpu'),
+                    LocalizerConfig(sequence_check=False, rerank_weight=1.0))   # all p scored
     assert loc.local_from_forward
     calls = []
     dense = loc.runtime.local_features

@@ -85,9 +85,10 @@ def test_every_backend_gives_the_same_estimate(exported):
     for mode, regression in (('features', 'torch'), ('features', 'onnxruntime'),
                              ('image', 'fastest')):
         cfg = LocalizerConfig().geowarp.replace(mode=mode)
-        a = Localizer(db, model, LocalizerConfig(backend='torch', geowarp=cfg))
+        # Weight 1: GeoWarp scores every re-ranked candidate, not just the top-1.
+        a = Localizer(db, model, LocalizerConfig(backend='torch', geowarp=cfg, rerank_weight=1.0))
         b = Localizer(MapDB.open(exported), model,
-                      LocalizerConfig(backend='onnxruntime', geowarp=cfg))
+                      LocalizerConfig(backend='onnxruntime', geowarp=cfg, rerank_weight=1.0))
         if regression == 'onnxruntime':
             b.geowarp.regression = b.runtime.regression()
         elif regression == 'torch':
@@ -207,9 +208,9 @@ def test_onnx_runtime_takes_the_query_features_from_the_descriptor_graph(tmp_pat
     record = db.manifest[export.KEY]['fp32']
     assert record['verification']['descriptor_local_max_abs_diff'] <= 1e-3
     model = db.load_model('cpu')
-    a = Localizer(db, model, LocalizerConfig(backend='torch', sequence_check=False))
-    b = Localizer(MapDB.open(path), model,
-                  LocalizerConfig(backend='onnxruntime', sequence_check=False))
+    config = LocalizerConfig(sequence_check=False, rerank_weight=1.0)   # all p scored
+    a = Localizer(db, model, config.replace(backend='torch'))
+    b = Localizer(MapDB.open(path), model, config.replace(backend='onnxruntime'))
     assert a.local_from_forward and b.local_from_forward and b.runtime.forward_local
     calls = []
     session = b.runtime.sessions['local_features']

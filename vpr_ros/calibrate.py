@@ -357,9 +357,9 @@ def _calibrate(localizer: Localizer, config: CalibrationConfig,
         source = f'{len(truth)} calibration frames with positions'
     if localizer.config.rerank_weight < 0 or config.fit_rerank_weight:
         # Not the fusion weight an older calibration stored in the map: a new fit must not
-        # depend on it. An uncalibrated map's order (GeoWarp, w = 1) is also the order the
-        # localizer uses when this fit stores no weight (fit_rerank_weight off). A weight to
-        # fit needs every candidate's GeoWarp score, which w = 0 would not compute.
+        # depend on it. Without a fit (fit_rerank_weight off) GeoWarp's order, the published
+        # method, is the one calibrated and stored below. A weight to fit needs every
+        # candidate's GeoWarp score, which w = 0 would not compute.
         localizer.config = dataclasses.replace(localizer.config, rerank_weight=1.0)
     chosen_mode = localizer.config.subspacing
     if chosen_mode == 'auto':
@@ -400,6 +400,12 @@ def _calibrate(localizer: Localizer, config: CalibrationConfig,
         # The mode the scores (and so the weight and sigma) were fitted with: the map's for
         # geowarp.mode auto (Localizer.geowarp_mode).
         fusion = dict(fusion or {}, geowarp_mode=warp)
+        if fitted is None:
+            # The order the sigma is fitted on below; a map without a stored weight would
+            # keep the global order (Localizer.rerank_weight).
+            weight = float(localizer.config.rerank_weight)
+            fusion.update(weight=weight, reason=f'weight {weight:g} calibrated as set (not '
+                                                f'fitted: fit_rerank_weight off)')
     if chosen_mode == 'auto':
         mode, subspacing = fit_subspacing(localizer, estimates, truth, spacing,
                                           min_gain=config.subspacing_gain, seed=config.seed)

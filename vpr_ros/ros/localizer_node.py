@@ -43,7 +43,7 @@ from sensor_msgs.msg import CompressedImage, Image, NavSatFix
 from vpr_ros.device import describe_device, resolve_device
 from vpr_ros.errors import ConfigError, DataError
 from vpr_ros.image_codec import msg_to_rgb
-from vpr_ros.localizer import Localizer
+from vpr_ros.localizer import Localizer, uncalibrated_order
 from vpr_ros.ros import messages
 from vpr_ros.ros.inputs import image_topic, input_problem, sibling_topic
 from vpr_ros.ros.params import configs_from_values, descriptor, parameter_specs
@@ -152,7 +152,8 @@ class LocalizerNode(Node):
                      f'{self.localizer.rerank_weight:g}')
         if self.localizer.calibration is None:
             log.warning(f'{self.config.map} is not calibrated: every fix has the fixed sigma '
-                        f'{localizer_config.uncalibrated_sigma_m:g} m (run vpr-ros calibrate)')
+                        f'{localizer_config.uncalibrated_sigma_m:g} m'
+                        f'{uncalibrated_order(self.localizer)} (run vpr-ros calibrate)')
         # Logged last: scripts and tests take this line as "ready".
         log.info(f'vpr_ros localizer started on {self.device_name} ({self.backend_name}): '
                  f'map {Path(self.config.map).name} ({len(self.localizer.map)} places), '
