@@ -56,7 +56,7 @@ def main(argv=None) -> int:
         path = build_map(csv, work / 'bench.vprmap', BuildConfig(model=args.model),
                          progress=False)
         model = MapDB.open(path).load_model('cpu')
-        base = LocalizerConfig()
+        base = LocalizerConfig(rerank_weight=1.0)     # GeoWarp's order: all |P| scored
         feat = Localizer(MapDB.open(path), model, base)
         image = Localizer(MapDB.open(path), model,
                           base.replace(geowarp=base.geowarp.replace(mode='image')))

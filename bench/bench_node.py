@@ -263,9 +263,9 @@ def main() -> None:
     parser.add_argument('--mode', default='features', choices=('features', 'image'),
                         help='GeoWarp mode (localizer.geowarp.mode)')
     parser.add_argument('--rerank-weight', type=float, default=-1.0,
-                        help='localizer.rerank_weight (-1: the weight the map stores, 1 for '
-                             'this uncalibrated map; 0: the global order, GeoWarp scores only '
-                             'the top-1)')
+                        help='localizer.rerank_weight (-1: the weight the map stores, 0 for '
+                             'this uncalibrated map: the global order, GeoWarp scores only '
+                             "the top-1; 1: GeoWarp's order)")
     parser.add_argument('--no-pipeline', action='store_true',
                         help='pipeline:=false (decode in the inference thread)')
     add_json(parser, 'write the results here')

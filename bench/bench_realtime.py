@@ -18,11 +18,11 @@ Builds a synthetic 480x640 route map with the default model (stored GeoWarp feat
 it to ONNX (``vpr-ros export``), then for each query, in turn (so load changes hit every
 variant alike), times: the torch eager forward (resize + descriptor), the ONNX Runtime forward
 of the same image, and ``Localizer.localize()`` with each backend (torch, onnxruntime) in
-GeoWarp ``features`` and ``image`` mode (this uncalibrated map orders by GeoWarp, fusion weight
-1), and in ``features`` mode at fusion weight 0; the re-rank stage is read from the localizer's
-timings. The ONNX Runtime localizer runs GeoWarp's regression where it timed faster at
-start-up (torch or ONNX Runtime); a row with it in the other one shows the choice. Ratios
-are to the torch forward of the same image (and to the ONNX Runtime one).
+GeoWarp ``features`` and ``image`` mode at fusion weight 1 (GeoWarp's order, the published
+method), and in ``features`` mode at fusion weight 0 (the global order); the re-rank stage is
+read from the localizer's timings. The ONNX Runtime localizer runs GeoWarp's regression where
+it timed faster at start-up (torch or ONNX Runtime); a row with it in the other one shows the
+choice. Ratios are to the torch forward of the same image (and to the ONNX Runtime one).
 Goals: ONNX Runtime forward <= 0.7x torch; localize() <= 1.6x a torch forward; re-rank of 5
 candidates <= 0.5x a forward, cold or warm (the map's stored features make both the same).
 
@@ -76,7 +76,7 @@ def main(argv=None) -> int:
         locs = {}
         for backend in ('torch', 'onnxruntime'):
             for mode in ('features', 'image'):
-                cfg = LocalizerConfig(backend=backend)
+                cfg = LocalizerConfig(backend=backend, rerank_weight=1.0)
                 cfg = cfg.replace(geowarp=cfg.geowarp.replace(mode=mode))
                 locs[f'{backend}/{mode}'] = Localizer(MapDB.open(path), model, cfg)
             # Fusion weight 0 (what calibrate stores where re-ranking does not help): the
@@ -87,7 +87,8 @@ def main(argv=None) -> int:
         # keeps the faster on the CPU): the choice, side by side.
         chosen = locs['onnxruntime/features'].regression_backend
         other = 'onnxruntime' if chosen == 'torch' else 'torch'
-        alt = Localizer(MapDB.open(path), model, LocalizerConfig(backend='onnxruntime'))
+        alt = Localizer(MapDB.open(path), model,
+                        LocalizerConfig(backend='onnxruntime', rerank_weight=1.0))
         alt.geowarp.regression = (alt.runtime.regression() if other == 'onnxruntime' else
                                   locs['torch/features'].geowarp.regression)
         locs[f'onnxruntime/features, regression in {other}'] = alt

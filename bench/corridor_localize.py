@@ -135,6 +135,9 @@ def main(argv=None) -> int:
         model = db.load_model('cpu')
         auto = LocalizerConfig()
         base = auto.replace(geowarp=auto.geowarp.replace(mode='features'))
+        # Before calibrate: GeoWarp's order (the published method); an uncalibrated map
+        # would keep the global order.
+        geo = base.replace(rerank_weight=1.0)
 
         def run(name, config, geowarp=None):
             loc = Localizer(MapDB.open(path), model, config, geowarp=geowarp)
@@ -143,15 +146,15 @@ def main(argv=None) -> int:
             return loc
 
         run('global only', base.replace(rerank=False))
-        run('identity GeoWarp, features', base)
-        run('identity GeoWarp, image', base.replace(geowarp=base.geowarp.replace(mode='image')))
+        run('identity GeoWarp, features', geo)
+        run('identity GeoWarp, image', geo.replace(geowarp=geo.geowarp.replace(mode='image')))
         t0 = time.perf_counter()
         fit = fit_geowarp(path, GeoWarpFitConfig(iterations=args.fit_iterations,
                                                  batch_size=args.fit_batch, device='cpu'),
                           restart=True, progress=False)
         fit_s = time.perf_counter() - t0
-        run('fitted GeoWarp, features', base)
-        run('fitted GeoWarp, image', base.replace(geowarp=base.geowarp.replace(mode='image')))
+        run('fitted GeoWarp, features', geo)
+        run('fitted GeoWarp, image', geo.replace(geowarp=geo.geowarp.replace(mode='image')))
         t0 = time.perf_counter()
         loc = Localizer(MapDB.open(path), model, auto)
         cal, report = calibrate_map(loc, CalibrationConfig(), map_images=source_images(db),
