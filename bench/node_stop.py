@@ -61,8 +61,13 @@ OLD_EXIT = ('import sys; from vpr_ros.ros.entry import run_localizer; '
             'sys.exit(run_localizer(sys.argv))')
 
 
-def one_stop(cmd: list[str], map_path: Path, feed_s: float, log: Path) -> dict:
-    """Start the node, let it localise for ``feed_s``, SIGINT it; return the timings."""
+def one_stop(cmd: list[str], map_path: Path, feed_s: float, log: Path,
+             deadline_s: float) -> dict:
+    """Start the node, let it localise for ``feed_s``, SIGINT it; return the timings.
+
+    A node still running ``deadline_s`` after its SIGINT is killed and its run marked
+    ``hung``: a bench that waited for it would hang instead of reporting it.
+    """
     full = cmd + ['--ros-args', '-p', f'map:={map_path}', '-p', 'device:=cpu']
     with open(log, 'wb') as out:
         proc = subprocess.Popen(full, stdout=out, stderr=subprocess.STDOUT)
@@ -70,14 +75,19 @@ def one_stop(cmd: list[str], map_path: Path, feed_s: float, log: Path) -> dict:
         time.sleep(feed_s)
         start = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        stopped = None
+        stopped, hung = None, False
         while proc.poll() is None:
             if stopped is None and 'localizer stopped' in log.read_text(errors='replace'):
                 stopped = time.monotonic() - start
+            if time.monotonic() - start > deadline_s:
+                hung = True
+                proc.kill()
+                proc.wait()
+                break
             time.sleep(0.01)
         total = time.monotonic() - start
     text = log.read_text(errors='replace')
-    return {'rc': proc.returncode, 'exit_s': round(total, 3),
+    return {'rc': proc.returncode, 'exit_s': round(total, 3), 'hung': hung,
             'stopped_log_s': None if stopped is None else round(stopped, 3),
             'stop_logged': 'localizer stopped' in text}
 
@@ -86,6 +96,9 @@ def main() -> None:
     parser = bench_parser(__doc__)
     parser.add_argument('--repeats', type=int, default=5, help='runs per variant')
     parser.add_argument('--feed-s', type=float, default=4.0, help='camera time before SIGINT')
+    parser.add_argument('--deadline-s', type=float, default=10.0,
+                        help='kill a node not exited this long after SIGINT and count it hung '
+                             '(ros2 launch sends SIGTERM after 5 s)')
     parser.add_argument('--work', default='/tmp/vpr_ros_node_stop', help='map cache folder')
     add_json(parser)
     args = parser.parse_args()
@@ -103,20 +116,24 @@ def main() -> None:
     try:
         for r in range(args.repeats):
             for name, cmd in variants.items():
-                result = one_stop(cmd, map_path, args.feed_s, work / f'node_{r}.log')
+                result = one_stop(cmd, map_path, args.feed_s, work / f'node_{r}.log',
+                                  args.deadline_s)
                 runs[name].append(result)
                 print(f'{name}: {result}', flush=True)
     finally:
         stop_process(camera)
     summary = {name: {'median_exit_s': statistics.median(r['exit_s'] for r in rows),
                       'max_exit_s': max(r['exit_s'] for r in rows),
-                      'exit_codes': sorted({r['rc'] for r in rows})}
+                      'exit_codes': sorted({r['rc'] for r in rows}),
+                      'hung': sum(r['hung'] for r in rows)}
                for name, rows in runs.items()}
     for name, row in summary.items():
         print(f'{name}: SIGINT to exit median {row["median_exit_s"]:.2f} s, '
-              f'max {row["max_exit_s"]:.2f} s, exit codes {row["exit_codes"]}')
+              f'max {row["max_exit_s"]:.2f} s, exit codes {row["exit_codes"]}, '
+              f'hung (killed after {args.deadline_s:g} s) {row["hung"]}')
     write_json(args.json, {'machine': machine(), 'load_average': load_average(),
                            'repeats': args.repeats, 'feed_s': args.feed_s,
+                           'deadline_s': args.deadline_s,
                            'summary': summary, 'runs': runs})
 
 
