@@ -17,7 +17,8 @@
 Each bench keeps its own command line and output; this module holds the pieces they all had
 written out: ``--json`` and ``--threads``, writing (or appending to) the result file through
 :mod:`vpr_ros.files` (a bench stopped mid-write leaves the previous result whole), median wall
-times, the machine line and load averages recorded beside timings, and stopping a node process.
+times, the machine line and load averages recorded beside timings, stopping a node process, and
+the camera-and-listener node the node benches drive the localizer with.
 """
 
 from __future__ import annotations
@@ -149,6 +150,72 @@ def stop_process(process: subprocess.Popen, log: IO | None = None,
         process.kill()
     if log is not None:
         log.close()
+
+
+class BenchCamera:
+    """A camera and a listener in this process: publishes rgb8 frames, times their fixes.
+
+    A fix is matched to its frame by the header stamp the node copies over; ``latency_ms`` maps
+    a frame's stamp (ns) to its publish-to-fix time, ``diag`` holds the localizer's latest
+    /diagnostics values (its status message under ``_message``). Images go out on ``/image``
+    with ``qos`` (reliable, depth 5, by default).
+    """
+
+    def __init__(self, name: str, qos: Any = None, fix_depth: int = 10) -> None:
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import Image, NavSatFix
+
+        rclpy.init()
+        self.node = rclpy.create_node(name)
+        qos = qos or QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        self.pub = self.node.create_publisher(Image, '/image', qos)
+        self.node.create_subscription(NavSatFix, '/vpr/fix', self._on_fix, fix_depth)
+        self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, 10)
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self.Image = Image
+        self.sent: dict[int, float] = {}
+        self.latency_ms: dict[int, float] = {}
+        self.diag: dict[str, str] = {}
+
+    def message(self, image: Any) -> Any:
+        """Return an rgb8 ``sensor_msgs/Image`` of an HxWx3 uint8 array."""
+        h, w = image.shape[:2]
+        return self.Image(encoding='rgb8', height=h, width=w, step=3 * w, data=image.tobytes())
+
+    def send(self, msg: Any, stamp_ns: int) -> int:
+        """Stamp ``msg`` and publish it now; return the stamp, the key of its fix."""
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 10**9)
+        self.sent[stamp_ns] = time.monotonic()
+        self.pub.publish(msg)
+        return stamp_ns
+
+    def _on_fix(self, msg: Any) -> None:
+        key = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+        if key in self.sent and key not in self.latency_ms:
+            self.latency_ms[key] = (time.monotonic() - self.sent[key]) * 1e3
+
+    def _on_diag(self, msg: Any) -> None:
+        for status in msg.status:
+            if 'vpr_localizer' in status.name:
+                self.diag = {kv.key: kv.value for kv in status.values}
+                self.diag['_message'] = status.message
+
+    def spin_until(self, deadline: float, done: Callable[[], bool] = lambda: False) -> None:
+        """Spin until the monotonic deadline or until ``done()``."""
+        while time.monotonic() < deadline and not done():
+            self.executor.spin_once(timeout_sec=min(0.005, max(0.0, deadline - time.monotonic())))
+
+    def close(self) -> None:
+        """Shut rclpy down."""
+        import rclpy
+
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown()
 
 
 def rss_mb(pid: int | str = 'self', field: str = 'VmRSS') -> float:

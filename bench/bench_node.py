@@ -38,8 +38,8 @@ import statistics
 import subprocess
 import time
 
-from _common import (add_json, bench_parser, load_average, machine, rss_mb, stop_process,
-                     wait_for_line, write_json)
+from _common import (add_json, bench_parser, BenchCamera, load_average, machine, rss_mb,
+                     stop_process, wait_for_line, write_json)
 import numpy as np
 from vpr_ros.models import DEFAULT_MODEL
 
@@ -117,63 +117,17 @@ def timed_ms(fn, *args) -> float:
     return _POOL.submit(run).result()
 
 
-class Driver:
-    """Camera and listener in this process: publishes images, matches fixes by stamp."""
+class Driver(BenchCamera):
+    """The camera and listener: one frame at a time, each with a stamp of its own."""
 
     def __init__(self) -> None:
-        import rclpy
-        from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import Image, NavSatFix
-
-        rclpy.init()
-        self.node = rclpy.create_node('bench_camera')
-        self.pub = self.node.create_publisher(
-            Image, '/image', QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
-        self.node.create_subscription(NavSatFix, '/vpr/fix', self._on_fix, 10)
-        self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, 10)
-        self.executor = SingleThreadedExecutor()
-        self.executor.add_node(self.node)
-        self.Image = Image
-        self.sent: dict[int, float] = {}
-        self.latency_ms: dict[int, float] = {}
-        self.diag: dict[str, str] = {}
+        super().__init__('bench_camera')
         self.seq = 0
-
-    def _on_fix(self, msg) -> None:
-        key = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
-        if key in self.sent:
-            self.latency_ms[key] = (time.monotonic() - self.sent[key]) * 1e3
-
-    def _on_diag(self, msg) -> None:
-        for status in msg.status:
-            if 'vpr_localizer' in status.name:
-                self.diag = {kv.key: kv.value for kv in status.values}
 
     def publish(self, image: np.ndarray) -> int:
         """Publish one rgb8 frame with a unique stamp; return its key."""
         self.seq += 1
-        h, w = image.shape[:2]
-        msg = self.Image(encoding='rgb8', height=h, width=w, step=3 * w, data=image.tobytes())
-        msg.header.stamp.sec, msg.header.stamp.nanosec = 1_000_000 + self.seq, 0
-        key = msg.header.stamp.sec * 10**9
-        self.sent[key] = time.monotonic()
-        self.pub.publish(msg)
-        return key
-
-    def spin_until(self, deadline: float, done=lambda: False) -> None:
-        """Spin until the monotonic deadline or until ``done()``."""
-        while time.monotonic() < deadline and not done():
-            self.executor.spin_once(timeout_sec=min(0.005, max(0.0, deadline - time.monotonic())))
-
-    def close(self) -> None:
-        """Shut rclpy down."""
-        import rclpy
-
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.try_shutdown()
+        return self.send(self.message(image), (1_000_000 + self.seq) * 10**9)
 
 
 def node_round_trip(driver: 'Driver', image: np.ndarray) -> float:

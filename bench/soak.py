@@ -35,73 +35,26 @@ import subprocess
 import sys
 import time
 
-from _common import (add_json, bench_parser, load_average, machine, rss_mb, stop_process,
-                     wait_for_line, write_json)
+from _common import (add_json, bench_parser, BenchCamera, load_average, machine, rss_mb,
+                     stop_process, wait_for_line, write_json)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_node import build_route_map, percentile  # noqa: E402, I100
 from vpr_ros.models import DEFAULT_MODEL  # noqa: E402
 
 
-class Camera:
-    """Publishes pre-built 640x480 frames with camera-like stamps; listens to fixes and diags."""
+class Camera(BenchCamera):
+    """Publishes pre-built 640x480 frames with camera-like stamps."""
 
     def __init__(self, images: list, reliable: bool) -> None:
-        import rclpy
-        from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import Image, NavSatFix
+        from rclpy.qos import qos_profile_sensor_data
 
-        rclpy.init()
-        self.node = rclpy.create_node('soak_camera')
-        qos = (QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE) if reliable
-               else qos_profile_sensor_data)
-        self.pub = self.node.create_publisher(Image, '/image', qos)
-        self.node.create_subscription(NavSatFix, '/vpr/fix', self._on_fix, 100)
-        self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, 10)
-        self.executor = SingleThreadedExecutor()
-        self.executor.add_node(self.node)
-        self.msgs = []
-        for image in images:
-            h, w = image.shape[:2]
-            self.msgs.append(Image(encoding='rgb8', height=h, width=w, step=3 * w,
-                                   data=image.tobytes()))
-        self.sent: dict[int, float] = {}
-        self.latency_ms: list[float] = []
-        self.diag: dict[str, str] = {}
-
-    def _on_fix(self, msg) -> None:
-        key = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
-        sent = self.sent.pop(key, None)
-        if sent is not None:
-            self.latency_ms.append((time.monotonic() - sent) * 1e3)
-
-    def _on_diag(self, msg) -> None:
-        for status in msg.status:
-            if 'vpr_localizer' in status.name:
-                self.diag = {kv.key: kv.value for kv in status.values}
-                self.diag['_message'] = status.message
+        super().__init__('soak_camera', None if reliable else qos_profile_sensor_data,
+                         fix_depth=100)
+        self.msgs = [self.message(image) for image in images]
 
     def publish(self, i: int, rate_hz: float) -> None:
         """Publish frame ``i``, stamped ``i / rate_hz`` s after 1,000,000 s."""
-        msg = self.msgs[i % len(self.msgs)]
-        stamp_ns = 10**15 + round(i * 1e9 / rate_hz)
-        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 10**9)
-        self.sent[stamp_ns] = time.monotonic()
-        self.pub.publish(msg)
-
-    def spin_until(self, deadline: float) -> None:
-        """Spin until the monotonic deadline."""
-        while time.monotonic() < deadline:
-            self.executor.spin_once(timeout_sec=min(0.005, max(0.0, deadline - time.monotonic())))
-
-    def close(self) -> None:
-        """Shut rclpy down."""
-        import rclpy
-
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.try_shutdown()
+        self.send(self.msgs[i % len(self.msgs)], 10**15 + round(i * 1e9 / rate_hz))
 
 
 def soak(map_path: Path, images: list, args: argparse.Namespace, reliability: str) -> dict:
@@ -133,7 +86,8 @@ def soak(map_path: Path, images: list, args: argparse.Namespace, reliability: st
         rss.append(rss_mb(node.pid))
         d = camera.diag
         received = int(d.get('frames_received', 0))
-        fixes = len(camera.latency_ms)
+        latency = list(camera.latency_ms.values())
+        fixes = len(latency)
         result = {
             'image_reliability': reliability, 'frames_published': args.frames,
             'rate_hz': args.rate, 'duration_s': round(elapsed, 1),
@@ -146,8 +100,8 @@ def soak(map_path: Path, images: list, args: argparse.Namespace, reliability: st
             'processed': int(d.get('frames_processed', 0)),
             'errors': int(d.get('errors', 0)), 'bad_frames': int(d.get('bad_frames', 0)),
             'fixes_received': fixes, 'fixes_per_s': round(fixes / elapsed, 2),
-            'latency_p50_ms': round(percentile(camera.latency_ms, 50), 1),
-            'latency_p95_ms': round(percentile(camera.latency_ms, 95), 1),
+            'latency_p50_ms': round(percentile(latency, 50), 1),
+            'latency_p95_ms': round(percentile(latency, 95), 1),
             'rss_start_mb': round(rss[0], 1), 'rss_end_mb': round(rss[-1], 1),
             'rss_growth_mb': round(rss[-1] - rss[0], 1),
             'rss_samples_mb': [round(r, 1) for r in rss],
