@@ -339,3 +339,15 @@ def test_node_refuses_a_hostile_manifest_with_exit_1(tiny_map, tmp_path):
     assert out.returncode == 1, out.stdout + out.stderr
     assert 'manifest.json is nested more than 32 levels deep' in out.stderr
     assert 'Traceback' not in out.stderr + out.stdout
+
+
+def test_node_says_when_the_calibration_does_not_fit_its_scores(make_node, tiny_map, capfd):
+    """The tiny map was calibrated with re-ranking; a node without it warns and says why."""
+    node = make_node()
+    assert node.diagnostics()[0]['calibration_problem'] == 'none'
+    capfd.readouterr()
+    off = make_node(**{'localizer.rerank': False})
+    problem = off.diagnostics()[0]['calibration_problem']
+    assert 'calibrated with GeoWarp re-ranking and this localizer runs without it' in problem
+    assert problem in capfd.readouterr().err                 # logged at start-up (rclpy)
+    assert off.localizer.calibration is not None             # still used

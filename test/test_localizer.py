@@ -433,3 +433,50 @@ def test_an_uncalibrated_map_keeps_the_global_order(tiny_map, tmp_path):
     MapDB.open(path).update_manifest(**{FUSION_KEY: fusion})      # an older calibration
     older = Localizer.open(path, device='cpu')
     assert older.calibration is not None and older.rerank_weight == 1.0
+
+
+def test_a_calibration_that_no_longer_fits_the_map_is_said_everywhere(tiny_map, tmp_path,
+                                                                      capsys):
+    """After calibrate: GeoWarp fitted again, descriptors re-projected, re-ranking switched."""
+    import shutil
+
+    from vpr_ros.calibrate import calibrate_map
+    from vpr_ros.calibration import CalibrationConfig, fitted_with, store_calibration
+    from vpr_ros.mapdb.compact import convert_map
+
+    path = tmp_path / 'cal.vprmap'
+    shutil.copytree(tiny_map, path)
+
+    def calibrate():
+        loc = Localizer.open(path, device='cpu')
+        cal, report = calibrate_map(loc, CalibrationConfig(pseudo_queries=N, min_per_bin=5,
+                                                           bins=2), progress=False)
+        store_calibration(loc.map, cal, report)
+        return report
+
+    report = calibrate()
+    assert report['fitted_with'] == fitted_with(MapDB.open(path), rerank=True)
+    assert report['fitted_with']['geowarp_sha256'] is None            # the identity warp
+    assert Localizer.open(path, device='cpu').calibration_problem is None
+    assert cli_main(['map', 'verify', str(path)]) == 0
+    off = Localizer.open(path, LocalizerConfig(rerank=False), device='cpu')
+    assert 'calibrated with GeoWarp re-ranking and this localizer runs without it' in \
+        off.calibration_problem and 'rerank: true' in off.calibration_problem
+    capsys.readouterr()
+    assert cli_main(['fit-geowarp', str(path), '--iterations', '2', '--batch-size', '2',
+                     '--device', 'cpu', '--no-progress']) == 0
+    assert 'another GeoWarp' in capsys.readouterr().out              # fit-geowarp says it
+    stale = Localizer.open(path, device='cpu')
+    assert stale.calibration is not None                             # still used, but said
+    assert 'another GeoWarp' in stale.calibration_problem
+    assert 'run vpr-ros calibrate again' in stale.calibration_problem
+    assert cli_main(['map', 'verify', str(path)]) == 1
+    assert 'files OK, but the calibration no longer fits' in capsys.readouterr().err
+    assert cli_main(['map', 'info', str(path)]) == 0
+    assert 'another GeoWarp' in capsys.readouterr().out
+    calibrate()                                                      # made again: it fits
+    assert Localizer.open(path, device='cpu').calibration_problem is None
+    assert cli_main(['map', 'verify', str(path)]) == 0
+    # A v2 conversion projects the descriptors onto 16 principal directions: other scores.
+    v2 = convert_map(path, tmp_path / 'v2.vprmap', dim=16)
+    assert 'projected differently' in Localizer.open(v2, device='cpu').calibration_problem

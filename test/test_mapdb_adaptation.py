@@ -352,11 +352,21 @@ def test_adapt_is_stored_and_applied_by_every_search(plain_map, tmp_path):
     want_idx, want_scores = db.search(desc, 10)
     assert [c.index for c in est.candidates] == list(want_idx[0])
     np.testing.assert_allclose([c.score for c in est.candidates], want_scores[0], atol=1e-4)
+    # Calibrated on the adapted scores: removing the adaptation later leaves it unfitting.
+    from vpr_ros.calibrate import calibrate_map
+    from vpr_ros.calibration import CalibrationConfig, store_calibration
+    cal, report = calibrate_map(loc, CalibrationConfig(pseudo_queries=24, min_per_bin=5, bins=2),
+                                progress=False)
+    store_calibration(db, cal, report)
     # map info shows it; verify passes; removing it (method none) deletes the files.
     info = _vpr_ros('map', 'info', path, '--verify').stdout
-    assert 'pcaw' in info
+    assert 'pcaw' in info and 'no longer fits' not in info
+    _vpr_ros('map', 'verify', path)
     out = _vpr_ros('adapt', path, '--method', 'none').stdout
     assert 'switched off' in out
+    assert 'note: the calibration no longer fits the map: its descriptors are projected ' \
+        'differently' in out
+    assert _vpr_ros('map', 'verify', path, check=False).returncode == 1
     db = MapDB.open(path)
     assert db.projection is None and db.manifest['adaptation']['method'] == 'none'
     assert not [n for n in db.manifest['files'] if n.startswith('adapt')]

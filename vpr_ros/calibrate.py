@@ -35,7 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vpr_ros.calibration import (Calibration, CalibrationConfig, cross_validated_coverage, fit,
-                                 nees_coverage, track_errors)
+                                 fitted_with, nees_coverage, track_errors)
 from vpr_ros.confidence import feature_vector, FEATURES
 from vpr_ros.device import read_step
 from vpr_ros.errors import MapError
@@ -436,6 +436,7 @@ def _calibrate(localizer: Localizer, config: CalibrationConfig,
             feats, errs, config, floor_m=spacing, seed=config.seed, tracks_en=dirs).items()}
         if len(norms) >= 2 * config.min_per_bin else {},
         'rerank': bool(localizer.rerank),
+        'fitted_with': fitted_with(db, localizer.rerank),
         'rerank_fusion': fusion,
         'subspacing': subspacing,
         'geowarp_mode': localizer.config.geowarp.mode,

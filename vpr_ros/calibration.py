@@ -49,6 +49,7 @@ applies and what is scored), read together.
 from __future__ import annotations
 
 from dataclasses import dataclass
+import hashlib
 import math
 from typing import Any, Mapping, Sequence
 
@@ -425,6 +426,67 @@ def store_calibration(db: Any, calibration: Calibration, report: Mapping[str, An
     db.update_manifest(**{CALIBRATION_KEY: calibration.to_dict(),
                           FUSION_KEY: dict(report.get('rerank_fusion') or {}),
                           SUBSPACING_KEY: dict(report.get('subspacing') or {})})
+
+
+#: What the scores a calibration was fitted on depend on, other than the query image, and how
+#: a difference reads (``fitted_with`` in the calibration's report).
+_SCORE_INPUTS = {
+    'model_fingerprint': 'the map holds another model (fine-tuned since?)',
+    'projection': 'its descriptors are projected differently (vpr-ros adapt or map convert '
+                  'since?)',
+    'geowarp_sha256': 'it holds another GeoWarp (vpr-ros fit-geowarp since?)',
+}
+
+
+def fitted_with(db: Any, rerank: bool | None = None) -> dict[str, Any]:
+    """Return what the map's scores depend on: model, query projection, GeoWarp (re-ranking).
+
+    ``calibrate`` stores it with the sigma mapping and fusion weight, which were fitted on
+    those scores; :func:`calibration_problem` compares it with the map as it is now. The
+    GeoWarp is named by its file's sha256 (None: the identity warp), the projection by a
+    digest of its arrays.
+    """
+    from vpr_ros.runtime.onnx_record import geowarp_sha256
+
+    projection, digest = db.projection, None
+    if projection is not None:
+        h = hashlib.sha256(str(projection.method).encode())
+        for array in (projection.mean, projection.matrix):
+            h.update(np.ascontiguousarray(array, np.float32).tobytes())
+        digest = h.hexdigest()[:16]
+    out = {'model_fingerprint': db.manifest['model'].get('fingerprint'), 'projection': digest,
+           'geowarp_sha256': geowarp_sha256(db)}
+    if rerank is not None:
+        out['rerank'] = bool(rerank)
+    return out
+
+
+def calibration_problem(info: Mapping[str, Any], now: Mapping[str, Any]) -> str | None:
+    """Return why a calibration (its report ``info``) does not fit the scores ``now``, or None.
+
+    A calibration from before ``fitted_with`` was stored is checked for re-ranking only (its
+    report says whether it re-ranked); ``now`` without ``rerank`` skips that check.
+    """
+    then = info.get('fitted_with')
+    if isinstance(then, Mapping):
+        for key, why in _SCORE_INPUTS.items():
+            if then.get(key) != now.get(key):
+                return (f'the calibration no longer fits the map: {why}; its sigma and fusion '
+                        f'weight were fitted on other scores (run vpr-ros calibrate again)')
+    made = info.get('rerank')
+    if made is not None and 'rerank' in now and bool(made) != bool(now['rerank']):
+        words = {True: 'with', False: 'without'}
+        return (f'the map was calibrated {words[bool(made)]} GeoWarp re-ranking and this '
+                f'localizer runs {words[bool(now["rerank"])]} it: the sigma was fitted on '
+                f'other scores (set rerank: {str(bool(made)).lower()}, or run vpr-ros '
+                f'calibrate with the same setting)')
+    return None
+
+
+def stored_calibration_problem(db: Any) -> str | None:
+    """Return why the map's stored calibration no longer fits the map's scores, or None."""
+    cal = stored_calibration(db.manifest)
+    return None if cal is None else calibration_problem(cal.info, fitted_with(db))
 
 
 def stored_calibration(manifest: Mapping[str, Any]) -> Calibration | None:

@@ -47,8 +47,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from vpr_ros.calibration import (stored_calibration, stored_geowarp_mode, stored_rerank_weight,
-                                 stored_subspacing)
+from vpr_ros.calibration import (calibration_problem, fitted_with, stored_calibration,
+                                 stored_geowarp_mode, stored_rerank_weight, stored_subspacing)
 from vpr_ros.confidence import confidence_features, feature_vector
 from vpr_ros.config import Config, option
 from vpr_ros.device import forward_batch
@@ -288,6 +288,12 @@ class Localizer:
             self.runtime.reason += ('; GeoWarp regression in ' + name + ' (' + ', '.join(
                 f'{k} {v:.1f} ms' for k, v in ms.items()) + f' for {pairs})')
         self.calibration = stored_calibration(map_db.manifest)
+        #: Why the map's calibration does not fit the scores this localizer computes (GeoWarp
+        #: fitted again, descriptors adapted, re-ranking on/off), or None; it is still used.
+        self.calibration_problem = None if self.calibration is None else calibration_problem(
+            self.calibration.info, fitted_with(map_db, self.rerank))
+        if self.calibration_problem:
+            log.warning('%s: %s', map_db.path, self.calibration_problem)
         # The query's GeoWarp features come from its descriptor pass (no second backbone pass)
         # when the model's plain resize makes exactly the map's thumbnail size.
         resizer = self.model.resizer

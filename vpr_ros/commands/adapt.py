@@ -171,6 +171,11 @@ def main(args: argparse.Namespace) -> int:
         print('dry run: nothing stored')
     else:
         print(f'stored in {args.map}')
+        from vpr_ros.calibration import stored_calibration_problem
+
+        problem = stored_calibration_problem(MapDB.open(args.map))
+        if problem:
+            print(f'note: {problem}')
     _write_json(args.json, {'method': choice.method, 'dim': choice.dim,
                             'validation': choice.table, 'report': report})
     return 0

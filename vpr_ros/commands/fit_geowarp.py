@@ -19,7 +19,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vpr_ros.calibration import stored_calibration_problem
 from vpr_ros.commands._args import add_config, add_device, add_progress, load_config, override
+from vpr_ros.mapdb.database import MapDB
 from vpr_ros.training.geowarp_trainer import fit_geowarp, GeoWarpFitConfig, work_dir_for
 
 
@@ -50,4 +52,7 @@ def main(args: argparse.Namespace) -> int:
     print(f'GeoWarp fitted: {record["iterations"]} steps, losses {"+".join(record["losses"])}, '
           f'loss {record["loss_first10"]:.4f} -> {record["loss_last10"]:.4f}')
     print(f'stored in {args.map / record["file"]}; loss curve {work / "loss.png"}')
+    problem = stored_calibration_problem(MapDB.open(args.map))
+    if problem:
+        print(f'note: {problem}')
     return 0

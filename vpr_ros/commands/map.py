@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+import sys
 from typing import Any
 
+from vpr_ros.calibration import stored_calibration_problem
 from vpr_ros.device import BATCH_HELP
 from vpr_ros.mapdb.database import check_consistency, MapDB
 from vpr_ros.mapdb.format import entry_file_bytes
@@ -117,7 +119,7 @@ def info_lines(db: MapDB, *, verified: bool) -> list[tuple[str, str]]:
         ('adaptation', _adaptation_text(m.get('adaptation'))),
         ('thumbnails', '{height}x{width} ({bytes_per_entry} B per entry)'.format(
             **m['thumbnails']) if m.get('thumbnails') else 'none'),
-        ('calibration', _calibration_text(m)),
+        ('calibration', _calibration_text(db)),
         ('size on disk', f'{_size(on_disk)} '
                          f'({", ".join(f"{k} {v:.0f} B" for k, v in per_entry.items())} '
                          f'per entry)'),
@@ -129,8 +131,9 @@ def info_lines(db: MapDB, *, verified: bool) -> list[tuple[str, str]]:
     return rows
 
 
-def _calibration_text(m: dict[str, Any]) -> str:
-    """Whether the map is calibrated, and the re-ranking choices stored with the sigma fit."""
+def _calibration_text(db: MapDB) -> str:
+    """Whether the map is calibrated, the re-ranking choices stored with it, and if it fits."""
+    m = db.manifest
     if not m.get('calibration'):
         return 'not calibrated'
     fusion, subspacing = m.get('rerank_fusion') or {}, m.get('subspacing') or {}
@@ -138,7 +141,8 @@ def _calibration_text(m: dict[str, Any]) -> str:
              f'fusion weight {fusion["weight"]:g}' if fusion.get('weight') is not None else '',
              f'between map frames: {subspacing["mode"]}' if subspacing.get('mode') else '']
     chosen = ', '.join(p for p in parts if p)
-    return f'yes ({chosen})' if chosen else 'yes'
+    problem = stored_calibration_problem(db)
+    return (f'yes ({chosen})' if chosen else 'yes') + (f'; {problem}' if problem else '')
 
 
 def _projection_text(record: dict[str, Any]) -> str:
@@ -170,6 +174,10 @@ def main(args: argparse.Namespace) -> int:
         checked = check_local_features(db)
         features = (f', the stored GeoWarp features of {checked} sampled entries are their '
                     f"thumbnails' " if checked else '')
+        problem = stored_calibration_problem(db)
+        if problem:
+            print(f'{args.map}: files OK, but {problem}', file=sys.stderr)
+            return 1
         print(f'{args.map}: OK ({len(db)} entries, format v{db.format_version}, every sha256 '
               f'and value checked, the index and descriptors agree{features})')
         return 0

@@ -154,6 +154,8 @@ class LocalizerNode(Node):
             log.warning(f'{self.config.map} is not calibrated: every fix has the fixed sigma '
                         f'{localizer_config.uncalibrated_sigma_m:g} m'
                         f'{uncalibrated_order(self.localizer)} (run vpr-ros calibrate)')
+        elif self.localizer.calibration_problem:
+            log.warning(f'{self.config.map}: {self.localizer.calibration_problem}')
         # Logged last: scripts and tests take this line as "ready".
         log.info(f'vpr_ros localizer started on {self.device_name} ({self.backend_name}): '
                  f'map {Path(self.config.map).name} ({len(self.localizer.map)} places), '
@@ -339,6 +341,7 @@ class LocalizerNode(Node):
                 'map': Path(self.config.map).name,
                 'map_places': len(self.localizer.map),
                 'calibrated': self.localizer.calibration is not None,
+                'calibration_problem': self.localizer.calibration_problem or 'none',
                 'decoder': self.decoder_name, 'worker_alive': self.worker.alive,
                 'consecutive_errors': self._consecutive_errors,
                 **{k: snap[k] for k in keys}}, snap
