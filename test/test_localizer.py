@@ -477,6 +477,20 @@ def test_a_calibration_that_no_longer_fits_the_map_is_said_everywhere(tiny_map, 
     calibrate()                                                      # made again: it fits
     assert Localizer.open(path, device='cpu').calibration_problem is None
     assert cli_main(['map', 'verify', str(path)]) == 0
-    # A v2 conversion projects the descriptors onto 16 principal directions: other scores.
+    # A v2 conversion projects the descriptors onto 16 principal directions: other scores;
+    # onto all of them it is a rotation, which keeps every score.
     v2 = convert_map(path, tmp_path / 'v2.vprmap', dim=16)
     assert 'projected differently' in Localizer.open(v2, device='cpu').calibration_problem
+    dim = MapDB.open(path).descriptor_dim
+    rotated = convert_map(path, tmp_path / 'rotated.vprmap', dim=dim)
+    assert MapDB.open(rotated).projection.dim == dim
+    assert Localizer.open(rotated, device='cpu').calibration_problem is None
+    plain = LocalizerConfig(rerank=False)
+    a, b = (Localizer.open(p, plain, device='cpu').localize(texture(7)) for p in (path, rotated))
+    np.testing.assert_allclose([c.score for c in b.candidates[:3]],
+                               [c.score for c in a.candidates[:3]], atol=2e-3)   # float16
+    c = Localizer.open(v2, plain, device='cpu').localize(texture(7))
+    # Truncated, every query score rises (the query loses the part outside the kept span
+    # before it is normalised): the calibration's score and margin features move.
+    sa, sb, sc = (np.array([x.score for x in e.candidates]) for e in (a, b, c))
+    assert (sc - sa).mean() > max(1e-3, 3 * np.abs(sb - sa).mean())

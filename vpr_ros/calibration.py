@@ -449,7 +449,11 @@ def fitted_with(db: Any, rerank: bool | None = None) -> dict[str, Any]:
     from vpr_ros.runtime.onnx_record import geowarp_sha256
 
     projection, digest = db.projection, None
-    if projection is not None:
+    # A v2 map's full-rank rotation (``pca`` to as many dimensions as it takes) keeps every
+    # score, so it is the plain descriptors' scores; a truncated one raises query scores.
+    full_rotation = (projection is not None and projection.method == 'pca'
+                     and projection.dim == projection.input_dim)
+    if projection is not None and not full_rotation:
         h = hashlib.sha256(str(projection.method).encode())
         for array in (projection.mean, projection.matrix):
             h.update(np.ascontiguousarray(array, np.float32).tobytes())
