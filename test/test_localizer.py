@@ -440,6 +440,7 @@ def test_a_calibration_that_no_longer_fits_the_map_is_said_everywhere(tiny_map, 
     """After calibrate: GeoWarp fitted again, descriptors re-projected, re-ranking switched."""
     import shutil
 
+    import cv2
     from vpr_ros.calibrate import calibrate_map
     from vpr_ros.calibration import CalibrationConfig, fitted_with, store_calibration
     from vpr_ros.mapdb.compact import convert_map
@@ -470,6 +471,11 @@ def test_a_calibration_that_no_longer_fits_the_map_is_said_everywhere(tiny_map, 
     assert stale.calibration is not None                             # still used, but said
     assert 'another GeoWarp' in stale.calibration_problem
     assert 'run vpr-ros calibrate again' in stale.calibration_problem
+    image = tmp_path / 'q.png'
+    cv2.imwrite(str(image), cv2.cvtColor(texture(3), cv2.COLOR_RGB2BGR))
+    # Localised with the stale calibration (its sigma may make the frame NO_FIX: exit 3).
+    assert cli_main(['localize', str(image), '--map', str(path)]) in (0, 3)
+    assert f'warning: {path}: {stale.calibration_problem}' in capsys.readouterr().err
     assert cli_main(['map', 'verify', str(path)]) == 1
     assert 'files OK, but the calibration no longer fits' in capsys.readouterr().err
     assert cli_main(['map', 'info', str(path)]) == 0

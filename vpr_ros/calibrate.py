@@ -401,8 +401,8 @@ def _calibrate(localizer: Localizer, config: CalibrationConfig,
         # geowarp.mode auto (Localizer.geowarp_mode).
         fusion = dict(fusion or {}, geowarp_mode=warp)
         if fitted is None:
-            # The order the sigma is fitted on below; a map without a stored weight would
-            # keep the global order (Localizer.rerank_weight).
+            # Stored, so the order the sigma is fitted on below is the map's, whatever the
+            # default for a map without a weight (Localizer.rerank_weight).
             weight = float(localizer.config.rerank_weight)
             fusion.update(weight=weight, reason=f'weight {weight:g} calibrated as set (not '
                                                 f'fitted: fit_rerank_weight off)')

@@ -290,10 +290,9 @@ class Localizer:
         self.calibration = stored_calibration(map_db.manifest)
         #: Why the map's calibration does not fit the scores this localizer computes (GeoWarp
         #: fitted again, descriptors adapted, re-ranking on/off), or None; it is still used.
+        #: The shells say it (``vpr-ros localize``, the node), as they say a map is uncalibrated.
         self.calibration_problem = None if self.calibration is None else calibration_problem(
             self.calibration.info, fitted_with(map_db, self.rerank))
-        if self.calibration_problem:
-            log.warning('%s: %s', map_db.path, self.calibration_problem)
         # The query's GeoWarp features come from its descriptor pass (no second backbone pass)
         # when the model's plain resize makes exactly the map's thumbnail size.
         resizer = self.model.resizer

@@ -88,6 +88,8 @@ def main(args: argparse.Namespace) -> int:
         print(f'warning: {args.map} is not calibrated, sigma is the fixed '
               f'{localizer.config.uncalibrated_sigma_m:g} m{uncalibrated_order(localizer)} '
               f'(run vpr-ros calibrate)', file=sys.stderr)
+    elif localizer.calibration_problem:
+        print(f'warning: {args.map}: {localizer.calibration_problem}', file=sys.stderr)
     all_fix, unreadable = True, 0
     for path, est in _estimates(localizer, list(args.images)):
         if isinstance(est, DataError):
