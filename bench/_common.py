@@ -170,7 +170,8 @@ class BenchCamera:
 
         rclpy.init()
         self.node = rclpy.create_node(name)
-        qos = qos or QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        if qos is None:
+            qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         self.pub = self.node.create_publisher(Image, '/image', qos)
         self.node.create_subscription(NavSatFix, '/vpr/fix', self._on_fix, fix_depth)
         self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, 10)
