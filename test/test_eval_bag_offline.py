@@ -79,8 +79,12 @@ def test_map_images_localise_with_zero_error(raw_bag, tiny_map, tmp_path, capsys
     config.write_text('subspacing: "off"\n')   # quoted: YAML reads a bare off as false
     assert _run(raw_bag, tiny_map, out, '--batch-size', '5', '--localizer-config',
                 str(config)) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert f'{N} valid of {N} fixes; median 0.00 m' in printed
+    # The sigmas scored here are the fixed ones of an uncalibrated map: said, and recorded.
+    assert f'warning: {tiny_map.name} is not calibrated: every fix has the fixed sigma 15 m ' \
+        'and GeoWarp does not reorder the candidates' in captured.err
     assert 'processing time per frame' in printed and 'not the live latency' in printed
     m = json.loads((out / 'metrics.json').read_text())
     assert m['counts'] == {
@@ -106,6 +110,8 @@ def test_map_images_localise_with_zero_error(raw_bag, tiny_map, tmp_path, capsys
                                                     'rerank', 'estimate'}
     assert m['inputs']['images_topic'] == '/camera/image_raw'
     assert m['inputs']['map'] == str(tiny_map.resolve())
+    assert m['inputs']['calibration'] == off['calibration']
+    assert off['calibration'].startswith(f'{tiny_map.name} is not calibrated')
     report = (out / 'report.md').read_text()
     assert 'localizer processing time per frame p50 / p95 (offline, not latency)' in report
     assert 'bag receive time' not in report
@@ -217,3 +223,32 @@ def test_clear_errors_before_the_model_loads(raw_bag, tiny_map, tmp_path, capsys
     assert '--frames is for the live mode' in capsys.readouterr().err
     assert cli_main(['eval-bag', str(raw_bag), '--map', str(tmp_path / 'no.vprmap')]) == 1
     assert 'no such map' in capsys.readouterr().err
+
+
+def test_the_report_says_whether_the_calibration_fits(raw_bag, tiny_map, tmp_path, capsys):
+    """A calibrated map evaluates without a warning; run off what it was fitted on, it warns."""
+    import shutil
+
+    from vpr_ros.calibrate import calibrate_map
+    from vpr_ros.calibration import CalibrationConfig, store_calibration
+
+    path = tmp_path / 'cal.vprmap'
+    shutil.copytree(tiny_map, path)
+    loc = Localizer.open(path, device='cpu')
+    cal, report = calibrate_map(loc, CalibrationConfig(pseudo_queries=N, min_per_bin=5, bins=2),
+                                progress=False)
+    store_calibration(loc.map, cal, report)
+    capsys.readouterr()
+    assert _run(raw_bag, path, tmp_path / 'fits') == 0
+    assert 'warning' not in capsys.readouterr().err
+    m = json.loads((tmp_path / 'fits' / 'metrics.json').read_text())
+    assert m['inputs']['calibration'] == m['offline']['calibration'] == 'fits the map'
+    assert '- calibration: `fits the map`' in (tmp_path / 'fits' / 'report.md').read_text()
+    config = tmp_path / 'no_rerank.yaml'
+    config.write_text('rerank: false\n')
+    assert _run(raw_bag, path, tmp_path / 'off', '--localizer-config', str(config)) == 0
+    err = capsys.readouterr().err
+    m = json.loads((tmp_path / 'off' / 'metrics.json').read_text())
+    problem = m['inputs']['calibration']
+    assert problem.startswith('cal.vprmap: ') and 'runs without it' in problem
+    assert f'warning: {problem}' in err

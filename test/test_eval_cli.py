@@ -288,13 +288,20 @@ def test_eval_map_scores_the_node_search_with_the_benchmark_protocol(
         rc, out, err = _run([*common, *extra, '--json', out_json], capsys)
         assert rc == 0, err
         runs[name] = json.loads(out_json.read_text())
-        runs[name]['out'] = out
+        runs[name]['out'], runs[name]['err'] = out, err
     assert runs['map']['recalls'] == runs['model']['recalls']
     assert runs['map']['protocol']['map_entries_matched'] == 111
     assert 'plain descriptors' in runs['map']['out']
     for n in ('5', '10', '20'):
         assert runs['rerank']['recalls'][n] == runs['model']['recalls'][n]
     assert 'GeoWarp re-rank of the top 5' in runs['rerank']['out']
+    # The map is not calibrated: eval says what order that gives, as localize and the node do.
+    warning = runs['rerank']['protocol']['calibration']
+    assert warning.startswith(f'{corridor_map.name} is not calibrated') and \
+        'GeoWarp does not reorder the candidates' in warning
+    assert f'warning: {warning}' in runs['rerank']['err']
+    assert 'not calibrated' in runs['map']['err'] and 'reorder' not in runs['map']['err']
+    assert 'calibration' not in runs['model']['protocol']
     rc, _, err = _run([*common, '--model', 'tiny-test', '--no-rerank'], capsys)
     assert rc != 0 and '--map only' in err
 

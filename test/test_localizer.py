@@ -32,7 +32,7 @@ from vpr_ros.cli import main as cli_main
 from vpr_ros.confidence import FEATURES
 from vpr_ros.errors import CheckpointError, DataError, MapError, VprError
 from vpr_ros.geo import haversine_m, wgs84_to_enu
-from vpr_ros.localizer import Localizer, LocalizerConfig, NO_FIX
+from vpr_ros.localizer import calibration_warning, Localizer, LocalizerConfig, NO_FIX
 from vpr_ros.mapdb import MapDB
 from vpr_ros.models.checkpoints import load_model
 from vpr_ros.models.geowarp import GeoWarp, save_geowarp
@@ -476,12 +476,14 @@ def test_a_calibration_that_no_longer_fits_the_map_is_said_everywhere(tiny_map, 
     # Localised with the stale calibration (its sigma may make the frame NO_FIX: exit 3).
     assert cli_main(['localize', str(image), '--map', str(path)]) in (0, 3)
     assert f'warning: {path}: {stale.calibration_problem}' in capsys.readouterr().err
+    assert calibration_warning(stale, path) == f'{path}: {stale.calibration_problem}'
     assert cli_main(['map', 'verify', str(path)]) == 1
     assert 'files OK, but the calibration no longer fits' in capsys.readouterr().err
     assert cli_main(['map', 'info', str(path)]) == 0
     assert 'another GeoWarp' in capsys.readouterr().out
     calibrate()                                                      # made again: it fits
     assert Localizer.open(path, device='cpu').calibration_problem is None
+    assert calibration_warning(Localizer.open(path, device='cpu'), path) is None
     assert cli_main(['map', 'verify', str(path)]) == 0
     # A v2 conversion projects the descriptors onto 16 principal directions: other scores;
     # onto all of them it is a rotation, which keeps every score.

@@ -851,5 +851,21 @@ def uncalibrated_order(localizer: Localizer) -> str:
     return ''
 
 
-__all__ = ['Candidate', 'Estimate', 'FIX', 'fused_order', 'localize', 'Localizer',
-           'LocalizerConfig', 'NO_FIX', 'uncalibrated_order']
+def calibration_warning(localizer: Localizer, name: str | Path) -> str | None:
+    """Return what a user must hear about the map ``name``'s calibration, or None when it fits.
+
+    Every shell that localises (the node, ``localize``, ``eval --map``, ``eval-bag --map``)
+    says the same: an uncalibrated map gives a fixed sigma (and keeps the global order), and a
+    calibration fitted on other scores no longer describes the errors.
+    """
+    if localizer.calibration is None:
+        return (f'{name} is not calibrated: every fix has the fixed sigma '
+                f'{localizer.config.uncalibrated_sigma_m:g} m{uncalibrated_order(localizer)} '
+                f'(run vpr-ros calibrate)')
+    if localizer.calibration_problem:
+        return f'{name}: {localizer.calibration_problem}'
+    return None
+
+
+__all__ = ['calibration_warning', 'Candidate', 'Estimate', 'FIX', 'fused_order', 'localize',
+           'Localizer', 'LocalizerConfig', 'NO_FIX', 'uncalibrated_order']

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+import sys
 
 from vpr_ros.commands._args import (add_backend, add_device, add_localizer_config, add_model,
                                     add_progress, localizer_config)
@@ -105,6 +106,8 @@ def main(args: argparse.Namespace) -> int:
         result = evaluate_map(dataset, args.map, config, rerank=not args.no_rerank,
                               localizer_config=localizer_config(args),
                               progress=not args.no_progress)
+        if result.protocol['calibration'] != 'fits the map':
+            print(f'warning: {result.protocol["calibration"]}', file=sys.stderr)
     else:
         if args.no_rerank or args.localizer_config or getattr(args, 'backend', None):
             raise DataError('--no-rerank, --localizer-config and --backend apply with --map '

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+import sys
 
 from vpr_ros.commands._args import (add_backend, add_config, add_device, add_localizer_config,
                                     add_progress, load_config, localizer_config, override)
@@ -104,7 +105,10 @@ def main(args: argparse.Namespace) -> int:
                   'bag': str(bag.resolve()), 'map': str(args.map.resolve()),
                   'images_topic': result.frames_topic, 'truth_topic': result.truth_topic,
                   'device': result.offline['device'],
-                  'batch_size': result.offline['batch_size']}
+                  'batch_size': result.offline['batch_size'],
+                  'calibration': result.offline.get('calibration')}
+        if inputs['calibration'] not in (None, 'fits the map'):
+            print(f'warning: {inputs["calibration"]}', file=sys.stderr)
         if args.localizer_config:
             inputs['localizer_config'] = str(args.localizer_config.resolve())
     write_report(result.evaluation, out, inputs, overwrite=args.overwrite)

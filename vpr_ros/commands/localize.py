@@ -26,7 +26,7 @@ from vpr_ros.commands._args import add_backend, add_config, add_device, load_con
 from vpr_ros.device import read_step
 from vpr_ros.errors import DataError
 from vpr_ros.images import load_image
-from vpr_ros.localizer import Localizer, LocalizerConfig, uncalibrated_order
+from vpr_ros.localizer import calibration_warning, Localizer, LocalizerConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,12 +84,9 @@ def main(args: argparse.Namespace) -> int:
     others are still localised.
     """
     localizer = Localizer.open(args.map, config_from_args(args), device=args.device)
-    if localizer.calibration is None:
-        print(f'warning: {args.map} is not calibrated, sigma is the fixed '
-              f'{localizer.config.uncalibrated_sigma_m:g} m{uncalibrated_order(localizer)} '
-              f'(run vpr-ros calibrate)', file=sys.stderr)
-    elif localizer.calibration_problem:
-        print(f'warning: {args.map}: {localizer.calibration_problem}', file=sys.stderr)
+    warning = calibration_warning(localizer, args.map)
+    if warning:
+        print(f'warning: {warning}', file=sys.stderr)
     all_fix, unreadable = True, 0
     for path, est in _estimates(localizer, list(args.images)):
         if isinstance(est, DataError):

@@ -43,7 +43,7 @@ from sensor_msgs.msg import CompressedImage, Image, NavSatFix
 from vpr_ros.device import describe_device, resolve_device
 from vpr_ros.errors import ConfigError, DataError
 from vpr_ros.image_codec import msg_to_rgb
-from vpr_ros.localizer import Localizer, uncalibrated_order
+from vpr_ros.localizer import calibration_warning, Localizer
 from vpr_ros.ros import messages
 from vpr_ros.ros.inputs import image_topic, input_problem, sibling_topic
 from vpr_ros.ros.params import configs_from_values, descriptor, parameter_specs
@@ -150,12 +150,9 @@ class LocalizerNode(Node):
             log.info(f'GeoWarp re-ranks the top {localizer_config.geowarp.num_reranked} in '
                      f'{self.localizer.geowarp_mode} mode, fusion weight '
                      f'{self.localizer.rerank_weight:g}')
-        if self.localizer.calibration is None:
-            log.warning(f'{self.config.map} is not calibrated: every fix has the fixed sigma '
-                        f'{localizer_config.uncalibrated_sigma_m:g} m'
-                        f'{uncalibrated_order(self.localizer)} (run vpr-ros calibrate)')
-        elif self.localizer.calibration_problem:
-            log.warning(f'{self.config.map}: {self.localizer.calibration_problem}')
+        warning = calibration_warning(self.localizer, self.config.map)
+        if warning:
+            log.warning(warning)
         # Logged last: scripts and tests take this line as "ready".
         log.info(f'vpr_ros localizer started on {self.device_name} ({self.backend_name}): '
                  f'map {Path(self.config.map).name} ({len(self.localizer.map)} places), '
