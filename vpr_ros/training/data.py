@@ -47,8 +47,6 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms.v2 import functional as TF  # noqa: N812 - torchvision convention
 from vpr_ros.config import Config, option
 from vpr_ros.errors import ConfigError, DataError
 from vpr_ros.geo import wgs84_to_enu
@@ -296,6 +294,8 @@ def to_float(image: np.ndarray) -> torch.Tensor:
 
 def resize_to(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     """Plain (unaugmented) image as a float tensor of ``size`` = (H, W)."""
+    from torchvision.transforms.v2 import functional as TF  # noqa: N812 - see augment
+
     x = to_float(image)
     if tuple(x.shape[-2:]) == tuple(size):
         return x
@@ -310,6 +310,11 @@ def augment(image: np.ndarray, size: tuple[int, int], config: AugmentConfig,
     optional perspective distortion, then brightness / contrast / saturation / hue jitter and
     an optional Gaussian blur.
     """
+    # torchvision is imported here, not with the module: it takes seconds, and the configs
+    # defined here are read by commands that never augment (vpr-ros adapt without --finetune).
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF  # noqa: N812 - torchvision convention
+
     x = to_float(image)
     h, w = x.shape[-2:]
     area = h * w * rng.uniform(*config.crop_scale)
