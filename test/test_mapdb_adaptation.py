@@ -335,7 +335,8 @@ def test_adapt_is_stored_and_applied_by_every_search(plain_map, tmp_path):
     assert db.projection is not None and db.projection.dim == 8
     record = db.manifest['adaptation']
     assert record['model_fingerprint'] == db.manifest['model']['fingerprint']
-    assert set(record['files']) == {'adaptation', 'adapted-descriptors', 'adapted-index'}
+    assert set(record['files']) == {'adaptation', 'adapted-descriptors', 'adapted-index',
+                                    'validation-queries'}
     assert all(name in db.manifest['files'] for name in record['files'].values())
     # MapDB.search projects the model's descriptors: equal to brute force in the new space.
     raw = np.asarray(db.descriptors[:5]) + 0.05
@@ -371,6 +372,54 @@ def test_adapt_is_stored_and_applied_by_every_search(plain_map, tmp_path):
     assert db.projection is None and db.manifest['adaptation']['method'] == 'none'
     assert not [n for n in db.manifest['files'] if n.startswith('adapt')]
     assert not list(path.glob('adapt*'))
+
+
+def test_the_next_adapt_validates_on_the_stored_pseudo_queries(plain_map, tmp_path):
+    """The pseudo-queries' descriptors are kept; the next adapt of that model skips them."""
+    from vpr_ros.mapdb.adaptation import describe_pseudo_queries, QUERIES_STEM
+
+    path = _copy(plain_map, tmp_path / 'm.vprmap')
+    config = AdaptConfig(method='pcaw', dims=(8,), validation_queries=24, folds=2)
+    first = adapt_map(MapDB.open(path), config, device='cpu')
+    assert first.report['pseudo_queries_stored'] is False
+    db = MapDB.open(path)                                  # the new file's sha256 verified
+    record = db.manifest['adaptation']
+    assert record['pseudo_queries'] == {
+        'model_fingerprint': db.manifest['model']['fingerprint'], 'seed': 0, 'count': 24,
+        'from': 'map thumbnails'}
+    model = db.load_model('cpu')
+    want, sources = describe_pseudo_queries(db, model, 24, seed=0)
+    with np.load(path / record['files'][QUERIES_STEM], allow_pickle=False) as data:
+        np.testing.assert_allclose(data['descriptors'], want, atol=1e-5)
+        np.testing.assert_array_equal(data['sources'], sources)
+    forwards = []
+    hook = model.aggregation.register_forward_pre_hook(
+        lambda _, inputs: forwards.append(len(inputs[0])))
+    try:
+        second = adapt_map(db, config.replace(dims=(4, 8)), model=model)
+        assert forwards == [] and second.report['pseudo_queries_stored'] is True
+        recall = {(r['method'], r['dim']): (r['recall@1'], r['recall@5'])
+                  for r in first.table}
+        again = {(r['method'], r['dim']): (r['recall@1'], r['recall@5'])
+                 for r in second.table}
+        assert again[('pcaw', 8)] == recall[('pcaw', 8)]      # the same queries, the same rates
+        plain = ('none', db.descriptor_dim)
+        assert again[plain] == recall[plain]
+        # Other pseudo-queries (seed, count) or better ones (source images): described.
+        third = adapt_map(MapDB.open(path), config.replace(seed=1), model=model)
+        assert forwards and third.report['pseudo_queries_stored'] is False
+        forwards.clear()
+        from vpr_ros.mapdb.sources import source_images
+        db = MapDB.open(path)
+        adapt_map(db, config.replace(seed=1), model=model, images=source_images(db, None))
+        assert forwards
+    finally:
+        hook.remove()
+    assert MapDB.open(path).manifest['adaptation']['pseudo_queries']['from'] == 'source images'
+    assert len(list(path.glob(f'{QUERIES_STEM}-*.npz'))) == 1   # the older ones removed
+    adapt_map(MapDB.open(path), AdaptConfig(method='none'))
+    assert not list(path.glob(f'{QUERIES_STEM}-*'))
+    assert 'pseudo_queries' not in MapDB.open(path).manifest['adaptation']
 
 
 def test_a_projection_that_does_not_fit_the_map_is_refused(plain_map, tmp_path):

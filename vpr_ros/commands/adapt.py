@@ -154,8 +154,9 @@ def main(args: argparse.Namespace) -> int:
                   f'right place within {report["right_place_m"]:.2f} m, {report["pairs"]} map '
                   f'pairs within {config.positive_radius_m:g} m')
         else:
+            kept = ' (stored by the last adapt)' if report.get('pseudo_queries_stored') else ''
             print(f'held-out validation of {args.map}: {report["pseudo_queries"]} '
-                  f'pseudo-queries from {report["pseudo_queries_from"]}, {report["folds"]} '
+                  f'pseudo-queries from {report["pseudo_queries_from"]}{kept}, {report["folds"]} '
                   f'spatial folds, right place within {report["right_place_m"]:.2f} m, '
                   f'{report["pairs"]} map pairs within {config.positive_radius_m:g} m')
         print(f'  {"method":<7}{"dim":>6}{"R@1":>8}{"R@5":>8}')

@@ -50,6 +50,7 @@ from dataclasses import dataclass
 import functools
 import logging
 import operator
+from pathlib import Path
 import time
 from typing import Any, Callable, Sequence
 
@@ -69,6 +70,8 @@ METHODS = ('auto', 'none', 'pcaw', 'lw')
 KEY = 'adaptation'
 #: File stems of the adaptation files in the map directory.
 STEMS = ('adaptation', 'adapted-descriptors', 'adapted-index')
+#: File stem of the validation pseudo-queries' descriptors, kept for the next ``adapt``.
+QUERIES_STEM = 'validation-queries'
 
 
 @dataclass(frozen=True)
@@ -386,6 +389,9 @@ class AdaptationChoice:
     dim: int
     table: list[dict[str, Any]]
     report: dict[str, Any]
+    # The pseudo-queries it was validated on (plain descriptors, source entries), stored
+    # with the adaptation so the next adapt of the same map and model need not describe them.
+    queries: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def choose_adaptation(descriptors: np.ndarray, enu: np.ndarray, queries: np.ndarray | None,
@@ -623,19 +629,64 @@ def adapt_map(db: Any, config: AdaptConfig | None = None, *, model: Any = None,
             choice = choose_adaptation(np.asarray(db.descriptors), enu, None, None, config,
                                        drive=describe_drive(db, model, drive))
         else:
-            queries, sources = describe_pseudo_queries(db, model, config.validation_queries,
-                                                       seed=config.seed, images=images)
+            made_from = 'source images' if images is not None else 'map thumbnails'
+            stored = stored_pseudo_queries(db, config, model, made_from)
+            if stored is not None:
+                queries, sources, made_from = stored
+            else:
+                queries, sources = describe_pseudo_queries(db, model, config.validation_queries,
+                                                           seed=config.seed, images=images)
             choice = choose_adaptation(np.asarray(db.descriptors), enu, queries, sources,
                                        config)
-            choice.report['pseudo_queries_from'] = ('source images' if images is not None
-                                                    else 'map thumbnails')
+            choice.report['pseudo_queries_from'] = made_from
+            choice.report['pseudo_queries_stored'] = stored is not None
+            choice.queries = (queries, sources)
     if not dry_run:
         store_adaptation(db, choice, config)
     return choice
 
 
+def stored_pseudo_queries(db: Any, config: AdaptConfig, model: Any, made_from: str,
+                          ) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """Return the pseudo-queries the last adaptation was validated on, if they still apply.
+
+    They apply to the same model (fingerprint), seed and count, and were made from the source
+    images, or from the thumbnails when nothing better is given now (``made_from``). Their
+    descriptors are what :func:`describe_pseudo_queries` would give again, so a later
+    ``adapt`` (other dimensions, a forced method) skips their forwards: on a CPU most of its
+    time. None when they do not apply or cannot be read (then they are described again).
+    """
+    record = (db.manifest.get(KEY) or {}).get('pseudo_queries') or {}
+    name = (db.manifest.get(KEY) or {}).get('files', {}).get(QUERIES_STEM)
+    if not name or name not in db.manifest.get('files', {}):
+        return None
+    if (record.get('model_fingerprint') != str(model.fingerprint())
+            or record.get('seed') != config.seed
+            or record.get('count') != config.validation_queries
+            or record.get('from') not in ('source images', made_from)):
+        return None
+    try:
+        with np.load(db.path / name, allow_pickle=False) as data:
+            queries = np.asarray(data['descriptors'], np.float32)
+            sources = np.asarray(data['sources'], np.int64)
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning('%s: stored pseudo-queries unreadable (%s); describing them again',
+                    db.path / name, exc)
+        return None
+    if (queries.ndim != 2 or queries.shape[1] != int(model.descriptor_dim)
+            or sources.shape != (len(queries),) or len(queries) == 0
+            or sources.min() < 0 or sources.max() >= len(db)):
+        log.warning('%s: stored pseudo-queries do not fit the map; describing them again',
+                    db.path / name)
+        return None
+    return queries, sources, str(record['from'])
+
+
 def store_adaptation(db: Any, choice: AdaptationChoice, config: AdaptConfig) -> None:
-    """Write the projection, projected descriptors and their index into the map atomically."""
+    """Write the projection, projected descriptors and their index into the map atomically.
+
+    The validation pseudo-queries' descriptors go with them (:func:`stored_pseudo_queries`).
+    """
     import faiss
 
     from vpr_ros.mapdb.index import build_index, IndexConfig, MapIndex
@@ -644,8 +695,19 @@ def store_adaptation(db: Any, choice: AdaptationChoice, config: AdaptConfig) -> 
         'method': choice.method, 'dim': choice.dim, 'input_dim': int(db.descriptor_dim),
         'model_fingerprint': db.manifest['model'].get('fingerprint'),
         'validation': choice.table, 'report': choice.report, 'config': config.to_dict()}
+    files: dict[str, tuple[str, Callable[[Path], Any]]] = {}
+    if choice.queries is not None:
+        queries, sources = choice.queries
+        record['pseudo_queries'] = {
+            'model_fingerprint': record['model_fingerprint'], 'seed': config.seed,
+            'count': config.validation_queries,
+            'from': choice.report.get('pseudo_queries_from', 'map thumbnails')}
+        files[QUERIES_STEM] = ('.npz', lambda p: save_arrays(
+            p, descriptors=np.asarray(queries, np.float32),
+            sources=np.asarray(sources, np.int64)))
     if choice.projection is None:
-        db.attach_files(KEY, {}, lambda names: record, drop_stems=STEMS)
+        db.attach_files(KEY, files, lambda names: {**record, 'files': names},
+                        drop_stems=STEMS + (QUERIES_STEM,))
         db.projection = None
         return
     projection = choice.projection
@@ -658,7 +720,8 @@ def store_adaptation(db: Any, choice: AdaptationChoice, config: AdaptConfig) -> 
                                                      matrix=projection.matrix)),
         'adapted-descriptors': ('.npy', lambda p: save_array(p, adapted)),
         'adapted-index': ('.faiss', lambda p: faiss.write_index(index, str(p))),
-    }, lambda names: {**record, 'files': names})
+        **files,
+    }, lambda names: {**record, 'files': names}, drop_stems=(QUERIES_STEM,))
     db.projection = projection
     db.index = MapIndex(index, info, adapted)
 
@@ -666,4 +729,4 @@ def store_adaptation(db: Any, choice: AdaptationChoice, config: AdaptConfig) -> 
 __all__ = ['adapt_map', 'AdaptConfig', 'AdaptationChoice', 'choose_adaptation',
            'describe_drive', 'describe_pseudo_queries', 'fit_lw', 'fit_pca', 'fit_pcaw',
            'matching_pairs', 'METHODS', 'recall_at_positions', 'recall_rows', 'Projection',
-           'spatial_folds', 'store_adaptation']
+           'spatial_folds', 'store_adaptation', 'stored_pseudo_queries']
