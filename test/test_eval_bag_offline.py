@@ -75,8 +75,10 @@ def test_map_images_localise_with_zero_error(raw_bag, tiny_map, tmp_path, capsys
     out = tmp_path / 'report'
     # Snapped to the map frame: placing between frames would move a map image off its own
     # place by a few cm (the random textures' scores are not a smooth peak).
+    # Every frame published: the first too (by default it waits for a second that agrees).
     config = tmp_path / 'localizer.yaml'
-    config.write_text('subspacing: "off"\n')   # quoted: YAML reads a bare off as false
+    config.write_text('subspacing: "off"\n'    # quoted: YAML reads a bare off as false
+                      'sequence_confirm_first: false\n')
     assert _run(raw_bag, tiny_map, out, '--batch-size', '5', '--localizer-config',
                 str(config)) == 0
     captured = capsys.readouterr()
@@ -124,6 +126,12 @@ def test_map_images_localise_with_zero_error(raw_bag, tiny_map, tmp_path, capsys
     np.testing.assert_allclose(fixes[:, 0], (T0 + np.arange(N) * SEC) / 1e9)
     np.testing.assert_allclose(np.diff(fixes[:, 1:3], axis=0), np.tile([3.0, 4.0], (N - 1, 1)),
                                atol=1e-3)
+    # The default: the first frame of the drive waits for the second to agree.
+    config.write_text('subspacing: "off"\n')
+    assert _run(raw_bag, tiny_map, tmp_path / 'first', '--localizer-config', str(config)) == 0
+    assert f'{N - 1} valid of {N} fixes; median 0.00 m' in capsys.readouterr().out
+    m = json.loads((tmp_path / 'first' / 'metrics.json').read_text())
+    assert m['counts']['no_fix_messages'] == 1 and m['availability'] == (N - 1) / N
 
 
 def test_compressed_frames_against_interpolated_offset_truth(tiny_map, tmp_path):
@@ -133,7 +141,8 @@ def test_compressed_frames_against_interpolated_offset_truth(tiny_map, tmp_path)
     bag = write_bag(tmp_path / 'comp', _frames(), _truth(shift_s=0.5, east_m=3.0),
                     storage='mcap', compressed=True, image_topic='/camera/image_raw',
                     fix_topic='/gnss/fix')
-    snap = LocalizerConfig(subspacing='off')   # map images: exactly at their map frame
+    # Map images: exactly at their map frame; every frame published (the first one too).
+    snap = LocalizerConfig(subspacing='off', sequence_confirm_first=False)
     ev = evaluate_bag_offline(bag, lambda: Localizer.open(tiny_map, snap, device='cpu'),
                               progress=False).evaluation
     m = ev.metrics

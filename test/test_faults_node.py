@@ -47,6 +47,11 @@ def map_frame(tiny_map, index: int) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+#: These tests send one good frame after the faults: let it pass the sequence check unchecked
+#: (the first frame of a drive otherwise waits for a second that agrees).
+FIRST_FRAME_PASSES = {'localizer.sequence_confirm_first': False}
+
+
 @pytest.fixture
 def make_node(tiny_map, rclpy_context):
     """Create localizer nodes in this process (real rclpy); closed after the test."""
@@ -115,7 +120,7 @@ def test_worker_survives_an_error_after_a_warning(make_node, tiny_map):
     from sensor_msgs.msg import NavSatFix
     from vpr_ros.ros import messages
 
-    node = make_node()
+    node = make_node(**FIRST_FRAME_PASSES)
     inject(node, lambda rgb: MemoryError('injected: out of memory')
            if rgb.shape[:2] == (16, 16) else None)
     fixes = []
@@ -260,7 +265,7 @@ def test_node_survives_every_malformed_raw_frame(make_node, tiny_map):
     """Already handled before issue 15 (kept as a regression test): each is a counted bad frame."""
     from sensor_msgs.msg import NavSatFix
 
-    node = make_node()
+    node = make_node(**FIRST_FRAME_PASSES)
     fixes = []
     node.create_subscription(NavSatFix, 'vpr/fix', fixes.append, 10)
     malformed = []
@@ -286,7 +291,7 @@ def test_node_localises_usb_camera_yuv_and_raw_bayer_frames(make_node, tiny_map)
     """A UVC camera's 4:2:2 YUV (usb_cam) and a raw Bayer mosaic give the rgb8 frame's fix."""
     from sensor_msgs.msg import Image, NavSatFix
 
-    node = make_node(sequence_check=False)
+    node = make_node(**{'localizer.sequence_check': False})
     fixes = []
     node.create_subscription(NavSatFix, 'vpr/fix', fixes.append, 10)
     rgb = map_frame(tiny_map, 7)
@@ -316,6 +321,24 @@ def test_node_localises_usb_camera_yuv_and_raw_bayer_frames(make_node, tiny_map)
         assert abs(fix.latitude - fixes[0].latitude) * 111e3 < 0.2
         assert abs(fix.longitude - fixes[0].longitude) * 111e3 < 0.2
     assert abs(fixes[0].latitude - want['lat']) * 111e3 < 2.0
+
+
+def test_the_first_fix_waits_for_a_second_frame_that_agrees(make_node, tiny_map):
+    """The node's first frame is NO_FIX (published with publish_no_fix), the next one a fix."""
+    from sensor_msgs.msg import NavSatFix, NavSatStatus
+
+    node = make_node(publish_no_fix=True)
+    fixes = []
+    node.create_subscription(NavSatFix, 'vpr/fix', fixes.append, 10)
+    for i, index in enumerate((7, 8, 9)):
+        node._on_image(image_msg(map_frame(tiny_map, index), sec=1007 + i))
+        spin_until(node, lambda: len(fixes) == i + 1)
+    assert [f.header.stamp.sec for f in fixes] == [1007, 1008, 1009]
+    assert [f.status.status for f in fixes] == [NavSatStatus.STATUS_NO_FIX,
+                                                NavSatStatus.STATUS_FIX, NavSatStatus.STATUS_FIX]
+    want = tiny_map.frames[8]
+    assert abs(fixes[1].latitude - want['lat']) * 111e3 < 2.0
+    assert node.stats.snapshot()['frames_processed'] == 3
 
 
 @pytest.mark.slow

@@ -189,14 +189,21 @@ def test_sequence_check_rejects_isolated_wrong_places():
         supported.append(check.step(1_000_000_000 * 10 + i * 500_000_000, pos, cands).supported)
     refused = {i for i, ok in enumerate(supported) if not ok}
     # Two wrong frames in a row at the same place support each other only once the second
-    # sees the first; with support 2 both are still refused.
-    assert refused == set(wrong)
+    # sees the first; with support 2 both are still refused. The first frame waits for a
+    # second one to agree.
+    assert refused == set(wrong) | {0}
     # A run of frames at a new place (a real jump) is accepted once it supports itself.
     verdicts = [check.step(1_000_000_000 * 100 + i * 500_000_000, np.array([5000.0, 0.0]),
                            np.array([[5000.0, 0.0]])) for i in range(4)]
-    # The old frames expired (window 5 s): the first has nothing to check against.
-    assert [v.supported for v in verdicts] == [True, True, True, True]
-    assert verdicts[0].required == 0 and verdicts[2].support == 2
+    # The old frames expired (window 5 s): the first has nothing to check against, and it
+    # is the next frame, agreeing, that is supported.
+    assert [v.supported for v in verdicts] == [False, True, True, True]
+    assert verdicts[0].first and verdicts[0].required == 1 and verdicts[0].support == 0
+    assert not verdicts[1].first and verdicts[1].required == 1 and verdicts[2].support == 2
+    # confirm_first off: the first frame passes unchecked (nothing required).
+    unchecked = SequenceCheck(confirm_first=False)
+    verdict = unchecked.step(0, np.array([0.0, 0.0]), np.array([[0.0, 0.0]]))
+    assert verdict.first and verdict.supported and verdict.required == 0
 
 
 def test_sequence_check_recovers_after_a_jump_within_the_window():
@@ -211,7 +218,7 @@ def test_sequence_check_recovers_after_a_jump_within_the_window():
         t += 500_000_000
     assert ok == [False, False, True, True, True, True]
     # Time going backwards (a bag played again) starts afresh.
-    assert check.step(0, np.array([0.0, 0.0]), np.zeros((0, 2))).required == 0
+    assert check.step(0, np.array([0.0, 0.0]), np.zeros((0, 2))).first
     assert len(check) == 1
 
 
@@ -267,11 +274,27 @@ def test_localizer_sequence_check_on_a_drive_with_injected_wrong_places(textured
     assert all(e.status == FIX for e in off)
     loc = Localizer(db, model, LocalizerConfig())
     on = loc.localize_batch(images, stamps_ns=stamps)
-    assert {k for k, e in enumerate(on) if e.status == NO_FIX} == wrong
+    # The wrong places, and the first frame: nothing confirmed it yet.
+    assert {k for k, e in enumerate(on) if e.status == NO_FIX} == wrong | {0}
     assert all('sequence' in on[k].reason for k in wrong)
+    assert on[0].reason.startswith('sequence: first frame')
     for k, (a, b) in enumerate(zip(off, on)):   # the other frames are untouched
         if k not in wrong:
             assert (a.lat, a.lon, a.sigma_m) == (b.lat, b.lon, b.sigma_m)
+    unconfirmed = Localizer(db, model, LocalizerConfig(sequence_confirm_first=False))
+    assert {k for k, e in enumerate(unconfirmed.localize_batch(images, stamps_ns=stamps))
+            if e.status == NO_FIX} == wrong
+    # A drive that starts on a wrong place: it is not published, and the right frames after
+    # it get their fixes once two of them agree. Nothing wrong is ever published.
+    start = [20, 0, 1, 2, 3, 4]
+    fixes = Localizer(db, model, LocalizerConfig()).localize_batch(
+        [texture(i) for i in start], stamps_ns=stamps[:len(start)])
+    assert [e.status for e in fixes] == [NO_FIX, NO_FIX, NO_FIX, FIX, FIX, FIX]
+    assert [e.candidates[0].index for e in fixes] == start
+    # Without the rule the wrong first place was published, and still cost the next two.
+    fixes = unconfirmed.localize_batch([texture(i) for i in start],
+                                       stamps_ns=stamps[:len(start)])
+    assert [e.status for e in fixes] == [FIX, NO_FIX, NO_FIX, FIX, FIX, FIX]
     # Frame by frame (the node): the same, with the memory across calls; unstamped frames
     # are not checked and not remembered.
     loc = Localizer(db, model, LocalizerConfig())
@@ -302,8 +325,9 @@ def test_localizer_motion_check_widens_a_neighbouring_place(textured):
     stamps = [10**18 + k * 500_000_000 for k in range(len(drive))]   # 5 m apart, 2 Hz
     db = MapDB.open(textured)
     model = db.load_model('cpu')
-    # A tight calibrated-like sigma (0.5 m), so that a 10 m confusion is a 20-sigma fix.
-    config = LocalizerConfig(uncalibrated_sigma_m=0.5)
+    # A tight calibrated-like sigma (0.5 m), so that a 10 m confusion is a 20-sigma fix;
+    # every frame published (the first too), so the two runs compare frame by frame.
+    config = LocalizerConfig(uncalibrated_sigma_m=0.5, sequence_confirm_first=False)
     plain = Localizer(db, model, config.replace(motion_gate=0.0)).localize_batch(
         images, stamps_ns=stamps)
     checked = Localizer(db, model, config).localize_batch(images, stamps_ns=stamps)

@@ -135,6 +135,11 @@ class LocalizerConfig(Config):
                                       'max_speed_mps * dt (m)', min=0.0, runtime=True)
     sequence_window_s: float = option(5.0, 'sequence check: frames older than this are '
                                       'forgotten (s)', min=0.0, runtime=True)
+    sequence_confirm_first: bool = option(
+        True, 'sequence check: the first frame of a drive (nothing remembered within '
+        'sequence_window_s) is NO_FIX until a next frame agrees with it, so no first fix is '
+        'unchecked; false: it passes unchecked (cameras slower than 1 / sequence_window_s)',
+        runtime=True)
     sequence_action: str = option('no_fix', 'sequence check: an outlier becomes NO_FIX, or '
                                   'keeps its place with a sigma inflated to its jump '
                                   '(inflate)', choices=SEQUENCE_ACTIONS, runtime=True)
@@ -465,6 +470,7 @@ class Localizer:
         seq.frames, seq.support = cfg.sequence_frames, cfg.sequence_support
         seq.max_speed_mps, seq.margin_m = cfg.max_speed_mps, cfg.sequence_margin_m
         seq.window_s = cfg.sequence_window_s
+        seq.confirm_first = cfg.sequence_confirm_first
         seq.track_frames = cfg.motion_frames
         top = [c.index for c in estimate.candidates[:cfg.sequence_candidates]]
         verdict = seq.step(stamp_ns, np.asarray(estimate.enu),
@@ -476,7 +482,9 @@ class Localizer:
             if estimate.ok:
                 seq.remember_fix(stamp_ns, np.asarray(estimate.enu))
             return estimate
-        why = (f'sequence: {verdict.support} of {verdict.required} recent frames agree, '
+        why = ('sequence: first frame, nothing remembered to check it against (a next frame '
+               'that agrees gets the fix)' if verdict.first else
+               f'sequence: {verdict.support} of {verdict.required} recent frames agree, '
                f'{verdict.jump_m:.0f} m from their candidates')
         if cfg.sequence_action == 'no_fix':
             return dataclasses.replace(estimate, status=NO_FIX, reason=why)

@@ -21,9 +21,12 @@ frames (their map positions and stamps) and counts how many of those frames *sup
 position, i.e. had a top candidate within reach of it: ``max_speed_mps * dt + margin_m``. A
 position supported by fewer than ``support`` of the remembered frames is an outlier (the
 localizer then reports NO_FIX or inflates the covariance). A run of frames that agree on a new
-place supports itself, so the check recovers after a real jump (a gap, a kidnapped robot);
-with no remembered frame (the first one, or after ``window_s`` without frames) nothing can be
-checked and the position passes.
+place supports itself, so the check recovers after a real jump (a gap, a kidnapped robot).
+With no remembered frame (the first one, or after ``window_s`` without frames) nothing can
+check the position: with ``confirm_first`` (the default) it is not supported, so the first fix
+of a drive is one a second frame agreed with. The first fix is the one a robot is most likely
+to trust for good (``navsat_transform`` of robot_localization takes its datum from it), and a
+wrong first place would also make the next, right frames look like jumps.
 
 The same memory also keeps the last published fixes, for a finer check of what passes: a
 *motion check* (:meth:`SequenceCheck.motion_offset`) fits a constant velocity to them (least
@@ -52,16 +55,23 @@ class Verdict:
     required: int         # how many were needed
     jump_m: float         # median over remembered frames of the distance to their nearest
     #                       candidate: how far the position is from the drive (0: none)
+    first: bool = False   # nothing was remembered to check it against
 
 
 class SequenceCheck:
     """The remembered frames of one drive; :meth:`step` checks and remembers a frame."""
 
     def __init__(self, frames: int = 5, support: int = 2, max_speed_mps: float = 15.0,
-                 margin_m: float = 10.0, window_s: float = 5.0) -> None:
-        """Keep ``frames`` frames, at most ``window_s`` old; need ``support`` of them."""
+                 margin_m: float = 10.0, window_s: float = 5.0,
+                 confirm_first: bool = True) -> None:
+        """Keep ``frames`` frames, at most ``window_s`` old; need ``support`` of them.
+
+        ``confirm_first``: a frame with nothing remembered is not supported (a later frame
+        that agrees with it is); False lets it pass unchecked.
+        """
         self.frames = frames
         self.support = support
+        self.confirm_first = confirm_first
         self.max_speed_mps = max_speed_mps
         self.margin_m = margin_m
         self.window_s = window_s
@@ -97,9 +107,10 @@ class SequenceCheck:
             dist = float(np.min(np.linalg.norm(points - pos, axis=1)))
             dists.append(dist)
             support += dist <= reach
-        required = min(self.support, len(self._history))
+        first = not self._history
+        required = 1 if first and self.confirm_first else min(self.support, len(self._history))
         jump = float(np.median(dists)) if dists else 0.0
-        verdict = Verdict(support >= required, support, required, jump)
+        verdict = Verdict(support >= required, support, required, jump, first)
         points = np.asarray(candidates_en, np.float64).reshape(-1, 2)
         self._history.append((stamp_ns, points[np.isfinite(points).all(axis=1)]))
         while len(self._history) > self.frames:
