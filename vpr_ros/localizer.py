@@ -875,5 +875,15 @@ def calibration_warning(localizer: Localizer, name: str | Path) -> str | None:
     return None
 
 
-__all__ = ['calibration_warning', 'Candidate', 'Estimate', 'FIX', 'fused_order', 'localize',
-           'Localizer', 'LocalizerConfig', 'NO_FIX', 'uncalibrated_order']
+#: What reports record as ``calibration`` when :func:`calibration_warning` has nothing to say.
+CALIBRATION_FITS = 'fits the map'
+
+
+def calibration_record(localizer: Localizer, name: str | Path) -> str:
+    """Return the calibration line of a report: the warning, or :data:`CALIBRATION_FITS`."""
+    return calibration_warning(localizer, name) or CALIBRATION_FITS
+
+
+__all__ = ['CALIBRATION_FITS', 'calibration_record', 'calibration_warning', 'Candidate',
+           'Estimate', 'FIX', 'fused_order', 'localize', 'Localizer', 'LocalizerConfig', 'NO_FIX',
+           'uncalibrated_order']

@@ -102,11 +102,12 @@ def main(args: argparse.Namespace) -> int:
                            queries_folder=args.queries_folder, ground_truth=args.ground_truth)
     if getattr(args, 'map', None):
         from vpr_ros.evaluation.retrieval import evaluate_map
+        from vpr_ros.localizer import CALIBRATION_FITS
 
         result = evaluate_map(dataset, args.map, config, rerank=not args.no_rerank,
                               localizer_config=localizer_config(args),
                               progress=not args.no_progress)
-        if result.protocol['calibration'] != 'fits the map':
+        if result.protocol['calibration'] != CALIBRATION_FITS:
             print(f'warning: {result.protocol["calibration"]}', file=sys.stderr)
     else:
         if args.no_rerank or args.localizer_config or getattr(args, 'backend', None):

@@ -100,6 +100,8 @@ def main(args: argparse.Namespace) -> int:
         if args.frames is not None:
             raise ConfigError('--frames is for the live mode; offline, every frame of '
                               '--images is a query')
+        from vpr_ros.localizer import CALIBRATION_FITS
+
         result = _offline(args, bag, config)
         inputs = {'mode': 'offline (localizer run on the bag images)',
                   'bag': str(bag.resolve()), 'map': str(args.map.resolve()),
@@ -107,7 +109,7 @@ def main(args: argparse.Namespace) -> int:
                   'device': result.offline['device'],
                   'batch_size': result.offline['batch_size'],
                   'calibration': result.offline.get('calibration')}
-        if inputs['calibration'] not in (None, 'fits the map'):
+        if inputs['calibration'] not in (None, CALIBRATION_FITS):
             print(f'warning: {inputs["calibration"]}', file=sys.stderr)
         if args.localizer_config:
             inputs['localizer_config'] = str(args.localizer_config.resolve())

@@ -310,7 +310,7 @@ def evaluate_bag_offline(bag: Path, localizer: 'Localizer | Callable[[], Localiz
                         f'{failed[0]}')
     fixes = estimates_to_fixes(done_stamps, estimates)
     evaluation = compute_metrics(fixes, truth, config, frame_stamp_ns=stamps)
-    from vpr_ros.localizer import calibration_warning
+    from vpr_ros.localizer import calibration_record
 
     stages = sorted({k for e in estimates for k in e.timings})
     offline = {
@@ -322,8 +322,7 @@ def evaluate_bag_offline(bag: Path, localizer: 'Localizer | Callable[[], Localiz
         # the sigmas scored here come from a calibration that fits the map.
         **({'geowarp_mode': localizer.geowarp_mode if localizer.rerank else 'off',
             'rerank_weight': localizer.rerank_weight,
-            'calibration': calibration_warning(localizer, localizer.map.path.name)
-            or 'fits the map'}
+            'calibration': calibration_record(localizer, localizer.map.path.name)}
            if hasattr(localizer, 'geowarp_mode') else {}),
         'processing_stage_mean_ms': {k: float(np.mean([e.timings.get(k, 0.0)
                                                        for e in estimates]))

@@ -404,7 +404,7 @@ def evaluate_map(dataset: RetrievalDataset, map_path: str | Path, config: Retrie
     """
     from tqdm import tqdm
 
-    from vpr_ros.localizer import calibration_warning, Localizer, LocalizerConfig
+    from vpr_ros.localizer import calibration_record, Localizer, LocalizerConfig
 
     top_k = max(config.recall_values)
     loc_config = (localizer_config or LocalizerConfig()).replace(top_k=top_k, rerank=rerank)
@@ -450,7 +450,7 @@ def evaluate_map(dataset: RetrievalDataset, map_path: str | Path, config: Retrie
                   + (f', GeoWarp re-rank of the top {loc_config.geowarp.num_reranked} '
                      f'({localizer.geowarp_mode} mode)' if localizer.rerank else ''),
         # The order the node would use depends on the calibration (the fusion weight).
-        'calibration': calibration_warning(localizer, Path(map_path).name) or 'fits the map',
+        'calibration': calibration_record(localizer, Path(map_path).name),
         'model': f'stored in {Path(map_path).name}',
         'model_fingerprint': str(localizer.model.fingerprint()),
         'image_size': list(localizer.model.config.input_size),
