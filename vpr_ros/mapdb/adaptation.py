@@ -656,8 +656,9 @@ def stored_pseudo_queries(db: Any, config: AdaptConfig, model: Any, made_from: s
     ``adapt`` (other dimensions, a forced method) skips their forwards: on a CPU most of its
     time. None when they do not apply or cannot be read (then they are described again).
     """
-    record = (db.manifest.get(KEY) or {}).get('pseudo_queries') or {}
-    name = (db.manifest.get(KEY) or {}).get('files', {}).get(QUERIES_STEM)
+    adaptation = db.manifest.get(KEY) or {}
+    record = adaptation.get('pseudo_queries') or {}
+    name = (adaptation.get('files') or {}).get(QUERIES_STEM)
     if not name or name not in db.manifest.get('files', {}):
         return None
     if (record.get('model_fingerprint') != str(model.fingerprint())
