@@ -62,28 +62,43 @@ def pseudo_recall(model, db: np.ndarray, sets: list, enu: np.ndarray,
     return float(rows[:, 0].mean()), float(rows[:, 1].mean())
 
 
+def model_rows(set_name: str, models: list[str], map_images: list, enu: np.ndarray,
+               spacing: float, sets: list, real) -> list[dict]:
+    """Describe the map with each model; score its real queries and its pseudo-queries.
+
+    ``real(model, db)`` gives the real queries' R@1 and R@5; the pseudo-queries are right
+    within 1 and 2 ``spacing``.
+    """
+    rows = []
+    for name in models:
+        started = time.perf_counter()
+        model = load_model(name, 'cpu')
+        db = describe(map_images, model)
+        real_r1, real_r5 = real(model, db)
+        row = {'set': set_name, 'model': name, 'real_R1': real_r1, 'real_R5': real_r5}
+        for k in (1, 2):
+            row[f'pseudo_R1_{k}sp'], row[f'pseudo_R5_{k}sp'] = pseudo_recall(
+                model, db, sets, enu, k * spacing)
+        row['seconds'] = round(time.perf_counter() - started, 1)
+        print(row, file=sys.stderr, flush=True)
+        rows.append(row)
+    return rows
+
+
 def corridor_rows(models: list[str]) -> list[dict]:
     """Real and pseudo-query recall of each model on Corridor (refs 1 m apart)."""
     refs, queries, positives = load_corridor()
     ref_images = [(r.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for r in refs]
     query_images = [(q.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
                     for q in queries]
-    sets = pseudo_sets(ref_images, (0, 1))
     enu = np.stack([np.arange(len(ref_images), dtype=float), np.zeros(len(ref_images))], 1)
-    rows = []
-    for name in models:
-        started = time.perf_counter()
-        model = load_model(name, 'cpu')
-        db = describe(ref_images, model)
-        real = recalls(db, describe(query_images, model), positives)
-        row = {'set': 'corridor', 'model': name, 'real_R1': real[1], 'real_R5': real[5]}
-        for k in (1, 2):
-            row[f'pseudo_R1_{k}sp'], row[f'pseudo_R5_{k}sp'] = pseudo_recall(
-                model, db, sets, enu, float(k))
-        row['seconds'] = round(time.perf_counter() - started, 1)
-        print(row, file=sys.stderr, flush=True)
-        rows.append(row)
-    return rows
+
+    def real(model, db: np.ndarray) -> tuple[float, float]:
+        found = recalls(db, describe(query_images, model), positives)
+        return found[1], found[5]
+
+    return model_rows('corridor', models, ref_images, enu, 1.0,
+                      pseudo_sets(ref_images, (0, 1)), real)
 
 
 def route_rows(models: list[str], seed: int, frames: int) -> list[dict]:
@@ -99,23 +114,15 @@ def route_rows(models: list[str], seed: int, frames: int) -> list[dict]:
 
     map_enu, query_enu = east_north(map_pass), east_north(query_pass)
     spacing = float(np.median(np.linalg.norm(np.diff(map_enu, axis=0), axis=1)))
-    sets = pseudo_sets([f.image for f in map_pass], (0,))
-    rows = []
-    for name in models:
-        started = time.perf_counter()
-        model = load_model(name, 'cpu')
-        db = describe([f.image for f in map_pass], model)
-        real = recall_at_positions(describe([f.image for f in query_pass], model), db,
-                                   map_enu, query_enu, spacing)
-        row = {'set': f'route seed {seed}', 'model': name,
-               'real_R1': float(real[:, 0].mean()), 'real_R5': float(real[:, 1].mean())}
-        for k in (1, 2):
-            row[f'pseudo_R1_{k}sp'], row[f'pseudo_R5_{k}sp'] = pseudo_recall(
-                model, db, sets, map_enu, k * spacing)
-        row['seconds'] = round(time.perf_counter() - started, 1)
-        print(row, file=sys.stderr, flush=True)
-        rows.append(row)
-    return rows
+    map_images = [f.image for f in map_pass]
+
+    def real(model, db: np.ndarray) -> tuple[float, float]:
+        found = recall_at_positions(describe([f.image for f in query_pass], model), db,
+                                    map_enu, query_enu, spacing)
+        return float(found[:, 0].mean()), float(found[:, 1].mean())
+
+    return model_rows(f'route seed {seed}', models, map_images, map_enu, spacing,
+                      pseudo_sets(map_images, (0,)), real)
 
 
 def main() -> int:
