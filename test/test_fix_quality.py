@@ -206,6 +206,27 @@ def test_sequence_check_rejects_isolated_wrong_places():
     assert verdict.first and verdict.supported and verdict.required == 0
 
 
+def test_frames_without_a_candidate_do_not_count_against_the_next():
+    """Remembered frames that had no finite candidate can neither support nor refuse."""
+    check = SequenceCheck(frames=5, support=2, confirm_first=False)
+    for i in range(3):
+        verdict = check.step(i * 500_000_000, np.array([0.0, 0.0]), np.full((2, 2), np.nan))
+        assert verdict.first and verdict.supported and verdict.required == 0
+    # One frame with evidence among the empty ones: it alone is required, and it supports.
+    check.step(1_500_000_000, np.array([0.0, 0.0]), np.array([[0.0, 0.0]]))
+    verdict = check.step(2_000_000_000, np.array([2.0, 0.0]), np.array([[2.0, 0.0]]))
+    assert not verdict.first and verdict.supported
+    assert (verdict.support, verdict.required) == (1, 1)
+    # ... and refuses a place out of its reach (15 m/s * 0.5 s + 10 m).
+    far = check.step(2_500_000_000, np.array([500.0, 0.0]), np.array([[500.0, 0.0]]))
+    assert not far.supported and (far.support, far.required) == (0, 2)
+    # With confirm_first, empty frames leave the next frame unconfirmed, as the first is.
+    strict = SequenceCheck()
+    strict.step(0, np.array([0.0, 0.0]), np.zeros((0, 2)))
+    verdict = strict.step(500_000_000, np.array([0.0, 0.0]), np.array([[0.0, 0.0]]))
+    assert verdict.first and not verdict.supported and verdict.required == 1
+
+
 def test_sequence_check_recovers_after_a_jump_within_the_window():
     check = SequenceCheck(frames=5, support=2, max_speed_mps=10.0, margin_m=5.0, window_s=10.0)
     t = 0

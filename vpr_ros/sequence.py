@@ -22,11 +22,12 @@ position, i.e. had a top candidate within reach of it: ``max_speed_mps * dt + ma
 position supported by fewer than ``support`` of the remembered frames is an outlier (the
 localizer then reports NO_FIX or inflates the covariance). A run of frames that agree on a new
 place supports itself, so the check recovers after a real jump (a gap, a kidnapped robot).
-With no remembered frame (the first one, or after ``window_s`` without frames) nothing can
-check the position: with ``confirm_first`` (the default) it is not supported, so the first fix
-of a drive is one a second frame agreed with. The first fix is the one a robot is most likely
-to trust for good (``navsat_transform`` of robot_localization takes its datum from it), and a
-wrong first place would also make the next, right frames look like jumps.
+With no remembered frame that had a candidate (the first one, or after ``window_s`` without
+frames) nothing can check the position: with ``confirm_first`` (the default) it is not
+supported, so the first fix of a drive is one a second frame agreed with. The first fix is
+the one a robot is most likely to trust for good (``navsat_transform`` of robot_localization
+takes its datum from it), and a wrong first place would also make the next, right frames look
+like jumps.
 
 The same memory also keeps the last published fixes, for a finer check of what passes: a
 *motion check* (:meth:`SequenceCheck.motion_offset`) fits a constant velocity to them (least
@@ -55,7 +56,7 @@ class Verdict:
     required: int         # how many were needed
     jump_m: float         # median over remembered frames of the distance to their nearest
     #                       candidate: how far the position is from the drive (0: none)
-    first: bool = False   # nothing was remembered to check it against
+    first: bool = False   # nothing remembered (with a candidate) to check it against
 
 
 class SequenceCheck:
@@ -102,13 +103,15 @@ class SequenceCheck:
         support, dists = 0, []
         for stamp, points in self._history:
             if not len(points):
-                continue
+                continue                  # a frame without a candidate cannot vouch either way
             reach = self.max_speed_mps * (stamp_ns - stamp) / 1e9 + self.margin_m
             dist = float(np.min(np.linalg.norm(points - pos, axis=1)))
             dists.append(dist)
             support += dist <= reach
-        first = not self._history
-        required = 1 if first and self.confirm_first else min(self.support, len(self._history))
+        # Only frames with evidence count: a remembered frame without a finite candidate
+        # cannot support anything, so counting it would refuse every frame after it.
+        first = not dists
+        required = 1 if first and self.confirm_first else min(self.support, len(dists))
         jump = float(np.median(dists)) if dists else 0.0
         verdict = Verdict(support >= required, support, required, jump, first)
         points = np.asarray(candidates_en, np.float64).reshape(-1, 2)
