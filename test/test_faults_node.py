@@ -364,6 +364,31 @@ def test_node_refuses_a_hostile_manifest_with_exit_1(tiny_map, tmp_path):
     assert 'Traceback' not in out.stderr + out.stdout
 
 
+def test_unknown_parameters_are_named_with_the_name_they_likely_meant(make_node, capfd):
+    """A localizer option without its prefix is ignored, and the warning gives the real name."""
+    capfd.readouterr()
+    node = make_node(sequence_check=False, **{'localizer.top_kk': 7, 'zzz_unrelated': 1})
+    err = capfd.readouterr().err
+    assert 'ignoring unknown parameters' in err
+    assert 'sequence_check (did you mean localizer.sequence_check?)' in err
+    assert 'localizer.top_kk (did you mean localizer.top_k?)' in err
+    assert 'zzz_unrelated;' in err and 'zzz_unrelated (' not in err
+    assert node.localizer.config.sequence_check                # ignored: the default stays
+
+
+def test_the_unknown_parameter_hint():
+    from vpr_ros.ros.params import parameter_specs, unknown_parameter_hint
+
+    known = [spec.name for spec in parameter_specs()]
+    assert unknown_parameter_hint('sequence_check', known) == 'localizer.sequence_check'
+    assert unknown_parameter_hint('localizer.sequnce_check', known) == \
+        'localizer.sequence_check'
+    assert unknown_parameter_hint('publish_nofix', known) == 'publish_no_fix'
+    assert unknown_parameter_hint('completely_else', known) == ''
+    # A leaf two sections share: both are named.
+    assert unknown_parameter_hint('x.a', ['p.a', 'q.a']) == 'p.a or q.a'
+
+
 def test_node_says_when_the_calibration_does_not_fit_its_scores(make_node, tiny_map, capfd):
     """The tiny map was calibrated with re-ranking; a node without it warns and says why."""
     node = make_node()

@@ -46,7 +46,8 @@ from vpr_ros.image_codec import msg_to_rgb
 from vpr_ros.localizer import calibration_warning, Localizer
 from vpr_ros.ros import messages
 from vpr_ros.ros.inputs import image_topic, input_problem, sibling_topic
-from vpr_ros.ros.params import configs_from_values, descriptor, parameter_specs
+from vpr_ros.ros.params import (configs_from_values, descriptor, parameter_specs,
+                                unknown_parameter_hint)
 from vpr_ros.ros.qos import diagnostics_qos, fix_qos, image_qos
 from vpr_ros.ros.run import run_node
 from vpr_ros.ros.stats import FrameStats
@@ -179,7 +180,9 @@ class LocalizerNode(Node):
         unknown = sorted(n for n in self._overrides() if n not in known
                          and not n.startswith('qos_overrides.'))
         if unknown:
-            self.get_logger().warning(f'ignoring unknown parameters {unknown} (typos?); see '
+            hints = [f'{name} (did you mean {hint}?)' if (hint := unknown_parameter_hint(
+                name, self._names)) else name for name in unknown]
+            self.get_logger().warning(f'ignoring unknown parameters: {", ".join(hints)}; see '
                                       f'config/localize.yaml for the valid names')
 
     def _overrides(self) -> dict[str, Any]:

@@ -27,10 +27,11 @@ config/localize.yaml`` regenerates it).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+import difflib
 import json
 import sys
 import textwrap
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
@@ -116,6 +117,21 @@ def descriptor(spec: FieldSpec) -> ParameterDescriptor:
             from_value=_INT64[0] if spec.min is None else int(spec.min),
             to_value=_INT64[1] if spec.max is None else int(spec.max), step=1)]
     return desc
+
+
+def unknown_parameter_hint(name: str, known: Iterable[str]) -> str:
+    """Return the valid name a mistyped ``name`` most likely meant ('' if none is close).
+
+    The localizer's options are nested (``localizer.sequence_check``): the same name without
+    its prefix, or with another, is the usual slip, then a spelling mistake.
+    """
+    known = sorted(known)
+    leaf = name.rsplit('.', 1)[-1]
+    same_leaf = [k for k in known if k.rsplit('.', 1)[-1] == leaf]
+    if same_leaf:
+        return same_leaf[0] if len(same_leaf) == 1 else ' or '.join(same_leaf)
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+    return close[0] if close else ''
 
 
 def _nest(values: Mapping[str, Any]) -> dict[str, Any]:
