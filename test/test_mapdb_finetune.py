@@ -28,7 +28,7 @@ import torch
 from vpr_ros.errors import DataError
 from vpr_ros.mapdb import MapDB
 from vpr_ros.mapdb.adaptation import AdaptConfig
-from vpr_ros.mapdb.finetune import finetune_map, FinetuneConfig, refit_decision, resolve_layers
+from vpr_ros.mapdb.finetune import finetune_map, FinetuneConfig, resolve_layers
 from vpr_ros.models.backbones import build_backbone, final_stage
 from vpr_ros.models.descriptor import build_model, ModelConfig
 from vpr_ros.training.data import augment, AugmentConfig
@@ -165,44 +165,6 @@ def test_finetune_that_does_not_help_leaves_the_map_and_resumes(tiny_map, tmp_pa
     assert not strict.kept and 'sign test' in strict.reason
     assert 0.0 < strict.report['sign_test_p'] <= 1.0 and strict.after == first.after
     assert MapDB.open(path).manifest['model']['fingerprint'] == fingerprint
-
-
-def test_refit_is_kept_unless_it_finds_the_checked_frames_less_well():
-    kept = {'recall@1': 0.80, 'recall@5': 0.9, 'queries': 50, 'right_place_m': 3.0}
-    for refit, expected in ((0.86, True), (0.80, True), (0.78, False)):
-        record = refit_decision(kept, dict(kept, **{'recall@1': refit}), 'held-out')
-        assert record['kept'] is expected and record['checked_on'] == 'held-out'
-        assert record['before'] == kept and record['after']['recall@1'] == refit
-        assert ('the map uses the model trained on every place' in record['reason']) is expected
-        assert ('the held-out check kept' in record['reason']) is not expected
-    record = refit_decision(kept, dict(kept, **{'recall@1': 0.5}), 'second-drive')
-    assert not record['kept'] and record['reason'].startswith('second-drive recall@1 0.800')
-
-
-@pytest.mark.slow
-def test_refit_trains_again_on_every_place(tiny_map, tmp_path):
-    path = tmp_path / 'm.vprmap'
-    shutil.copytree(tiny_map, path)
-    parent = MapDB.open(path).manifest['model']['fingerprint']
-    config = FinetuneConfig(**QUICK, min_gain=-1.0, max_p=1.0, refit=True)
-    result = finetune_map(path, config, device='cpu', progress=False)
-    assert result.kept
-    refit = result.report['refit']
-    db = MapDB.open(path)                                          # verifies every sha256
-    assert refit['train_images'] == len(db) > result.report['train_images']
-    assert len(refit['history']) == QUICK['epochs']
-    # Checked on the held-out pseudo-queries against the model the held-out check kept.
-    assert refit['checked_on'] == 'held-out' and refit['before'] == result.after
-    assert refit['after']['queries'] == result.after['queries']
-    assert refit['kept'] == (refit['after']['recall@1'] >= result.after['recall@1'])
-    assert db.manifest['finetune']['refit']['kept'] == refit['kept']
-    assert db.manifest['model']['fingerprint'] != parent
-    # Whichever model was kept, the map's descriptors are its own model's.
-    from vpr_ros.images import load_image, to_tensor
-    image = load_image(tiny_map.parent / 'src' / 'img' / '0003.png')
-    desc = db.load_model('cpu').describe(to_tensor(image)[None])
-    np.testing.assert_allclose(desc[0], db.descriptors[3], atol=1e-5)
-    assert not (tmp_path / 'm.vprmap.finetune').exists()
 
 
 def test_finetune_needs_the_map_source(tiny_map, tmp_path):

@@ -78,10 +78,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tune.add_argument('--queries-per-epoch', type=int, default=f.queries_per_epoch,
                       help='training queries per epoch (default 0: all)')
     tune.add_argument('--lr', type=float, default=f.lr, help=f'Adam (default {f.lr:g})')
-    tune.add_argument('--refit', action='store_true',
-                      help='once the held-out check keeps the model, train again on every '
-                           'place of the map (twice the training time); kept if it finds the '
-                           'held-out places, or the second drive, at least as well')
     tune.add_argument('--work-dir', type=Path,
                       help='checkpoints and the candidate map (default <map>.finetune; '
                            'running again continues from there)')
@@ -95,8 +91,7 @@ def finetune(args: argparse.Namespace) -> int:
     config = FinetuneConfig(layers=args.layers, epochs=args.epochs,
                             queries_per_epoch=args.queries_per_epoch, lr=args.lr,
                             validation_queries=args.validation_queries,
-                            min_gain=args.min_gain, max_p=args.max_p, seed=args.seed,
-                            refit=args.refit)
+                            min_gain=args.min_gain, max_p=args.max_p, seed=args.seed)
     result = finetune_map(args.map, config, source=args.source, queries=args.queries,
                           device=args.device, work_dir=args.work_dir, dry_run=args.dry_run,
                           progress=not args.no_progress)
@@ -117,11 +112,7 @@ def finetune(args: argparse.Namespace) -> int:
             print(f'  {name:<12}{row["recall@1"]:>8.3f}{row["recall@5"]:>8.3f}')
     print(f'  sign test on the {"frames" if drive else "pseudo-queries"} it changes: '
           f'p = {r["sign_test_p"]:.2g}')
-    print(f'fine-tuning: {result.reason}')
-    if 'refit' in r:
-        print(f'trained again on all {r["refit"]["train_images"]} map images: '
-              f'{r["refit"]["reason"]}')
-    print(f'fine-tuning took {r["seconds"]:.0f} s')
+    print(f'fine-tuning: {result.reason} ({r["seconds"]:.0f} s)')
     if result.kept:
         print(f'{args.map} rebuilt with the fine-tuned model; the old map is {result.backup}')
         for key in ('adaptation', 'geowarp', 'calibration'):

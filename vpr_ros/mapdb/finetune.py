@@ -85,10 +85,6 @@ class FinetuneConfig(Config):
     max_p: float = option(0.05, 'and only if the held-out queries it changes show it: '
                           'one-sided sign test p at most this (1: no test)', min=0.0, max=1.0)
     seed: int = option(0, 'split, training and pseudo-queries')
-    refit: bool = option(False, 'once the held-out check keeps the model, train again on '
-                                'every place of the map with the same settings (twice the '
-                                'training time); kept if it finds the held-out places (now '
-                                'trained on) or the second drive at least as well')
     frozen_cache_mb: int = option(4096, "memory for the frozen layers' outputs of the map "
                                         'images (layers last), computed once (0: recompute '
                                         'them every pass)', min=0)
@@ -173,9 +169,9 @@ def finetune_map(map_path: str | Path, config: FinetuneConfig | None = None, *,
     from vpr_ros.mapdb.adaptation import spatial_folds
     from vpr_ros.mapdb.database import MapDB
     from vpr_ros.models.checkpoints import load_model
-    from vpr_ros.training.data import nearest_distance
+    from vpr_ros.training.data import ImageSet, nearest_distance, Split, TrainData
     from vpr_ros.training.mining import MiningConfig
-    from vpr_ros.training.trainer import TrainConfig
+    from vpr_ros.training.trainer import read_train_state, train, TrainConfig
 
     config = config or FinetuneConfig()
     started = time.perf_counter()
@@ -203,7 +199,10 @@ def finetune_map(map_path: str | Path, config: FinetuneConfig | None = None, *,
     build = db.manifest.get('build') or {}
     resize_max = int(build.get('resize_max') or 0)
     idx = np.flatnonzero(train_mask)
-    data = _train_data(db, entries, enu, idx, len(held), resize_max)
+    images = ImageSet([entries[i].name for i in idx], enu[idx], [entries[i].load for i in idx],
+                      resize_max=resize_max, cache=True)
+    data = TrainData(Split(images, images, True), None, db.origin,
+                     {'database': len(db), 'train': int(len(idx)), 'held_out': int(len(held))})
     torch_device = resolve_device(device)
     layers = resolve_layers(config.layers, torch_device)
     work = Path(work_dir) if work_dir else map_path.with_name(map_path.name + '.finetune')
@@ -216,7 +215,17 @@ def finetune_map(map_path: str | Path, config: FinetuneConfig | None = None, *,
         frozen_cache_mb=config.frozen_cache_mb,
         mining=MiningConfig(positive_m=config.positive_m, negative_m=config.negative_m,
                             negatives=config.negatives))
-    result = _train_resumable(train_config, data, progress)
+    last = work / 'train' / 'last.pt'
+    if last.is_file():
+        state = read_train_state(last)
+        same = {**state['config'], 'resume': ''} == train_config.to_dict()
+        if same:
+            train_config = train_config.replace(resume=str(last))
+            log.info('resuming the fine-tuning from %s', last)
+        elif not same:
+            log.warning('%s was made with other settings: starting again', last)
+            shutil.rmtree(work / 'train')
+    result = train(train_config, data=data, progress=progress)
     tuned = load_model(result.last, device=device)
     before_model = db.load_model(device)
     load = entry_images(db, entries, resize_max)
@@ -274,30 +283,6 @@ def finetune_map(map_path: str | Path, config: FinetuneConfig | None = None, *,
     if not kept:
         shutil.rmtree(candidate_path, ignore_errors=True)
         return FinetuneResult(False, before, after, reason, report)
-    if config.refit:
-        data = _train_data(db, entries, enu, np.arange(len(db)), 0, resize_max)
-        refit = _train_resumable(train_config.replace(out_dir=str(work / 'train-all')), data,
-                                 progress)
-        refit_model = load_model(refit.last, device=device)
-        refit_path = build_map(source_path, work / 'all' / map_path.name,
-                               candidate_config.replace(model=str(refit.last)),
-                               overwrite=True, progress=progress)
-        refit_map = MapDB.open(refit_path)
-        if drive is not None:
-            check, _ = drive_recall(refit_map, refit_model, drive,
-                                    np.asarray(refit_map.descriptors), after['right_place_m'])
-        else:
-            check, _ = held_out_recall(refit_map, refit_model, held, load, config,
-                                       np.asarray(refit_map.descriptors))
-        record = refit_decision(after, check, decided_by)
-        record.update(train_images=len(db), history=[
-            {k: float(v) for k, v in row.items() if np.isfinite(v)} for row in refit.history])
-        report['refit'] = record
-        if record['kept']:
-            shutil.rmtree(candidate_path, ignore_errors=True)
-            candidate_path, candidate, tuned = refit_path, refit_map, refit_model
-        else:
-            shutil.rmtree(refit_path.parent, ignore_errors=True)
     _carry_over(db, candidate, before_model, layers, report)
     adapt = AdaptConfig.from_dict(build.get('adapt') or {}, where='build.adapt')
     if adapt.method != 'none':
@@ -306,58 +291,11 @@ def finetune_map(map_path: str | Path, config: FinetuneConfig | None = None, *,
             report['adaptation'] = choice.report.get('reason')
         except DataError as exc:
             log.warning('adaptation of the fine-tuned map skipped: %s', exc)
-    report['seconds'] = round(time.perf_counter() - started, 1)
     candidate.update_manifest(**{KEY: report})
     backup = _swap(map_path, candidate_path)
     # The model now lives in the map; a later --finetune starts from it, not from these.
     shutil.rmtree(work, ignore_errors=True)
     return FinetuneResult(True, before, after, reason, report, backup)
-
-
-def refit_decision(checked: dict[str, float], refit: dict[str, float],
-                   decided_by: str) -> dict[str, Any]:
-    """Keep the model trained on every place unless it finds the checked frames less well.
-
-    ``checked`` is the recall of the model the held-out check kept, ``refit`` the refit
-    model's on the same frames. On held-out pseudo-queries the refit model has trained on
-    their places, so it should find them at least as well: finding them less well means the
-    second training went wrong. A second drive is a fair check for both.
-    """
-    kept = refit['recall@1'] >= checked['recall@1']
-    change = (f'{decided_by} recall@1 {checked["recall@1"]:.3f} (kept model) -> '
-              f'{refit["recall@1"]:.3f} (trained on every place)')
-    reason = (f'{change}: the map uses the model trained on every place' if kept else
-              f'{change}: lower, the map uses the model the held-out check kept')
-    return {'kept': kept, 'checked_on': decided_by, 'before': checked, 'after': refit,
-            'reason': reason}
-
-
-def _train_data(db: Any, entries: Sequence[Any], enu: np.ndarray, idx: np.ndarray,
-                held_out: int, resize_max: int) -> Any:
-    """Training tuples from the map entries ``idx``: each is a query and the database."""
-    from vpr_ros.training.data import ImageSet, Split, TrainData
-
-    images = ImageSet([entries[i].name for i in idx], enu[idx], [entries[i].load for i in idx],
-                      resize_max=resize_max, cache=True)
-    return TrainData(Split(images, images, True), None, db.origin,
-                     {'database': len(db), 'train': int(len(idx)), 'held_out': held_out})
-
-
-def _train_resumable(train_config: Any, data: Any, progress: bool) -> Any:
-    """Train into ``train_config.out_dir``, continuing a run made with the same settings."""
-    from vpr_ros.training.trainer import read_train_state, train
-
-    out = Path(train_config.out_dir)
-    last = out / 'last.pt'
-    if last.is_file():
-        state = read_train_state(last)
-        if {**state['config'], 'resume': ''} == train_config.to_dict():
-            train_config = train_config.replace(resume=str(last))
-            log.info('resuming the fine-tuning from %s', last)
-        else:
-            log.warning('%s was made with other settings: starting again', last)
-            shutil.rmtree(out)
-    return train(train_config, data=data, progress=progress)
 
 
 def _carry_over(old: Any, new: Any, model: Any, layers: str, report: dict[str, Any]) -> None:
@@ -390,4 +328,4 @@ def _swap(map_path: Path, candidate: Path) -> Path:
 
 
 __all__ = ['finetune_map', 'FinetuneConfig', 'FinetuneResult', 'held_out_recall',
-           'refit_decision', 'resolve_layers', 'STRONG_AUGMENT']
+           'resolve_layers', 'STRONG_AUGMENT']
