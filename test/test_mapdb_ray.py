@@ -111,16 +111,20 @@ def test_worker_killed_mid_build_costs_only_its_chunk(cluster, source, reference
     killed = []
 
     def kill_a_worker_inside_a_chunk() -> None:
-        """SIGKILL a worker that has read part of a chunk, once another chunk is saved."""
+        """SIGKILL a worker early in a chunk, once another chunk is saved.
+
+        The log is read again just before the signal, and the worker must have two images
+        (0.5 s) left to read, so that on a loaded machine it cannot finish the chunk between
+        the look and the kill.
+        """
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not killed:
             if list(work_dir_for(out).glob('chunk-*.npz')):
-                reads = read_log(log)
                 for proc in actor_processes(temp_dir, busy=True):
-                    mine = [chunk_of[name] for name, pid in reads if pid == proc.pid]
-                    if mine and mine.count(mine[-1]) < size:   # more images to read
+                    mine = [chunk_of[name] for name, pid in read_log(log) if pid == proc.pid]
+                    if mine and mine.count(mine[-1]) <= size - 2:
                         proc.send_signal(signal.SIGKILL)
-                        killed.append((proc.pid, mine[-1]))
+                        killed.append(proc.pid)
                         break
             time.sleep(0.02)
 
@@ -132,8 +136,12 @@ def test_worker_killed_mid_build_costs_only_its_chunk(cluster, source, reference
     finally:
         killer.join()
     assert killed, 'no worker was caught inside a chunk: nothing was killed'
-    pid, chunk = killed[0]
+    pid = killed[0]
     reads = read_log(log)
+    # the chunk it was in, from what it read before it died
+    mine = [chunk_of[name] for name, p in reads if p == pid]
+    chunk = mine[-1]
+    assert mine.count(chunk) < size, f'worker {pid} had read all of chunk {chunk} when killed'
     assert sorted({name for name, _ in reads}) == sorted(reference.names)
     assert pid not in {p.pid for p in actor_processes(temp_dir)}
     # the chunk it was describing was described again, whole, by another worker process
