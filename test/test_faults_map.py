@@ -240,6 +240,59 @@ def test_geowarp_features_of_other_entries_fail_verify(copy, capsys):
     assert rc == 1 and f'{name}: the stored GeoWarp features of entry 2 are not' in out
 
 
+def test_rows_of_other_images_fail_verify_against_the_source(copy, capsys):
+    """Before: rows of another entry in every file a check compares passed ``verify``.
+
+    A writer that puts two entries' descriptors in the wrong order, with an index made from
+    them, or their positions, or their thumbnails with the GeoWarp features made from them,
+    leaves files that agree with one another: only the source images show it.
+    """
+    import faiss
+
+    rc, out = run_cli(['map', 'verify', str(copy)], capsys)
+    assert rc == 0 and ('the positions, thumbnails and descriptors of 6 sampled entries are '
+                        'those of their source images') in out
+    swap = [0, 1, 3, 2, 4, 5]
+    good = {name: np.load(copy / name) for name in ('descriptors.npy', 'positions.npy',
+                                                    'thumbnails.npy')}
+    features = manifest(copy)['local_features']['file']
+    good[features] = np.load(copy / features)
+
+    def write(arrays: dict) -> None:
+        for name, array in arrays.items():
+            np.save(copy / name, array)
+            relist(copy, name)
+        index = faiss.IndexFlatIP(good['descriptors.npy'].shape[1])
+        index.add(np.ascontiguousarray(np.load(copy / 'descriptors.npy')))
+        faiss.write_index(index, str(copy / 'index.faiss'))
+        relist(copy, 'index.faiss')
+
+    for names, what in [(['descriptors.npy'], 'the stored descriptor has cosine'),
+                        (['positions.npy'], 'the stored position'),
+                        (['thumbnails.npy', features], 'the stored thumbnail differs')]:
+        write({name: good[name][swap] for name in names})
+        rc, out = run_cli(['map', 'verify', str(copy)], capsys)
+        assert rc == 1, (names, out)
+        assert f'entry 2 (img/0002.png): {what}' in out and 'build the map again' in out
+        write({name: good[name] for name in names})
+    assert run_cli(['map', 'verify', str(copy)], capsys)[0] == 0
+
+
+def test_verify_without_the_source_says_what_it_could_not_check(built, copy, capsys):
+    """A robot has the map only: ``verify`` checks the files and says so; ``--source`` checks."""
+    source = manifest(built)['source']['path']
+    data = manifest(copy)
+    data['source']['path'] = str(copy.parent / 'gone.csv')
+    write_manifest(copy, data)
+    rc, out = run_cli(['map', 'verify', str(copy)], capsys)
+    assert rc == 0 and 'not checked against its source images: the map source' in out
+    rc, out = run_cli(['map', 'verify', str(copy), '--source', source], capsys)
+    assert rc == 0 and 'of 6 sampled entries are those of their source images' in out
+    rc, out = run_cli(['map', 'verify', str(copy), '--source', str(copy.parent / 'gone')],
+                      capsys)
+    assert rc != 0 and 'gone does not exist' in out
+
+
 def test_adapted_descriptors_that_are_not_the_projection_fail_verify(tmp_path, capsys):
     from vpr_ros.mapdb.adaptation import AdaptConfig
 

@@ -99,6 +99,10 @@ def test_bag_build(tmp_path, model, storage):
                                47.0 + np.array([0.5, 1.5, 2.5, 5.5, 6.5]) * 1e-4, atol=1e-12)
     assert db.stamps == [s // 2, 3 * s // 2, 5 * s // 2, 11 * s // 2, 13 * s // 2]
     assert db.names[0] == f'/cam/image@{s // 2}'
+    # map verify reads the sampled frames from the bag again: they are what the map holds
+    from vpr_ros.mapdb.sources import check_against_source
+    assert check_against_source(db, model=model).endswith(
+        'of 5 sampled entries are those of their source images')
 
 
 class _FailingLoad:

@@ -44,6 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             'finite values) and that they agree (unit descriptors, the index '
                             'finds them, the adaptation projects them); exit 1 on a problem')
     verify.add_argument('map', type=Path, help='the *.vprmap directory')
+    verify.add_argument('--source', type=Path,
+                        help='the folder, CSV or bag the map was built from (default: the '
+                             'source the map records, when it is on this machine): 16 sampled '
+                             'entries must give back their position, thumbnail and descriptor')
     convert = sub.add_parser('convert', help='write the compact format v2 of a v1 map '
                              '(float16 projected descriptors, JPEG thumbnails)')
     convert.add_argument('map', type=Path, help='the v1 *.vprmap directory')
@@ -173,13 +177,16 @@ def main(args: argparse.Namespace) -> int:
         from vpr_ros.runtime.map_features import check_local_features
         checked = check_local_features(db)
         features = (f', the stored GeoWarp features of {checked} sampled entries are their '
-                    f"thumbnails' " if checked else '')
+                    f"thumbnails'" if checked else '')
+        from vpr_ros.mapdb.sources import check_against_source
+        against_source = check_against_source(db, args.source)
         problem = stored_calibration_problem(db)
         if problem:
             print(f'{args.map}: files OK, but {problem}', file=sys.stderr)
             return 1
         print(f'{args.map}: OK ({len(db)} entries, format v{db.format_version}, every sha256 '
-              f'and value checked, the index and descriptors agree{features})')
+              f'and value checked, the index and descriptors agree{features}); '
+              f'{against_source}')
         return 0
     if action in ('convert', 'merge', 'append'):
         from vpr_ros.mapdb import compact

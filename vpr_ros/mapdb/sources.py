@@ -262,3 +262,85 @@ def entry_images(db: Any, entries: Sequence[Any], resize_max: int | None = None,
         image = check_rgb(entries[i].load(), where=f'map entry {db.names[i]}')
         return thumbnail(image, resize_max) if resize_max else image
     return load
+
+
+#: ``map verify``: a sampled entry's stored descriptor and the one its source image gives again
+#: must have at least this cosine (v1 stores float32; v2 the float16 projection).
+SAME_DESCRIPTOR = {1: 0.999, 2: 0.99}
+#: ... and its thumbnail may differ by this much (largest absolute difference of uint8 values)
+#: where the map stores the very pixels (v1); a JPEG thumbnail (v2) must be closer to its own
+#: image's than to any other sampled entry's.
+SAME_PIXELS = 1
+#: ... and its position by this much (degrees of latitude and longitude, metres of altitude).
+SAME_POSITION = (1e-7, 1e-3)
+
+
+def check_against_source(db: Any, source: str | Path | None = None, *, model: Any = None,
+                         sample: int = 16, seed: int = 0) -> str:
+    """Raise :class:`MapError` unless sampled entries are still their source images.
+
+    Checksums and the agreement of the map's files cannot show rows that belong to other
+    images (a writer that joined the descriptors of one drive with the positions of another,
+    or rows shifted by one). A sample of entries is read from the source again and described
+    by the map's model as the build did; each must give back its stored position, thumbnail
+    and descriptor. Returns what was checked, or why nothing was: the source the map records
+    may not be on this machine (a robot often has the map only). A ``source`` given by the
+    caller must be readable (:class:`DataError` otherwise).
+    """
+    import numpy as np
+
+    from vpr_ros.errors import MapError
+    from vpr_ros.mapdb.describe import extract_chunk
+    from vpr_ros.vectors import unit_rows
+
+    try:
+        entries, path = source_entries(db, source)
+    except DataError as exc:
+        if source is not None:
+            raise
+        return f'not checked against its source images: {exc}'
+    rows = np.sort(np.random.default_rng(seed).choice(len(db), size=min(len(db), sample),
+                                                      replace=False))
+    picked = [entries[i] for i in rows]
+    version = 2 if db.format_version >= 2 else 1
+
+    def fail(k: int, what: str) -> None:
+        raise MapError(f'{db.path}: entry {int(rows[k])} ({db.names[rows[k]]}): {what} of its '
+                       f'source image in {path}: the map does not hold the images it names, '
+                       f'or the source changed since the build; build the map again')
+
+    stored = db.positions(rows)
+    for k, e in enumerate(picked):
+        lat, lon, alt = stored[k]
+        near = max(abs(lat - e.lat), abs(lon - e.lon)) <= SAME_POSITION[0]
+        same_alt = (math.isnan(alt) and math.isnan(e.alt)) or abs(alt - e.alt) <= SAME_POSITION[1]
+        if not (near and same_alt):
+            fail(k, f'the stored position {lat:.7f}, {lon:.7f} is not the position '
+                    f'{e.lat:.7f}, {e.lon:.7f}')
+    build = db.manifest.get('build') or {}
+    thumbs = db.manifest.get('thumbnails') or {}
+    size = (int(thumbs['height']), int(thumbs['width'])) if thumbs else (96, 128)
+    model = model if model is not None else db.load_model('cpu')
+    again = extract_chunk(model, picked, resize_max=int(build.get('resize_max') or 0),
+                          thumbnail_size=size)
+    want = np.asarray(again.descriptors, np.float32)
+    if version == 2:
+        want = db.projection.apply(want)
+    cosine = (unit_rows(np.asarray(db.descriptors[rows], np.float64), np.float64)
+              * unit_rows(want, np.float64)).sum(axis=1)
+    for k in np.flatnonzero(cosine < SAME_DESCRIPTOR[version])[:1]:
+        fail(int(k), f'the stored descriptor has cosine {cosine[k]:.3f} with the descriptor')
+    checked = 'positions and descriptors'
+    if thumbs:
+        got = np.asarray(db.thumbnails(rows), np.float32).reshape(len(rows), -1)
+        made = np.asarray(again.thumbnails, np.float32).reshape(len(rows), -1)
+        diff = np.abs(got[:, None] - made[None]).mean(axis=2)   # stored k against made j
+        alike = np.abs(made[:, None] - made[None]).max(axis=2) == 0     # e.g. a stopped robot
+        for k in range(len(rows)):
+            own = np.abs(got[k] - made[k]).max() <= SAME_PIXELS if version == 1 else \
+                diff[k, k] < np.min(diff[k], initial=np.inf, where=~alike[k])
+            if not own:
+                fail(k, f'the stored thumbnail differs (by {diff[k, k]:.1f} on average) '
+                        f'from the thumbnail')
+        checked = 'positions, thumbnails and descriptors'
+    return f'the {checked} of {len(rows)} sampled entries are those of their source images'
