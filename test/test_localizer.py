@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 from mapdb_helpers import route, texture, textured_map
 import numpy as np
@@ -76,6 +77,19 @@ def test_map_image_localises_to_itself(tiny_map, model):
         assert set(est.timings) == {'decode', 'resize', 'forward', 'search', 'rerank',
                                     'estimate'}
         assert est.ok and not est.reason
+
+
+def test_a_map_written_at_the_same_path_later_does_not_reach_an_open_localizer(
+        tiny_map, model, tmp_path):
+    """Before: opened ``fast`` (the node's ``fast_load``), names came from the file at frame 1."""
+    path = tmp_path / 'copy.vprmap'
+    shutil.copytree(tiny_map, path)
+    loc = Localizer(MapDB.open(path, fast=True), model)
+    rows = (path / 'entries.csv').read_text().splitlines()
+    others = [f'other/{i}.png,' for i in range(N + 3)]         # map append wrote it since
+    (path / 'entries.csv').write_text('\n'.join(rows[:1] + others) + '\n')
+    est = loc.localize(texture(7))
+    assert est.candidates[0].index == 7 and est.candidates[0].name == 'img/0007.png'
 
 
 def test_rerank_reorders_only_the_first_p(tiny_map, model):

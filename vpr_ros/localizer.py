@@ -245,6 +245,10 @@ class Localizer:
         if len(map_db) == 0:
             raise MapError(f'{map_db.path}: the map is empty')
         self.map = map_db
+        # MapDB.open(fast=True) reads the entry names on first use: read them now, so that the
+        # first frame does not wait for a big map's names, nor reads those of a map written at
+        # the same path since (vpr-ros map append or convert while the node runs).
+        self.names = map_db.names
         if model is None:
             model = map_db.load_model(device)
         else:
@@ -742,9 +746,8 @@ class Localizer:
             reason = f'sigma {sigma:.1f} m > max_sigma_m {cfg.max_sigma_m:g} m'
         # Up: the height-0 surface the entries' east/north are measured on (positions_enu).
         lat, lon, _ = enu_to_wgs84(xy[0], xy[1], -self.map.origin[2], self.map.origin)
-        names = self.map.names
         candidates = tuple(
-            Candidate(int(j), names[int(j)], float(p[0]), float(p[1]), float(p[2]),
+            Candidate(int(j), self.names[int(j)], float(p[0]), float(p[1]), float(p[2]),
                       float(g), float(r))
             for j, p, g, r in zip(idx, pos, glob, rerank))
         top_score = features['score']
