@@ -184,6 +184,36 @@ def test_finetune_needs_the_map_source(tiny_map, tmp_path):
     assert 'Traceback' not in proc.stderr
 
 
+def test_radii_that_leave_no_tuple_fail_before_training_and_name_the_options(
+        tiny_map, tmp_path, caplog):
+    """Before: a site smaller than 25 m failed in the trainer, naming a setting with no option."""
+    path = tmp_path / 'm.vprmap'
+    shutil.copytree(tiny_map, path)
+    # The 48 entries span 235 m: beyond 300 m there is no negative for any of them.
+    proc = _vpr_ros('adapt', path, '--finetune', '--negative-radius', 300)
+    assert proc.returncode != 0 and 'Traceback' not in proc.stderr
+    assert 'nothing to fine-tune on' in proc.stderr
+    assert '--negative-radius (300 m) set them' in proc.stderr and 'spans' in proc.stderr
+    assert not (tmp_path / 'm.vprmap.finetune').exists()
+    assert MapDB.open(path).manifest['model'] == MapDB.open(tiny_map).manifest['model']
+    # Beyond 150 m, the middle third of the route has no negative: a warning, and training goes on.
+    from vpr_ros.mapdb.finetune import _check_tuples
+    from vpr_ros.training.data import ImageSet, Split
+    from vpr_ros.training.mining import MiningConfig
+
+    db = MapDB.open(path)
+    enu = db.positions_enu(np.arange(len(db)))
+    images = ImageSet(db.names, enu, [None] * len(db))
+    with caplog.at_level('WARNING', logger='vpr_ros.mapdb.finetune'):
+        _check_tuples(path, Split(images, images, True),
+                      MiningConfig(positive_m=6.0, negative_m=150.0), enu)
+    assert 'of 48 training images have no positive or no negative' in caplog.text
+    caplog.clear()
+    with caplog.at_level('WARNING', logger='vpr_ros.mapdb.finetune'):
+        _check_tuples(path, Split(images, images, True), MiningConfig(positive_m=6.0), enu)
+    assert not caplog.text
+
+
 @pytest.mark.slow
 def test_a_second_drive_decides_the_finetuning(tiny_map, tmp_path):
     path = tmp_path / 'm.vprmap'

@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f'output dimensions to try (default '
                              f'{" ".join(map(str, d.dims))})')
     parser.add_argument('--positive-radius', type=float, default=d.positive_radius_m,
-                        help=f'lw: map images this close (m) are matching pairs (default '
+                        help=f'map images this close (m) show the same place: the matching '
+                             f'pairs of lw, the positives of --finetune (default '
                              f'{d.positive_radius_m:g})')
     parser.add_argument('--validation-queries', type=int, default=d.validation_queries,
                         help=f'pseudo-queries made from map images (default '
@@ -78,6 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tune.add_argument('--queries-per-epoch', type=int, default=f.queries_per_epoch,
                       help='training queries per epoch (default 0: all)')
     tune.add_argument('--lr', type=float, default=f.lr, help=f'Adam (default {f.lr:g})')
+    tune.add_argument('--negative-radius', type=float, default=f.negative_m,
+                      help=f'negatives: map images farther than this (m) (default '
+                           f'{f.negative_m:g}; lower it for a site smaller than that)')
     tune.add_argument('--work-dir', type=Path,
                       help='checkpoints and the candidate map (default <map>.finetune; '
                            'running again continues from there)')
@@ -90,6 +94,7 @@ def finetune(args: argparse.Namespace) -> int:
 
     config = FinetuneConfig(layers=args.layers, epochs=args.epochs,
                             queries_per_epoch=args.queries_per_epoch, lr=args.lr,
+                            positive_m=args.positive_radius, negative_m=args.negative_radius,
                             validation_queries=args.validation_queries,
                             min_gain=args.min_gain, max_p=args.max_p, seed=args.seed)
     result = finetune_map(args.map, config, source=args.source, queries=args.queries,

@@ -203,6 +203,9 @@ def finetune_map(map_path: str | Path, config: FinetuneConfig | None = None, *,
                       resize_max=resize_max, cache=True)
     data = TrainData(Split(images, images, True), None, db.origin,
                      {'database': len(db), 'train': int(len(idx)), 'held_out': int(len(held))})
+    mining = MiningConfig(positive_m=config.positive_m, negative_m=config.negative_m,
+                          negatives=config.negatives)
+    _check_tuples(map_path, data.train, mining, enu)
     torch_device = resolve_device(device)
     layers = resolve_layers(config.layers, torch_device)
     work = Path(work_dir) if work_dir else map_path.with_name(map_path.name + '.finetune')
@@ -212,9 +215,7 @@ def finetune_map(map_path: str | Path, config: FinetuneConfig | None = None, *,
         epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
         queries_per_epoch=config.queries_per_epoch, seed=config.seed, train_layers=layers,
         validate_before=False, netvlad_init='never', augment=config.augment,
-        frozen_cache_mb=config.frozen_cache_mb,
-        mining=MiningConfig(positive_m=config.positive_m, negative_m=config.negative_m,
-                            negatives=config.negatives))
+        frozen_cache_mb=config.frozen_cache_mb, mining=mining)
     last = work / 'train' / 'last.pt'
     if last.is_file():
         state = read_train_state(last)
@@ -296,6 +297,35 @@ def finetune_map(map_path: str | Path, config: FinetuneConfig | None = None, *,
     # The model now lives in the map; a later --finetune starts from it, not from these.
     shutil.rmtree(work, ignore_errors=True)
     return FinetuneResult(True, before, after, reason, report, backup)
+
+
+#: Warn when more than this share of the training images has no tuple (no positive or no
+#: negative at the mining radii).
+MAX_UNUSED = 0.25
+
+
+def _check_tuples(map_path: Path, split: Any, mining: Any, enu: np.ndarray) -> None:
+    """Fail (or warn) before training when the radii leave the map images without tuples.
+
+    The radii suit a route map (frames a few metres apart, GNSS positions); a small site (a
+    building whose places all lie within ``negative_m`` of each other) or places farther apart
+    than ``positive_m`` leave images without a negative or a positive, which the trainer drops.
+    """
+    from vpr_ros.fix_quality import place_spacing_m
+    from vpr_ros.training.mining import plan_queries
+
+    hint = (f"adapt --finetune's --positive-radius ({mining.positive_m:g} m) and "
+            f'--negative-radius ({mining.negative_m:g} m) set them; the places of the map are '
+            f'{place_spacing_m(enu):.1f} m apart (median) and it spans '
+            f'{float(np.ptp(enu[:, 0])):.0f} x {float(np.ptp(enu[:, 1])):.0f} m')
+    try:
+        plan = plan_queries(split, mining)
+    except DataError as exc:
+        raise DataError(f'{map_path}: nothing to fine-tune on: {exc}; {hint}') from None
+    unused = len(plan.dropped_no_positive) + len(plan.dropped_no_negative)
+    if unused > MAX_UNUSED * len(split.queries):
+        log.warning('%s: %d of %d training images have no positive or no negative and are '
+                    'not trained on; %s', map_path, unused, len(split.queries), hint)
 
 
 def _carry_over(old: Any, new: Any, model: Any, layers: str, report: dict[str, Any]) -> None:
